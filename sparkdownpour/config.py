@@ -1,0 +1,95 @@
+"""Frozen dataclasses for every knob, validated on construction, loadable from TOML.
+
+A bad value is refused when the trainer is built, long before a Spark job starts, with the
+knob's name and the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, received {value!r} of type "
+                        f"{type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, received {value!r}")
+
+
+def _non_negative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, received {value!r} of type "
+                        f"{type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, received {value!r}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, received {value!r} of type "
+                        f"{type(value).__name__}")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, received {value!r}")
+
+
+@dataclass(frozen=True)
+class DownpourConfig:
+    """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
+    every replica fetching and pushing after each mini-batch."""
+
+    loss: str | Callable = "sparse_categorical_crossentropy"
+    optimizer: str = "adagrad"
+    learning_rate: float = 0.05
+    batch_size: int = 32
+    epochs: int = 10
+    n_fetch: int = 1
+    n_push: int = 1
+    num_shards: int = 1
+    num_replicas: int | None = None   # None: one replica per existing partition of the DataFrame
+    warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
+    seed: int = 0
+    request_timeout: float = 60.0     # seconds before a replica gives up on one server request
+    max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
+    verbose: int = 1                  # 0: silent; 1: a progress bar
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.loss, str) and self.loss) and not callable(self.loss):
+            raise TypeError(f"loss must be a Keras loss name or a callable, received {self.loss!r}")
+        if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
+            raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
+                            f"received {self.optimizer!r}")
+        _positive_number("learning_rate", self.learning_rate)
+        for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
+            _positive_int(name, getattr(self, name))
+        if self.num_replicas is not None:
+            _positive_int("num_replicas", self.num_replicas)
+        for name in ("warmstart_steps", "seed", "verbose"):
+            _non_negative_int(name, getattr(self, name))
+        _positive_number("request_timeout", self.request_timeout)
+        _positive_number("max_request_mb", self.max_request_mb)
+        if self.num_shards != 1:
+            raise ValueError(f"num_shards={self.num_shards}: this release serves the parameters "
+                             "from one shard; use num_shards=1")
+
+    def replace(self, **changes) -> "DownpourConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str = "downpour") -> "DownpourConfig":
+        """Read ``[section]`` of a TOML file; unknown keys are refused with the allowed ones."""
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+        return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "DownpourConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        return cls(**values)

@@ -1,0 +1,150 @@
+"""Column-type checks and the one cheap validation pass, before any training job starts.
+
+Every refusal names the column, its type or the offending value, and the fix, because the
+alternative is a stack trace from deep inside an executor twenty minutes into a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import VectorUDT
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+FEATURES = "features"
+LABEL = "label"
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+                 T.DecimalType)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the validation pass learned: sizes and label range, for the trainer and the history."""
+
+    num_rows: int
+    num_features: int
+    label_min: float
+    label_max: float
+
+
+def _field(df: DataFrame, name: str, role: str) -> T.StructField:
+    if not isinstance(name, str):
+        raise TypeError(f"{role} column must be a column name (str), received {name!r}")
+    try:
+        return df.schema[name]
+    except (KeyError, Exception) as exc:  # pyspark raises its own PySparkKeyError
+        if name in df.columns:
+            raise
+        raise ValueError(f"{role} column {name!r} not found; the DataFrame has columns "
+                         f"{df.columns}") from exc
+
+
+def features_expression(df: DataFrame, features_col: str | Sequence[str]):
+    """An ``array<float>`` expression for a vector column, an array column, or numeric columns."""
+    if isinstance(features_col, (list, tuple)):
+        if not features_col:
+            raise ValueError("features_col is an empty list; name at least one numeric column")
+        for name in features_col:
+            field = _field(df, name, "features")
+            if not isinstance(field.dataType, NUMERIC_TYPES):
+                raise TypeError(f"features column {name!r} has type {field.dataType.simpleString()}"
+                                "; a list of feature columns must all be numeric")
+        return F.array(*[F.col(n).cast("float") for n in features_col])
+    field = _field(df, features_col, "features")
+    dtype = field.dataType
+    if isinstance(dtype, VectorUDT):
+        return vector_to_array(F.col(features_col), dtype="float32")
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, NUMERIC_TYPES):
+        return F.col(features_col).cast(T.ArrayType(T.FloatType()))
+    if isinstance(dtype, NUMERIC_TYPES):
+        return F.array(F.col(features_col).cast("float"))
+    raise TypeError(
+        f"features column {features_col!r} has type {dtype.simpleString()}; expected a Spark ML "
+        "vector, an array of numbers, or numeric columns (pass a list of names, or assemble them "
+        "with pyspark.ml.feature.VectorAssembler)")
+
+
+def label_expression(df: DataFrame, label_col: str):
+    field = _field(df, label_col, "label")
+    if not isinstance(field.dataType, NUMERIC_TYPES):
+        hint = (" (index string labels with pyspark.ml.feature.StringIndexer first)"
+                if isinstance(field.dataType, T.StringType) else "")
+        raise TypeError(f"label column {label_col!r} has type {field.dataType.simpleString()}; "
+                        f"labels must be integer or double{hint}")
+    return F.col(label_col).cast("float")
+
+
+def prepare(df: DataFrame, features_col: str | Sequence[str], label_col: str) -> DataFrame:
+    """Project ``df`` to ``features: array<float>, label: float``, the replicas' input format."""
+    if not isinstance(df, DataFrame):
+        raise TypeError(f"fit expects a pyspark.sql.DataFrame, received {type(df).__name__}")
+    return df.select(features_expression(df, features_col).alias(FEATURES),
+                     label_expression(df, label_col).alias(LABEL))
+
+
+def _describe_features(features_col) -> str:
+    return f"features column {features_col!r}" if isinstance(features_col, str) else \
+        f"features columns {list(features_col)}"
+
+
+def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
+    """One aggregation over the prepared frame; refuse empty, ragged, null or non-finite data."""
+    feats, label = F.col(FEATURES), F.col(LABEL)
+    bad_value = F.exists(feats, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+    row = prepared.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.min(F.size(feats)).alias("dmin"), F.max(F.size(feats)).alias("dmax"),
+        F.sum(feats.isNull().cast("long")).alias("null_rows"),
+        F.sum(bad_value.cast("long")).alias("bad_rows"),
+        F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
+        F.min(label).alias("lmin"), F.max(label).alias("lmax"),
+    ).first()
+    what = _describe_features(features_col)
+    if row["n"] == 0:
+        raise ValueError("the DataFrame is empty: there is nothing to train on")
+    if row["null_rows"]:
+        raise ValueError(f"{what} is null in {row['null_rows']} of {row['n']} rows; drop or "
+                         "impute them first (DataFrame.dropna, pyspark.ml.feature.Imputer)")
+    if row["bad_rows"]:
+        example = (prepared.filter(bad_value)
+                   .select(F.filter(feats, lambda x: x.isNull() | F.isnan(x)
+                                    | (F.abs(x) == float("inf"))).getItem(0).alias("v"))
+                   .first()["v"])
+        raise ValueError(f"{what} holds a null, NaN or infinite value ({example}) in "
+                         f"{row['bad_rows']} of {row['n']} rows; drop or impute them first "
+                         "(DataFrame.dropna, pyspark.ml.feature.Imputer)")
+    if row["dmin"] != row["dmax"]:
+        raise ValueError(f"{what} has rows of different lengths ({row['dmin']} to {row['dmax']}); "
+                         "every row needs the same number of features")
+    if row["dmin"] == 0:
+        raise ValueError(f"{what} holds empty feature arrays; every row needs at least one feature")
+    if row["bad_labels"]:
+        raise ValueError(f"label column {label_col!r} is null or NaN in {row['bad_labels']} of "
+                         f"{row['n']} rows; drop them first")
+    return DataSummary(num_rows=int(row["n"]), num_features=int(row["dmin"]),
+                       label_min=float(row["lmin"]), label_max=float(row["lmax"]))
+
+
+def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,
+                          loss_name: str | None, output_units: int) -> None:
+    """Refuse labels that the loss cannot take: class indices out of range, non-0/1 binary labels."""
+    if loss_name in ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"):
+        low, high = 0, output_units - 1
+        non_integer = prepared.filter(F.col(LABEL) != F.floor(F.col(LABEL))).select(LABEL).first()
+        if non_integer is not None:
+            raise ValueError(f"label column {label_col!r} holds {non_integer[0]}, not a class "
+                             f"index; loss {loss_name!r} needs integer labels in [{low}, {high}]")
+    elif loss_name in ("binary_crossentropy", "BinaryCrossentropy"):
+        low, high = 0, 1
+    else:
+        return
+    for value in (summary.label_min, summary.label_max):
+        if not low <= value <= high:
+            raise ValueError(
+                f"label column {label_col!r} holds {value}, outside [{low}, {high}] for loss "
+                f"{loss_name!r} with a model of {output_units} output unit(s); re-index the "
+                "labels or widen the model's last layer")

@@ -1,0 +1,51 @@
+"""What ``fit`` returns: the trained model and a per-epoch history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class History:
+    """Per-epoch records (dicts), readable by row (``history.epochs[-1]``) or by key
+    (``history["loss"]``), like ``keras.callbacks.History.history``."""
+
+    epochs: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # run-wide facts: rows, partitions, server address
+
+    def append(self, record: dict) -> None:
+        self.epochs.append(record)
+
+    def __getitem__(self, key: str) -> list:
+        if self.epochs and key not in self.epochs[-1]:
+            raise KeyError(f"{key!r} is not in the history; it has {sorted(self.epochs[-1])}")
+        return [record.get(key) for record in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def history(self) -> dict[str, list]:
+        """Keras-style dict of lists."""
+        keys = self.epochs[-1].keys() if self.epochs else ()
+        return {key: self[key] for key in keys}
+
+    @property
+    def final(self) -> dict:
+        return dict(self.epochs[-1]) if self.epochs else {}
+
+    def __repr__(self) -> str:
+        last = self.final
+        shown = {k: last[k] for k in ("epoch", "loss", "val_accuracy", "updates",
+                                      "staleness_mean", "staleness_max") if k in last}
+        return f"History({len(self)} epochs, last={shown})"
+
+
+@dataclass
+class TrainingResult:
+    model: Any
+    history: History
+
+    def __iter__(self):  # model, history = Downpour(...).fit(df)
+        return iter((self.model, self.history))

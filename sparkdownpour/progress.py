@@ -1,0 +1,58 @@
+"""A progress bar fed from the master model server's counters while a Spark job runs."""
+
+from __future__ import annotations
+
+import threading
+
+
+class ServerProgress:
+    """Polls ``store.status()`` on a daemon thread and shows updates applied, rate and staleness.
+
+    Does nothing when ``verbose`` is 0. tqdm's ``auto`` front end picks the notebook widget when
+    one is available and plain text otherwise.
+    """
+
+    def __init__(self, store, total_updates: int, verbose: int, interval: float = 0.25) -> None:
+        self._store, self._interval = store, interval
+        self._stop = threading.Event()
+        self._bar = None
+        self._postfix: dict = {}
+        self._thread = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_updates, unit="upd", desc="downpour", leave=True,
+                             dynamic_ncols=True)
+
+    def __enter__(self) -> "ServerProgress":
+        if self._bar is not None:
+            self._thread = threading.Thread(target=self._run, name="sparkdownpour-progress",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def set_epoch(self, epoch: int, epochs: int, **postfix) -> None:
+        if self._bar is not None:
+            self._bar.set_description(f"epoch {epoch}/{epochs}")
+            self._postfix.update({k: v for k, v in postfix.items() if v is not None})
+            self._refresh()
+
+    def _refresh(self) -> None:
+        status = self._store.status()
+        self._bar.n = min(status["updates_applied"], self._bar.total or status["updates_applied"])
+        staleness = status.get("staleness", {})
+        self._bar.set_postfix(stale=f"{staleness.get('mean', 0.0):.2f}", **self._postfix,
+                              refresh=False)
+        self._bar.refresh()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._refresh()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._bar is not None:
+            self._refresh()
+            self._bar.close()

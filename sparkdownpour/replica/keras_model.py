@@ -1,0 +1,129 @@
+"""How a Keras model travels to executors and computes its gradient there.
+
+A ``ModelSpec`` carries either the user's zero-argument builder (cloudpickled by Spark with the
+closure) or the model's JSON architecture; weights never travel with it: replicas fetch them from
+the master model server. The server holds the *trainable* variables only, in
+``model.trainable_variables`` order, on the driver and on every executor alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep executor stderr readable
+
+SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Plain, picklable description of the model and loss, built on each Python worker once."""
+
+    num_features: int
+    loss: str | Callable
+    builder: Callable | None = None
+    config_json: str | None = None
+
+    def build(self):
+        import keras
+
+        if self.builder is not None:
+            model = self.builder()
+            if not isinstance(model, keras.Model):
+                raise TypeError(f"the model builder returned {type(model).__name__}, "
+                                "expected a keras.Model")
+        else:
+            model = keras.models.model_from_json(self.config_json)
+        if not model.built:
+            model.build((None, self.num_features))
+        return model
+
+
+def spec_for(model, num_features: int, loss) -> ModelSpec:
+    """Describe a keras.Model instance or a zero-argument builder for shipping to executors."""
+    import keras
+
+    if isinstance(model, keras.Model):
+        try:
+            config_json = model.to_json()
+            keras.models.model_from_json(config_json)  # fail on the driver, not on executors
+        except Exception as exc:  # custom layers without get_config, subclassed models, ...
+            raise TypeError(
+                "this keras.Model cannot be rebuilt from its configuration "
+                f"({type(exc).__name__}: {exc}); pass a zero-argument function that builds it "
+                "instead, e.g. Downpour(build_model, ...)") from exc
+        return ModelSpec(num_features=num_features, loss=loss, config_json=config_json)
+    if callable(model):
+        return ModelSpec(num_features=num_features, loss=loss, builder=model)
+    raise TypeError(f"model must be a keras.Model or a zero-argument function returning one, "
+                    f"received {type(model).__name__}")
+
+
+def output_units(model) -> int:
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
+    if shape is None or shape[-1] is None:
+        raise ValueError("cannot tell the model's number of outputs; give its last layer a size")
+    return int(shape[-1])
+
+
+def trainable_arrays(model) -> list[np.ndarray]:
+    return [np.asarray(v.numpy(), dtype=np.float32) for v in model.trainable_variables]
+
+
+def assign_trainable(model, arrays) -> None:
+    variables = model.trainable_variables
+    if len(variables) != len(arrays):
+        raise ValueError(f"the model has {len(variables)} trainable variables, received "
+                         f"{len(arrays)} arrays")
+    for variable, array in zip(variables, arrays):
+        variable.assign(array)
+
+
+def resolve_loss(loss):
+    import keras
+
+    return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+def loss_name(loss) -> str | None:
+    if isinstance(loss, str):
+        return loss
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None)
+
+
+class GradientFunction:
+    """The replica's compiled ``gradient()``: mean loss and its gradient for one mini-batch."""
+
+    def __init__(self, model, loss) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        loss_fn = resolve_loss(loss)
+        self.label_rank2 = output_units(model) == 1 and loss_name(loss) not in SPARSE_LOSSES
+        num_features = int(model.inputs[0].shape[-1]) if getattr(model, "inputs", None) else None
+        label_shape = [None, 1] if self.label_rank2 else [None]
+
+        # A fixed signature with a free batch dimension: one trace serves full and short batches.
+        @tf.function(input_signature=[tf.TensorSpec([None, num_features], tf.float32),
+                                      tf.TensorSpec(label_shape, tf.float32)])
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                predictions = model(x, training=True)
+                loss_value = tf.reduce_mean(loss_fn(y, predictions))
+                if model.losses:  # regularisation terms declared on layers
+                    loss_value += tf.add_n(model.losses)
+            grads = tape.gradient(loss_value, model.trainable_variables)
+            return loss_value, [tf.convert_to_tensor(g) for g in grads]
+
+        self._step = step
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        if self.label_rank2:
+            y = y.reshape(-1, 1)
+        loss_value, grads = self._step(x, y)
+        return float(loss_value), [g.numpy() for g in grads]

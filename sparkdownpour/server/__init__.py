@@ -1,0 +1,26 @@
+"""The master model server (driver side): parameter store, wire format, HTTP app and client."""
+
+from sparkdownpour.server.app import create_app
+from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.protocol import (
+    FRAME_CONTENT_TYPE,
+    Frame,
+    ProtocolError,
+    decode_frame,
+    encode_frame,
+)
+from sparkdownpour.server.runner import ParameterServer
+from sparkdownpour.server.store import ParameterStore, PushResult
+
+__all__ = [
+    "FRAME_CONTENT_TYPE",
+    "Frame",
+    "ParameterClient",
+    "ParameterServer",
+    "ParameterStore",
+    "ProtocolError",
+    "PushResult",
+    "create_app",
+    "decode_frame",
+    "encode_frame",
+]

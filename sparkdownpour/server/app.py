@@ -1,0 +1,124 @@
+"""The Flask app in front of a ``ParameterStore``: the master model server's HTTP routes.
+
+Routes (all need ``Authorization: Bearer <token>``)::
+
+    GET  /v1/params                        -> params frame
+    POST /v1/update                        -> {"step": int, "staleness": int}
+    POST /v1/update?return_params=1        -> params frame right after the update
+    GET  /v1/status                        -> store.status() as JSON
+
+Authentication and the body size are checked before the body is read, so an unauthenticated
+or oversized request costs the driver nothing but the headers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _error(status: int, message: str) -> Response:
+    resp = jsonify({"error": message})
+    resp.status_code = status
+    return resp
+
+
+def _frame_response(frame: bytes, **headers: Any) -> Response:
+    resp = Response(frame, status=200, content_type=FRAME_CONTENT_TYPE)
+    resp.headers["Cache-Control"] = "no-store"
+    for key, value in headers.items():
+        resp.headers[f"X-Sdp-{key.capitalize()}"] = str(value)
+    return resp
+
+
+def _read_body() -> bytes:
+    """Read the request body once, with as few copies as the WSGI server allows.
+
+    With a Content-Length (always, from our client) the bytes are read straight from the
+    server's input stream into one buffer; werkzeug's generic ``get_data`` would go through
+    64 KiB chunks and two extra copies of a multi-megabyte body.
+    """
+    length = request.content_length
+    stream = request.environ.get("wsgi.input")
+    if length is None or stream is None or "wsgi.input_terminated" in request.environ:
+        return request.get_data(cache=False)  # chunked: let werkzeug dechunk (and cap) it
+    data = stream.read(length) if length else b""
+    if len(data) != length:
+        raise ProtocolError(f"body ended after {len(data)} of {length} bytes (client disconnected?)")
+    return data
+
+
+def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Flask:
+    """Build the Flask app serving ``store``; ``token`` is the run's shared secret."""
+    if not isinstance(token, str) or not token:
+        raise ValueError("token must be a non-empty string (the per-run secret)")
+    if not isinstance(max_request_bytes, int) or max_request_bytes <= 0:
+        raise ValueError(f"max_request_bytes must be a positive integer, got {max_request_bytes!r}")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
+    expected = f"Bearer {token}".encode("utf-8")
+
+    @app.before_request
+    def _authenticate() -> Response | None:
+        # Runs before routing errors and before any body is read.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, expected):
+            what = "wrong bearer token" if given else "missing 'Authorization: Bearer <token>'"
+            return _error(401, f"unauthorized: {what}")
+        length = request.content_length
+        if length is not None and length > max_request_bytes:
+            return _error(
+                413, f"request body is {length} bytes, the server limit is {max_request_bytes}"
+            )
+        return None
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Response:
+        return _error(e.code or 500, f"{e.name}: {e.description}")
+
+    @app.get("/v1/params")
+    def params() -> Response:
+        frame = store.fetch_frame()
+        store.note_traffic(sent=len(frame))
+        return _frame_response(frame)
+
+    @app.post("/v1/update")
+    def update() -> Response:
+        try:
+            body = _read_body()
+            frame = decode_frame(body, expected_shapes=store.shapes)
+            if frame.kind != "update":
+                raise ProtocolError(f"expected a frame of kind 'update', got {frame.kind!r}")
+        except ProtocolError as e:
+            store.note_rejected()
+            return _error(400, f"bad update frame: {e}")
+        try:
+            # The store checks finiteness and counts its own rejections.
+            result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step)
+        except (ValueError, TypeError) as e:
+            return _error(400, f"update rejected: {e}")
+        store.note_traffic(received=len(body))
+        if request.args.get("return_params", "").lower() in _TRUE:
+            fresh = store.fetch_frame()
+            store.note_traffic(sent=len(fresh))
+            return _frame_response(fresh, step=result.step, staleness=result.staleness)
+        return jsonify({"step": result.step, "staleness": result.staleness})
+
+    @app.get("/v1/status")
+    def status() -> Response:
+        return jsonify(store.status())
+
+    return app

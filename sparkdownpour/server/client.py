@@ -1,0 +1,249 @@
+"""The replica's side of the wire: fetch parameters, push updates, read the server status.
+
+One ``ParameterClient`` per replica (it is not thread-safe). Every failure becomes a
+``ParameterServerError`` naming the URL, the route, the HTTP status and the server's own
+error text; every request has a socket timeout, so a dead server never hangs a Spark task.
+
+Retries: ``fetch`` and ``status`` are idempotent and retry connection errors with exponential
+backoff. ``push`` is sent at most once, because a push whose response was lost may already
+have been applied and a second copy would apply twice; the only exception is a kept-alive
+connection found dead *before* anything was sent, which is reopened once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import select
+import socket
+import time
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.server.protocol import (
+    FRAME_CONTENT_TYPE,
+    ProtocolError,
+    decode_frame,
+    encode_frame_parts,
+)
+
+__all__ = ["ParameterClient"]
+
+logger = logging.getLogger(__name__)
+
+_SOCKET_BUFFER = 4 * 1024 * 1024
+_HINTS = {
+    401: "unauthorized: check the run token",
+    404: "not found: is this URL a sparkdownpour parameter server?",
+    413: "request too large: the update is bigger than the server's max_request_bytes",
+}
+
+
+def _socket_is_dead(sock: socket.socket | None) -> bool:
+    """True if a kept-alive socket was closed by the server (EOF or stray bytes waiting)."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        # Readable with no request outstanding means EOF, a reset, or garbage: all unusable.
+        return True
+    except (OSError, ValueError):
+        return True
+
+
+class ParameterClient:
+    """HTTP client for one parameter server (``url`` from ``ParameterServer.url``)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"url must look like http://host:port, got {url!r}")
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
+            raise ValueError("token must be a non-empty single-line string")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if not backoff >= 0:
+            raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
+        self.url = url.rstrip("/")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        self.timeout, self.retries, self.backoff = float(timeout), retries, float(backoff)
+        self._headers = {"Authorization": f"Bearer {token}", "Connection": "keep-alive"}
+        self._conn: http.client.HTTPConnection | None = None
+        self.last_push: dict[str, int] | None = None  # {"step", "staleness"} of the last push
+
+    # -- connection handling -------------------------------------------------------------
+
+    def _open(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        conn.connect()  # sets TCP_NODELAY itself
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                conn.sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+        except OSError:
+            pass
+        self._conn = conn
+        return conn
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """The kept-alive connection, reopened when the server closed it in between."""
+        conn = self._conn
+        # http.client drops conn.sock itself after a "Connection: close" response.
+        if conn is None or conn.sock is None or _socket_is_dead(conn.sock):
+            self.close()
+            conn = self._open()
+        return conn
+
+    def close(self) -> None:
+        """Close the connection (a later request opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "ParameterClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _fail(self, method: str, route: str, what: str) -> ParameterServerError:
+        return ParameterServerError(f"{method} {self.url}{route} failed: {what}")
+
+    def _request(
+        self, method: str, route: str, body: list[Any] | None = None, *, idempotent: bool
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request; ``body`` is a list of buffers written to the socket in order."""
+        attempts = 1 + self.retries if idempotent else 1
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = FRAME_CONTENT_TYPE
+            # An explicit length makes http.client send the parts as they are (no chunking).
+            headers["Content-Length"] = str(sum(len(part) for part in body))
+        attempt = 0
+        while True:
+            sent = False
+            try:
+                conn = self._connection()
+                conn.request(method, self._prefix + route, body=body, headers=headers)
+                sent = True
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                break
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                attempt += 1
+                logger.debug("%s %s%s attempt %d failed: %r", method, self.url, route, attempt, e)
+                if not idempotent and not sent and attempt == 1:
+                    # The request never got out whole, so the server cannot have applied
+                    # it: one retry on a fresh connection cannot apply it twice.
+                    attempts = 2
+                if attempt >= attempts:
+                    raise self._fail(
+                        method, route,
+                        f"{type(e).__name__}: {e} (after {attempt} attempt(s); "
+                        f"is the server running and reachable?)",
+                    ) from e
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        if resp.status != 200:
+            raise self._fail(method, route, self._describe(resp, data))
+        return resp, data
+
+    @staticmethod
+    def _describe(resp: http.client.HTTPResponse, data: bytes) -> str:
+        """``HTTP 401 unauthorized: check the run token (server said: ...)``."""
+        text = ""
+        if (resp.getheader("Content-Type") or "").startswith("application/json"):
+            try:
+                text = str(json.loads(data).get("error", ""))
+            except (ValueError, AttributeError):
+                pass
+        if not text:
+            text = data[:300].decode("utf-8", "replace").strip()
+        hint = _HINTS.get(resp.status, resp.reason or "error")
+        return f"HTTP {resp.status} {hint} (server said: {text or 'nothing'})"
+
+    def _params(self, method: str, route: str, resp: http.client.HTTPResponse, data: bytes):
+        ctype = resp.getheader("Content-Type") or ""
+        if not ctype.startswith(FRAME_CONTENT_TYPE):
+            raise self._fail(method, route, f"expected a {FRAME_CONTENT_TYPE} body, got {ctype!r}")
+        try:
+            frame = decode_frame(data)
+        except ProtocolError as e:
+            raise self._fail(method, route, f"server answered a malformed frame: {e}") from e
+        if frame.kind != "params":
+            raise self._fail(method, route, f"expected a 'params' frame, got {frame.kind!r}")
+        return frame.step, frame.arrays
+
+    def fetch(self) -> tuple[int, list[np.ndarray]]:
+        """``(step, params)`` from the server; arrays are read-only views of the response."""
+        resp, data = self._request("GET", "/v1/params", idempotent=True)
+        return self._params("GET", "/v1/params", resp, data)
+
+    def push(
+        self,
+        grads: Sequence[Any],
+        *,
+        base_step: int,
+        replica: str,
+        return_params: bool = False,
+    ) -> dict[str, int] | tuple[int, list[np.ndarray]]:
+        """Send one update computed against params of ``base_step``; sent at most once.
+
+        Returns ``{"step", "staleness"}``, or with ``return_params`` the fresh
+        ``(step, params)`` from the same response (one round trip instead of two); the step
+        and staleness of the push are kept in ``self.last_push`` either way.
+        """
+        try:
+            # Parts alias the grads: the update is written to the socket without a copy.
+            body = encode_frame_parts(grads, kind="update", step=base_step, replica=replica)
+        except ProtocolError as e:
+            raise ValueError(f"cannot encode the update: {e}") from e
+        route = "/v1/update?return_params=1" if return_params else "/v1/update"
+        resp, data = self._request("POST", route, body, idempotent=False)
+        if return_params:
+            step, arrays = self._params("POST", route, resp, data)
+            try:
+                self.last_push = {
+                    "step": int(resp.getheader("X-Sdp-Step", step)),
+                    "staleness": int(resp.getheader("X-Sdp-Staleness", -1)),
+                }
+            except ValueError:
+                self.last_push = {"step": step, "staleness": -1}
+            return step, arrays
+        try:
+            result = json.loads(data)
+            self.last_push = {"step": int(result["step"]), "staleness": int(result["staleness"])}
+        except (ValueError, KeyError, TypeError) as e:
+            raise self._fail("POST", route, f"unexpected response {data[:200]!r}") from e
+        return dict(self.last_push)
+
+    def status(self) -> dict[str, Any]:
+        """The server's counters (``ParameterStore.status()``)."""
+        _, data = self._request("GET", "/v1/status", idempotent=True)
+        try:
+            result = json.loads(data)
+        except ValueError as e:
+            raise self._fail("GET", "/v1/status", f"response is not JSON: {data[:200]!r}") from e
+        if not isinstance(result, dict):
+            raise self._fail("GET", "/v1/status", f"expected a JSON object, got {result!r:.200}")
+        return result

@@ -1,0 +1,161 @@
+"""Start and stop the master model server in a background thread of the driver.
+
+``ParameterServer`` is a context manager: the server is always shut down (``stop`` is
+idempotent and safe in ``finally``), and each run gets its own random bearer token unless
+one is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import threading
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from sparkdownpour.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
+
+__all__ = ["ParameterServer"]
+
+logger = logging.getLogger(__name__)
+
+_SOCKET_BUFFER = 4 * 1024 * 1024  # big frames: fewer wakeups per megabyte on loopback/LAN
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's handler without per-request log lines, with keep-alive and no Nagle delay."""
+
+    protocol_version = "HTTP/1.1"
+    # Per-recv timeout: a replica that stalls mid-request must not hold a thread forever.
+    timeout = 300
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (e.g. a unix socket): nothing to tune
+            pass
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        # One line per push would flood the driver log; errors still go through log_error.
+        pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind and listen ourselves: werkzeug's make_server calls sys.exit on a bind error."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit the buffer sizes of the listening one.
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from e
+    return sock
+
+
+class ParameterServer:
+    """The master model server, serving ``store`` over HTTP from a daemon thread.
+
+    >>> with ParameterServer(store) as server:      # free port on 127.0.0.1
+    ...     client = ParameterClient(server.url, server.token)
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer in 0..65535 (0 = any free port), got {port!r}")
+        self.store = store
+        self.host = host
+        self.requested_port = port
+        self.token = token if token is not None else secrets.token_urlsafe(32)
+        self.app = create_app(store, token=self.token, max_request_bytes=max_request_bytes)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the free one the OS picked when ``port=0``)."""
+        if self._port is None:
+            raise RuntimeError("the parameter server is not running; call start() first")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` for clients (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> "ParameterServer":
+        """Bind and serve in a daemon thread; a no-op if already running. Returns self."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            sock = _listen(self.host, self.requested_port)
+            try:
+                # make_server dups the fd, so our socket can be closed right after.
+                server = make_server(
+                    self.host, self.requested_port, self.app, threaded=True,
+                    request_handler=_QuietHandler, fd=sock.fileno(),
+                )
+            finally:
+                sock.close()
+            self._port = server.server_address[1]
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},  # how quickly stop() is noticed
+                name=f"sparkdownpour-server-{self._port}",
+                daemon=True,
+            )
+            thread.start()
+            self._server, self._thread = server, thread
+            logger.info("parameter server listening on %s", self.url)
+            return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut down and join the serving thread; safe to call repeatedly or when never started."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+            if server is None:
+                return
+            try:
+                server.shutdown()
+                if thread is not None:
+                    thread.join(timeout)
+                    if thread.is_alive():
+                        logger.warning("parameter server thread did not stop within %.1f s", timeout)
+            finally:
+                server.server_close()
+                logger.info("parameter server on port %s stopped", self._port)
+                self._port = None
+
+    def __enter__(self) -> "ParameterServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "stopped"
+        return f"ParameterServer({where})"

@@ -1,0 +1,219 @@
+"""The parameters, one lock and the update rule: the state of the master model server.
+
+No Flask here, so the store can be driven directly by the driver (and by tests) and the HTTP
+layer stays a thin translation of requests into ``fetch`` / ``push`` calls.
+
+The update rule is duck-typed (``init(params) -> state`` and
+``update(grads, state, params) -> (new_params, new_state)``) so the server does not depend on
+``sparkdownpour.optimizers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from sparkdownpour.server.protocol import encode_frame
+
+__all__ = ["ParameterStore", "PushResult"]
+
+logger = logging.getLogger(__name__)
+
+# Staleness histogram: one bucket per value 0..64, then everything larger in ">64".
+HISTOGRAM_MAX = 64
+
+
+class PushResult(NamedTuple):
+    """What one applied push did: the server step after applying it, and its staleness."""
+
+    step: int
+    staleness: int
+
+
+class ParameterStore:
+    """Thread-safe parameters plus update rule; every push is applied on arrival (Downpour).
+
+    ``step`` counts applied updates. A push carries the step the replica last fetched
+    (``base_step``); its staleness is how many other updates landed in between.
+    """
+
+    def __init__(self, params: Sequence[Any], rule: Any) -> None:
+        if not callable(getattr(rule, "init", None)) or not callable(getattr(rule, "update", None)):
+            raise TypeError(
+                f"rule must have init(params) and update(grads, state, params) methods, "
+                f"got {type(rule).__name__}"
+            )
+        if isinstance(params, np.ndarray):
+            raise TypeError("params must be a list of arrays, got a single ndarray; wrap it in [...]")
+        # Own copies: the caller's arrays (e.g. a keras model's weights) must not alias ours.
+        self._params = [np.array(p, dtype=np.float32, order="C", copy=True) for p in params]
+        if not self._params:
+            raise ValueError("params is empty: the store needs at least one array")
+        self._shapes = tuple(p.shape for p in self._params)
+        self.rule = rule
+        self._state = rule.init([p.copy() for p in self._params])
+        self._lock = threading.Lock()
+        self._step = 0
+        self._frame: tuple[int, bytes] | None = None  # (step, encoded params frame)
+        self._applied = 0
+        self._rejected = 0
+        self._replicas: dict[str, int] = {}
+        self._stale_sum = 0
+        self._stale_max = 0
+        self._histogram: dict[str, int] = {}
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._started = time.monotonic()
+
+    # -- read side -------------------------------------------------------------------------
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shape of every parameter array, in order (fixed for the store's lifetime)."""
+        return self._shapes
+
+    @property
+    def step(self) -> int:
+        """Number of updates applied so far."""
+        with self._lock:
+            return self._step
+
+    def fetch(self) -> tuple[int, list[np.ndarray]]:
+        """A consistent ``(step, copies of the params)`` snapshot."""
+        with self._lock:
+            return self._step, [p.copy() for p in self._params]
+
+    def snapshot(self) -> list[np.ndarray]:
+        """Copies of the current params (for the driver: checkpoints, the final model)."""
+        return self.fetch()[1]
+
+    def fetch_frame(self) -> bytes:
+        """The current params as an encoded ``params`` frame.
+
+        Cached per step: when many replicas fetch between two pushes the parameters are
+        encoded once. Encoding happens under the lock, so the frame is never torn by a
+        concurrent update even if a rule were to modify arrays in place.
+        """
+        with self._lock:
+            if self._frame is None or self._frame[0] != self._step:
+                self._frame = (self._step, encode_frame(self._params, kind="params", step=self._step))
+            return self._frame[1]
+
+    def status(self) -> dict[str, Any]:
+        """Counters as a JSON-serializable dict (served by ``GET /v1/status``)."""
+        with self._lock:
+            applied = self._applied
+            return {
+                "step": self._step,
+                "updates_applied": applied,
+                "updates_rejected": self._rejected,
+                "replicas": dict(self._replicas),
+                "staleness": {
+                    "mean": self._stale_sum / applied if applied else 0.0,
+                    "max": self._stale_max,
+                    "histogram": dict(self._histogram),
+                },
+                "num_arrays": len(self._shapes),
+                "num_params": sum(math.prod(s) for s in self._shapes),
+                "bytes_in": self._bytes_in,
+                "bytes_out": self._bytes_out,
+                "uptime_s": time.monotonic() - self._started,
+                "rule": getattr(self.rule, "name", type(self.rule).__name__),
+            }
+
+    # -- write side ------------------------------------------------------------------------
+
+    def _check_grads(self, grads: Sequence[Any]) -> list[np.ndarray]:
+        """Shape/finiteness checks; raise ValueError naming the array, store untouched."""
+        if len(grads) != len(self._shapes):
+            raise ValueError(f"expected {len(self._shapes)} arrays, got {len(grads)}")
+        out = []
+        for i, (g, shape) in enumerate(zip(grads, self._shapes)):
+            arr = np.asarray(g, dtype=np.float32)
+            if arr.shape != shape:
+                raise ValueError(f"shape mismatch at array {i}: got {arr.shape} expected {shape}")
+            # A NaN/Inf update would poison the parameters for every replica.
+            if not np.isfinite(arr).all():
+                raise ValueError(f"non-finite value (NaN/Inf) in array {i} (shape {shape})")
+            out.append(arr)
+        return out
+
+    def push(self, grads: Sequence[Any], *, replica: str, base_step: int) -> PushResult:
+        """Validate ``grads`` and apply them with the rule; returns the new step and staleness.
+
+        Raises ``ValueError`` (and counts a rejection) for the wrong number, shape or
+        non-finite arrays, or a bad ``base_step``; the params are unchanged then.
+        """
+        try:
+            if not isinstance(base_step, int) or isinstance(base_step, bool) or base_step < 0:
+                raise ValueError(f"base_step must be a non-negative integer, got {base_step!r}")
+            if not isinstance(replica, str):
+                raise TypeError(f"replica must be a string, got {type(replica).__name__}")
+            checked = self._check_grads(grads)
+        except (ValueError, TypeError):
+            self.note_rejected()
+            raise
+        with self._lock:
+            # A base step from the future (e.g. after the driver reset the store) counts as
+            # fresh rather than negative.
+            staleness = max(0, self._step - base_step)
+            new_params, new_state = self.rule.update(checked, self._state, self._params)
+            self._params = self._adopt(new_params)
+            self._state = new_state
+            self._step += 1
+            self._applied += 1
+            self._replicas[replica] = self._replicas.get(replica, 0) + 1
+            self._stale_sum += staleness
+            self._stale_max = max(self._stale_max, staleness)
+            bucket = str(staleness) if staleness <= HISTOGRAM_MAX else f">{HISTOGRAM_MAX}"
+            self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
+            return PushResult(self._step, staleness)
+
+    def _adopt(self, new_params: Sequence[Any]) -> list[np.ndarray]:
+        """Check what the rule returned; a broken rule must fail loudly, not corrupt state."""
+        if len(new_params) != len(self._shapes):
+            raise RuntimeError(
+                f"update rule {type(self.rule).__name__} returned {len(new_params)} arrays, "
+                f"expected {len(self._shapes)}"
+            )
+        out = []
+        for i, (p, shape) in enumerate(zip(new_params, self._shapes)):
+            arr = np.asarray(p, dtype=np.float32)
+            if arr.shape != shape:
+                raise RuntimeError(
+                    f"update rule {type(self.rule).__name__} returned shape {arr.shape} "
+                    f"for array {i}, expected {shape}"
+                )
+            out.append(arr)
+        return out
+
+    def set_params(self, params: Sequence[Any]) -> None:
+        """Replace the params (driver side, e.g. restoring a checkpoint); same shapes only.
+
+        The step and the rule's state are kept; the cached params frame is dropped.
+        """
+        new = [np.array(p, dtype=np.float32, order="C", copy=True) for p in params]
+        if len(new) != len(self._shapes):
+            raise ValueError(f"expected {len(self._shapes)} arrays, got {len(new)}")
+        for i, (arr, shape) in enumerate(zip(new, self._shapes)):
+            if arr.shape != shape:
+                raise ValueError(f"shape mismatch at array {i}: got {arr.shape} expected {shape}")
+        with self._lock:
+            self._params = new
+            self._frame = None
+
+    def note_rejected(self) -> None:
+        """Count an update refused before it reached ``push`` (e.g. a malformed frame)."""
+        with self._lock:
+            self._rejected += 1
+
+    def note_traffic(self, *, received: int = 0, sent: int = 0) -> None:
+        """Add request/response body sizes to the ``bytes_in`` / ``bytes_out`` counters."""
+        with self._lock:
+            self._bytes_in += received
+            self._bytes_out += sent

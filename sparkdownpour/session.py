@@ -1,0 +1,57 @@
+"""Finding or creating the SparkSession, and the driver address the server binds to."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+
+logger = logging.getLogger(__name__)
+
+
+def get_or_create_session(app_name: str = "sparkdownpour"):
+    """The active session, untouched; else an embedded ``local[*]`` one set up for this process.
+
+    The embedded session runs executors' Python workers with the running interpreter (the system
+    Python lacks this environment's packages) and keeps all traffic on the loopback interface.
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise RuntimeError("Spark needs Java 17 or newer: install a JDK (e.g. apt-get install "
+                           "openjdk-17-jre-headless) or set JAVA_HOME")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    SparkContext._ensure_initialized()  # under spark-submit this reads its --master and --conf
+    submitted = SparkConf()
+    builder = SparkSession.builder.appName(app_name)
+    if not submitted.contains("spark.master"):
+        logger.info("no active SparkSession and no master given: starting embedded local[*]")
+        builder = (builder.master("local[*]")
+                   .config("spark.driver.host", "127.0.0.1")
+                   .config("spark.driver.bindAddress", "127.0.0.1"))
+    return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.ui.showConsoleProgress", "false")
+            .getOrCreate())
+
+
+def driver_address(spark) -> str:
+    """Where executors reach the driver: loopback for local masters, ``spark.driver.host`` else."""
+    master = spark.sparkContext.master
+    if master.startswith("local"):
+        return "127.0.0.1"
+    host = spark.conf.get("spark.driver.host", None)
+    if not host:
+        raise RuntimeError("spark.driver.host is not set: cannot tell executors where the master "
+                           "model server listens; set it in the Spark configuration")
+    return host
+
+
+def task_cpus(spark) -> int:
+    return int(spark.conf.get("spark.task.cpus", "1"))
