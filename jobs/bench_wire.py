@@ -7,12 +7,13 @@ same process, on 127.0.0.1, in the same run:
 - ours, two round trips: ``push`` then ``fetch``;
 - baseline: ``sendall`` the frame to an echo thread that ``recv_into``s it and sends it back.
 
-Run: ``python jobs/bench_wire.py [--floats N] [--repeats R]``. The last line is the summary.
+Run: ``python jobs/bench_wire.py [--floats N] [--repeats R] [--tune-malloc]``. The last line is the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import socket
 import statistics
@@ -68,50 +69,49 @@ def _echo_server(listener: socket.socket, size: int) -> None:
             conn.sendall(buf)
 
 
-def _median_s(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+class _EchoClient:
+    """The baseline: a kept-open loopback TCP connection to an echo thread."""
 
+    def __init__(self, size: int) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1)
+        self._thread = threading.Thread(
+            target=_echo_server, args=(self._listener, size), daemon=True
+        )
+        self._thread.start()
+        self._sock = socket.create_connection(self._listener.getsockname(), timeout=30)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._back = memoryview(bytearray(size))
 
-def _socket_echo_s(payload: bytes, repeats: int) -> float:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    thread = threading.Thread(target=_echo_server, args=(listener, len(payload)), daemon=True)
-    thread.start()
-    client = socket.create_connection(listener.getsockname(), timeout=30)
-    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    back = memoryview(bytearray(len(payload)))
-
-    def round_trip() -> None:
-        client.sendall(payload)
-        if not _recv_exactly(client, back):
+    def round_trip(self, payload: bytes) -> None:
+        self._sock.sendall(payload)
+        if not _recv_exactly(self._sock, self._back):
             raise RuntimeError("echo server closed the connection")
 
-    try:
-        return _median_s(round_trip, repeats)
-    finally:
-        client.close()
-        thread.join(5)
-        listener.close()
+    def close(self) -> None:
+        self._sock.close()  # the echo thread sees EOF and exits
+        self._thread.join(5)
+        self._listener.close()
 
 
 def measure_wire(num_floats: int = 1_000_000, repeats: int = 20) -> dict[str, Any]:
-    """Median round-trip seconds and bytes/s for ours (two ways) and the raw socket."""
+    """Median round-trip seconds and bytes/s for ours (two ways) and the raw socket.
+
+    The three paths are interleaved round by round, so a burst of load from anything else
+    on the machine hits all of them alike instead of skewing the ratio.
+    """
     if num_floats <= 0 or repeats <= 0:
         raise ValueError(f"num_floats and repeats must be positive, got {num_floats}, {repeats}")
     grads = [np.random.default_rng(0).standard_normal(num_floats, dtype=np.float32)]
     store = ParameterStore([np.zeros(num_floats, np.float32)], _PlainSGD())
-    frame_bytes = len(encode_frame(grads, kind="update", step=0, replica="bench"))
-    with ParameterServer(store, host="127.0.0.1") as server:
-        client = ParameterClient(server.url, server.token, timeout=30.0)
-        try:
+    frame = encode_frame(grads, kind="update", step=0, replica="bench")
+    times: dict[str, list[float]] = {"push_return_params": [], "push_then_fetch": [], "socket_echo": []}
+    echo = _EchoClient(len(frame))
+    try:
+        with ParameterServer(store, host="127.0.0.1") as server:
+            client = ParameterClient(server.url, server.token, timeout=30.0)
+
             def push_return() -> None:
                 client.push(grads, base_step=store.step, replica="bench", return_params=True)
 
@@ -119,33 +119,63 @@ def measure_wire(num_floats: int = 1_000_000, repeats: int = 20) -> dict[str, An
                 client.push(grads, base_step=store.step, replica="bench")
                 client.fetch()
 
-            ours_one = _median_s(push_return, repeats)
-            ours_two = _median_s(push_then_fetch, repeats)
-        finally:
-            client.close()
-    sock = _socket_echo_s(encode_frame(grads, kind="params", step=0), repeats)
-    moved = 2 * frame_bytes  # one frame each way
-    return {
-        "num_floats": num_floats,
-        "frame_bytes": frame_bytes,
-        "repeats": repeats,
-        "push_return_params_s": ours_one,
-        "push_then_fetch_s": ours_two,
-        "socket_echo_s": sock,
-        "push_return_params_Bps": moved / ours_one,
-        "push_then_fetch_Bps": moved / ours_two,
-        "socket_echo_Bps": moved / sock,
-        "ratio": sock / ours_one,  # ours/socket in bytes per second
-        "ratio_push_then_fetch": sock / ours_two,
-    }
+            paths: dict[str, Callable[[], Any]] = {
+                "push_return_params": push_return,
+                "push_then_fetch": push_then_fetch,
+                "socket_echo": lambda: echo.round_trip(frame),
+            }
+            try:
+                for i in range(repeats + 2):  # the first two rounds warm up
+                    for key, fn in paths.items():
+                        t0 = time.perf_counter()
+                        fn()
+                        if i >= 2:
+                            times[key].append(time.perf_counter() - t0)
+            finally:
+                client.close()
+    finally:
+        echo.close()
+    moved = 2 * len(frame)  # one frame each way
+    result: dict[str, Any] = {"num_floats": num_floats, "frame_bytes": len(frame), "repeats": repeats}
+    for key, ts in times.items():
+        result[f"{key}_s"] = statistics.median(ts)
+        result[f"{key}_Bps"] = moved / result[f"{key}_s"]
+    # ours/socket in bytes per second
+    result["ratio"] = result["socket_echo_s"] / result["push_return_params_s"]
+    result["ratio_push_then_fetch"] = result["socket_echo_s"] / result["push_then_fetch_s"]
+    return result
+
+
+def tune_malloc() -> bool:
+    """Keep freed multi-megabyte buffers in the heap instead of returning them to the OS.
+
+    Each round trip allocates a few frame-sized buffers; with glibc's defaults the heap top
+    is trimmed after every request and the next one page-faults all of it in again, which
+    costs more than the copies themselves. Process-wide, so only an entry point may do it
+    (never library code). Returns False where glibc's mallopt is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum; also freezes it
+    ok &= libc.mallopt(m_trim_threshold, 256 << 20)
+    ok &= libc.mallopt(m_top_pad, 64 << 20)
+    return bool(ok)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--floats", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--tune-malloc", action="store_true",
+        help="raise glibc's trim/mmap thresholds first (see tune_malloc)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    tuned = tune_malloc() if args.tune_malloc else False
     r = measure_wire(args.floats, args.repeats)
     mb = r["frame_bytes"] / 1e6
     print(f"{'path':<28}{'median ms':>12}{'MB/s':>10}{'vs socket':>11}")
@@ -160,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"bench_wire: push+fetch {mb:.1f} MB median {r['push_return_params_s'] * 1e3:.2f} ms "
         f"({r['push_return_params_Bps'] / 1e6:.0f} MB/s) vs socket {r['socket_echo_s'] * 1e3:.2f} ms "
         f"({r['socket_echo_Bps'] / 1e6:.0f} MB/s): ratio {r['ratio']:.2f}"
+        + (" [malloc tuned]" if tuned else "")
     )
     return r
 

@@ -31,14 +31,19 @@ def arrays_to_frame(spark, x: np.ndarray, y: np.ndarray, num_partitions: int | N
     return frame.repartition(num_partitions) if num_partitions else frame
 
 
-def build_digits_mlp(seed: int = 0, hidden: int = 128):
-    """The issue's MLP: 64 inputs, one ReLU hidden layer of 128, a softmax over 10 classes."""
+def build_mlp(inputs: int = 64, hidden: int = 128, outputs: int = 10, seed: int = 0):
+    """An MLP classifier: ``inputs`` -> ReLU ``hidden`` -> softmax ``outputs``, seeded."""
     import keras
 
     return keras.Sequential([
-        keras.Input((64,)),
+        keras.Input((inputs,)),
         keras.layers.Dense(hidden, activation="relu",
                            kernel_initializer=keras.initializers.GlorotUniform(seed)),
-        keras.layers.Dense(10, activation="softmax",
+        keras.layers.Dense(outputs, activation="softmax",
                            kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
     ])
+
+
+def build_digits_mlp(seed: int = 0):
+    """The digits MLP: 64 inputs, one ReLU hidden layer of 128, a softmax over 10 classes."""
+    return build_mlp(64, 128, 10, seed)

@@ -129,7 +129,7 @@ class ParameterClient:
 
     def _request(
         self, method: str, route: str, body: list[Any] | None = None, *, idempotent: bool
-    ) -> tuple[http.client.HTTPResponse, bytes]:
+    ) -> tuple[http.client.HTTPResponse, bytes | bytearray]:
         """One request; ``body`` is a list of buffers written to the socket in order."""
         attempts = 1 + self.retries if idempotent else 1
         headers = dict(self._headers)
@@ -145,7 +145,7 @@ class ParameterClient:
                 conn.request(method, self._prefix + route, body=body, headers=headers)
                 sent = True
                 resp = conn.getresponse()
-                data = resp.read()
+                data = self._read_response(resp)
                 if resp.will_close:
                     self.close()
                 break
@@ -169,7 +169,22 @@ class ParameterClient:
         return resp, data
 
     @staticmethod
-    def _describe(resp: http.client.HTTPResponse, data: bytes) -> str:
+    def _read_response(resp: http.client.HTTPResponse) -> bytes | bytearray:
+        """The whole body; with a Content-Length, read into one bytearray so the arrays
+        decoded from it are writable without another copy."""
+        if resp.length is None:
+            return resp.read()
+        buf = bytearray(resp.length)
+        view, got = memoryview(buf), 0
+        while got < len(buf):
+            n = resp.readinto(view[got:])
+            if not n:
+                raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
+            got += n
+        return buf
+
+    @staticmethod
+    def _describe(resp: http.client.HTTPResponse, data: bytes | bytearray) -> str:
         """``HTTP 401 unauthorized: check the run token (server said: ...)``."""
         text = ""
         if (resp.getheader("Content-Type") or "").startswith("application/json"):
@@ -182,7 +197,9 @@ class ParameterClient:
         hint = _HINTS.get(resp.status, resp.reason or "error")
         return f"HTTP {resp.status} {hint} (server said: {text or 'nothing'})"
 
-    def _params(self, method: str, route: str, resp: http.client.HTTPResponse, data: bytes):
+    def _params(
+        self, method: str, route: str, resp: http.client.HTTPResponse, data: bytes | bytearray
+    ) -> tuple[int, list[np.ndarray]]:
         ctype = resp.getheader("Content-Type") or ""
         if not ctype.startswith(FRAME_CONTENT_TYPE):
             raise self._fail(method, route, f"expected a {FRAME_CONTENT_TYPE} body, got {ctype!r}")
@@ -195,7 +212,7 @@ class ParameterClient:
         return frame.step, frame.arrays
 
     def fetch(self) -> tuple[int, list[np.ndarray]]:
-        """``(step, params)`` from the server; arrays are read-only views of the response."""
+        """``(step, params)`` from the server (writable float32 arrays, no extra copy)."""
         resp, data = self._request("GET", "/v1/params", idempotent=True)
         return self._params("GET", "/v1/params", resp, data)
 

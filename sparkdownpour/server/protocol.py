@@ -107,8 +107,9 @@ def encode_frame_parts(
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"array {i} has dtype {arr.dtype}; only real numbers go on the wire")
-        # No-op (no copy) for arrays that already are C-contiguous '<f4'.
-        converted.append(np.ascontiguousarray(arr, dtype=_F32))
+        # No copy for arrays that already are C-contiguous '<f4' (and unlike
+        # ascontiguousarray, a 0-d array stays 0-d).
+        converted.append(np.asarray(arr, dtype=_F32, order="C"))
     header = {
         "kind": kind,
         "step": step,
@@ -174,7 +175,8 @@ def _parse_shape(i: int, entry: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _read_header(mv: memoryview) -> dict[str, Any]:
+def _read_header(mv: memoryview) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header and the payload's offset."""
     n = len(mv)
     if n < _PREFIX.size:
         raise ProtocolError(f"truncated frame: {n} bytes, the fixed prefix alone is {_PREFIX.size}")
@@ -199,7 +201,7 @@ def _read_header(mv: memoryview) -> dict[str, Any]:
         raise ProtocolError(f"header is not JSON: {e}") from e
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a JSON object, got {type(header).__name__}")
-    return header
+    return header, _PREFIX.size + hlen
 
 
 def decode_frame(
@@ -218,7 +220,7 @@ def decode_frame(
     mv = memoryview(data)
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
-    header = _read_header(mv)
+    header, offset = _read_header(mv)
     kind, step = header.get("kind"), header.get("step")
     replica, meta = header.get("replica", ""), header.get("meta", {})
     _check_fields(kind, step, replica, {} if meta is None else meta)
@@ -238,7 +240,6 @@ def decode_frame(
 
     # Python ints: a hostile shape like [2**40, 2**40] cannot overflow into a small number.
     sizes = [math.prod(s) for s in shapes]
-    offset = _PREFIX.size + _read_hlen(mv)
     payload = len(mv) - offset
     need = sum(sizes) * _F32.itemsize
     if payload != need:
@@ -253,6 +254,3 @@ def decode_frame(
         arrays.append(arr)
     return Frame(kind, step, replica, arrays, dict(meta or {}))
 
-
-def _read_hlen(mv: memoryview) -> int:
-    return _PREFIX.unpack_from(mv)[2]

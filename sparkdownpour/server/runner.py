@@ -64,6 +64,10 @@ def _listen(host: str, port: int) -> socket.socket:
 class ParameterServer:
     """The master model server, serving ``store`` over HTTP from a daemon thread.
 
+    ``host`` is both the bind address and the one in ``url``: on a cluster pass the driver's
+    address that executors can reach (e.g. ``spark.driver.host``), never a wildcard.
+    ``port=0`` picks a free port. ``token`` defaults to a fresh random secret per server.
+
     >>> with ParameterServer(store) as server:      # free port on 127.0.0.1
     ...     client = ParameterClient(server.url, server.token)
     """

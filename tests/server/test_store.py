@@ -1,0 +1,145 @@
+"""ParameterStore: concurrency, staleness bookkeeping, validation that leaves the store unchanged."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from sparkdownpour.server.protocol import decode_frame
+from sparkdownpour.server.store import ParameterStore, PushResult
+from tests.server.conftest import SHAPES, PlainSGD, full, zeros
+
+
+def params_equal(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_copies_params_to_float32():
+    original = [np.arange(6, dtype=np.float64).reshape(2, 3)]
+    store = ParameterStore(original, PlainSGD())
+    original[0][:] = -1  # the caller's array must not alias the store's
+    step, params = store.fetch()
+    assert step == 0 and params[0].dtype == np.float32
+    np.testing.assert_array_equal(params[0], np.arange(6).reshape(2, 3))
+    params[0][:] = 99  # neither may the fetched copy
+    np.testing.assert_array_equal(store.snapshot()[0], np.arange(6).reshape(2, 3))
+
+
+def test_rejects_bad_constructor_arguments():
+    with pytest.raises(TypeError, match="init"):
+        ParameterStore(zeros(), object())
+    with pytest.raises(ValueError, match="empty"):
+        ParameterStore([], PlainSGD())
+
+
+@pytest.mark.timeout(30)
+def test_concurrent_pushes_are_never_lost():
+    threads, pushes = 8, 40
+    store = ParameterStore(zeros(), PlainSGD(1.0))
+    errors = []
+
+    def worker(t):
+        try:
+            for i in range(pushes):
+                base, _ = store.fetch()
+                # Integer-valued grads: float32 sums are exact, so the result is exact too.
+                store.push(full(t + 1), replica=f"r{t}", base_step=base)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(20)
+    assert not errors
+    status = store.status()
+    assert status["step"] == status["updates_applied"] == threads * pushes
+    assert status["replicas"] == {f"r{t}": pushes for t in range(threads)}
+    expected = -float(sum(t + 1 for t in range(threads)) * pushes)  # lr=1: params -= sum(grads)
+    assert params_equal(store.snapshot(), full(expected))
+    assert sum(status["staleness"]["histogram"].values()) == threads * pushes
+    json.dumps(status)  # JSON-serializable
+
+
+def test_staleness_is_recorded():
+    store = ParameterStore(zeros(), PlainSGD())
+    assert store.push(full(1), replica="a", base_step=0) == PushResult(1, 0)
+    assert store.push(full(1), replica="b", base_step=0) == PushResult(2, 1)
+    assert store.push(full(1), replica="b", base_step=0) == PushResult(3, 2)
+    assert store.push(full(1), replica="c", base_step=10) == PushResult(4, 0)  # future: clamped
+    for _ in range(70):
+        store.push(full(0), replica="slow", base_step=0)
+    s = store.status()["staleness"]
+    assert s["max"] == 73
+    assert s["histogram"]["0"] == 2 and s["histogram"]["1"] == 1 and s["histogram"]["2"] == 1
+    assert s["histogram"][">64"] == 73 - 64
+    assert s["mean"] == pytest.approx((0 + 1 + 2 + 0 + sum(range(4, 74))) / 74)
+
+
+@pytest.mark.parametrize("grads, message", [
+    (zeros()[:2], "expected 3 arrays, got 2"),
+    (zeros([(3, 4), (6,), ()]), r"shape mismatch at array 1: got \(6,\) expected \(5,\)"),
+    ([np.zeros((3, 4)), np.array([0, 0, np.nan, 0, 0]), np.zeros(())], r"non-finite .* in array 1"),
+])
+def test_bad_push_leaves_store_unchanged(grads, message):
+    store = ParameterStore(full(2), PlainSGD())
+    store.push(full(1), replica="a", base_step=0)
+    before = store.snapshot()
+    with pytest.raises(ValueError, match=message):
+        store.push(grads, replica="a", base_step=0)
+    status = store.status()
+    assert params_equal(store.snapshot(), before)
+    assert (status["step"], status["updates_applied"], status["updates_rejected"]) == (1, 1, 1)
+
+
+def test_bad_base_step_is_rejected():
+    store = ParameterStore(zeros(), PlainSGD())
+    with pytest.raises(ValueError, match="base_step must be a non-negative integer, got -1"):
+        store.push(zeros(), replica="a", base_step=-1)
+    assert store.status()["updates_rejected"] == 1
+
+
+def test_fetch_frame_is_cached_per_step_and_decodes():
+    store = ParameterStore(full(3), PlainSGD())
+    first = store.fetch_frame()
+    assert store.fetch_frame() is first  # encoded once per step
+    frame = decode_frame(first, expected_shapes=SHAPES)
+    assert frame.kind == "params" and frame.step == 0
+    assert params_equal(frame.arrays, full(3))
+    store.push(full(1), replica="a", base_step=0)
+    frame = decode_frame(store.fetch_frame())
+    assert frame.step == 1 and params_equal(frame.arrays, full(2))
+
+
+def test_set_params_replaces_and_invalidates_the_frame():
+    store = ParameterStore(zeros(), PlainSGD())
+    old = store.fetch_frame()
+    store.set_params(full(5))
+    assert params_equal(store.snapshot(), full(5))
+    assert store.fetch_frame() != old
+    with pytest.raises(ValueError, match=r"shape mismatch at array 0"):
+        store.set_params(zeros([(4, 3), (5,), ()]))
+    assert params_equal(store.snapshot(), full(5))
+
+
+def test_broken_rule_fails_loudly_and_keeps_state():
+    class Broken(PlainSGD):
+        def update(self, grads, state, params):
+            return params[:1], state
+
+    store = ParameterStore(zeros(), Broken())
+    with pytest.raises(RuntimeError, match="returned 1 arrays, expected 3"):
+        store.push(zeros(), replica="a", base_step=0)
+    assert store.step == 0
+
+
+def test_status_contents():
+    store = ParameterStore(zeros(), PlainSGD())
+    store.note_traffic(received=10, sent=20)
+    s = store.status()
+    assert s["num_params"] == 12 + 5 + 1 and s["num_arrays"] == 3
+    assert (s["bytes_in"], s["bytes_out"]) == (10, 20)
+    assert s["uptime_s"] >= 0 and s["rule"] == "sgd"
+    assert s["staleness"] == {"mean": 0.0, "max": 0, "histogram": {}}
