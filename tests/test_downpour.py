@@ -1,0 +1,59 @@
+"""Downpour end to end on real local Spark, real TensorFlow, real HTTP on 127.0.0.1."""
+
+import numpy as np
+import pytest
+
+from sparkdownpour import Downpour
+from sparkdownpour.examples import arrays_to_frame, build_digits_mlp, digits_arrays
+
+
+@pytest.fixture(scope="module")
+def digits(spark):
+    x_train, y_train, x_test, y_test = digits_arrays()
+    return arrays_to_frame(spark, x_train, y_train, 4), (x_test, y_test)
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model(x).numpy(), axis=-1) == y))
+
+
+def expected_updates(frame, batch_size, n_push=1):
+    sizes = frame.rdd.glom().map(len).collect()
+    return sum(-(-(-(-size // batch_size)) // n_push) for size in sizes if size)
+
+
+def test_digits_local2_four_partitions_reaches_095(digits):
+    frame, (x_test, y_test) = digits
+    result = Downpour(build_digits_mlp, epochs=10, verbose=0).fit(
+        frame, "features", "label", validation_data=(x_test, y_test))
+    assert accuracy(result.model, x_test, y_test) >= 0.95
+    history = result.history
+    assert len(history) == 10 and history.info["partitions"] == 4
+    # One push per mini-batch, none lost: the server applied exactly that many updates.
+    assert history.final["updates"] == 10 * expected_updates(frame, 32)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history.final["staleness_max"] >= history.final["staleness_mean"] >= 0
+    assert history.final["val_accuracy"] == pytest.approx(accuracy(result.model, x_test, y_test))
+
+
+def test_keras_model_instance_is_trained_in_place_with_n_fetch_n_push(digits):
+    frame, (x_test, y_test) = digits
+    model = build_digits_mlp(seed=3)
+    before = accuracy(model, x_test, y_test)
+    result = Downpour(model, epochs=2, n_fetch=3, n_push=2, learning_rate=0.1, verbose=0).fit(frame)
+    assert result.model is model
+    assert accuracy(model, x_test, y_test) > max(before + 0.3, 0.7)
+    assert result.history.final["updates"] == 2 * expected_updates(frame, 32, n_push=2)
+
+
+def test_warm_start_runs_one_replica_first(digits):
+    frame, _ = digits
+    result = Downpour(build_digits_mlp, epochs=1, warmstart_steps=7, verbose=0).fit(frame)
+    assert result.history.final["updates"] == 7 + expected_updates(frame, 32)
+
+
+def test_stop_when_ends_training_early(digits):
+    frame, (x_test, y_test) = digits
+    result = Downpour(build_digits_mlp, epochs=20, verbose=0).fit(
+        frame, validation_data=(x_test, y_test), stop_when=lambda r: r["epoch"] == 2)
+    assert len(result.history) == 2
