@@ -13,20 +13,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def _positive_int(name: str, value: Any) -> None:
+def _integer(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, received {value!r} of type "
                         f"{type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, received {value!r}")
-
-
-def _non_negative_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, received {value!r} of type "
-                        f"{type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, received {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
 
 
 def _positive_number(name: str, value: Any) -> None:
@@ -65,11 +57,11 @@ class DownpourConfig:
                             f"received {self.optimizer!r}")
         _positive_number("learning_rate", self.learning_rate)
         for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
-            _positive_int(name, getattr(self, name))
+            _integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:
-            _positive_int("num_replicas", self.num_replicas)
+            _integer("num_replicas", self.num_replicas, minimum=1)
         for name in ("warmstart_steps", "seed", "verbose"):
-            _non_negative_int(name, getattr(self, name))
+            _integer(name, getattr(self, name), minimum=0)
         _positive_number("request_timeout", self.request_timeout)
         _positive_number("max_request_mb", self.max_request_mb)
         if self.num_shards != 1:

@@ -87,6 +87,7 @@ class Downpour:
     def _driver_model(self, num_features: int, features_col):
         import keras
 
+        resolve_loss(self.config.loss)  # an unknown loss fails here, not in every executor
         spec = spec_for(self.model, num_features, self.config.loss)
         model = self.model if isinstance(self.model, keras.Model) else spec.build()
         if not model.built:

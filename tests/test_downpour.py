@@ -1,5 +1,7 @@
 """Downpour end to end on real local Spark, real TensorFlow, real HTTP on 127.0.0.1."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,31 @@ def test_stop_when_ends_training_early(digits):
     result = Downpour(build_digits_mlp, epochs=20, verbose=0).fit(
         frame, validation_data=(x_test, y_test), stop_when=lambda r: r["epoch"] == 2)
     assert len(result.history) == 2
+
+
+def test_progress_bar_shows_epochs_and_updates(digits, capsys):
+    frame, _ = digits
+    Downpour(build_digits_mlp, epochs=1, verbose=1).fit(frame)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "upd" in err and "stale=" in err
+
+
+def test_failure_in_a_replica_stops_the_server_and_raises(digits, spark):
+    frame, _ = digits
+
+    def broken_builder():  # builds fine on the driver, fails on executors
+        if _in_executor():
+            raise RuntimeError("replica cannot build its model")
+        return build_digits_mlp()
+
+    with pytest.raises(Exception, match="replica cannot build its model"):
+        Downpour(broken_builder, epochs=1, verbose=0).fit(frame)
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+    # The master model server's thread is gone: fit shut it down on the way out.
+    assert not [t for t in threading.enumerate() if t.name.startswith("sparkdownpour-server")]
+
+
+def _in_executor():
+    from pyspark import TaskContext
+
+    return TaskContext.get() is not None

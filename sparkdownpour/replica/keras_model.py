@@ -87,7 +87,14 @@ def assign_trainable(model, arrays) -> None:
 def resolve_loss(loss):
     import keras
 
-    return keras.losses.get(loss) if isinstance(loss, str) else loss
+    if not isinstance(loss, str):
+        return loss
+    try:
+        return keras.losses.get(loss)
+    except ValueError as exc:
+        raise ValueError(f"unknown Keras loss {loss!r}; use a name from keras.losses such as "
+                         "'sparse_categorical_crossentropy', 'binary_crossentropy' or 'mse', "
+                         "or pass a callable") from exc
 
 
 def loss_name(loss) -> str | None:

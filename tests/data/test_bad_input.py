@@ -119,3 +119,8 @@ def test_every_feature_layout_trains(spark, kind):
     result = fit(df, features)
     assert result.history.final["examples"] == 30
     assert result.history.info["features"] == 3
+
+
+def test_unknown_loss_is_refused_on_the_driver(spark):
+    with pytest.raises(ValueError, match=r"unknown Keras loss 'crossentropy_of_doom'"):
+        fit(frame(spark, GOOD), loss="crossentropy_of_doom")

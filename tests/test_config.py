@@ -1,0 +1,32 @@
+"""Knobs load from TOML; unknown keys and bad values are refused with their names."""
+
+import pytest
+
+from sparkdownpour import DownpourConfig, Downpour
+
+
+def test_from_toml_reads_the_table(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text('[downpour]\noptimizer = "adam"\nlearning_rate = 0.001\nepochs = 3\n')
+    config = DownpourConfig.from_toml(path)
+    assert (config.optimizer, config.learning_rate, config.epochs) == ("adam", 0.001, 3)
+    assert Downpour(lambda: None, config=config).config is config
+
+
+def test_unknown_toml_key_is_refused_with_the_allowed_ones(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text("[downpour]\nepoch = 3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['epoch'\]; allowed: .*'epochs'"):
+        DownpourConfig.from_toml(path)
+
+
+def test_bad_toml_value_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text("[downpour]\nbatch_size = -4\n")
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1, received -4"):
+        DownpourConfig.from_toml(path)
+
+
+def test_config_and_knobs_together_are_refused():
+    with pytest.raises(TypeError, match="either config= or keyword knobs"):
+        Downpour(lambda: None, config=DownpourConfig(), epochs=2)
