@@ -103,7 +103,9 @@ class Downpour:
         spark = prepared.sparkSession
         store = ParameterStore(trainable_arrays(model), self._rule)
         partitions = history.info["partitions"]
-        expected_updates = -(-history.info["rows"] // cfg.batch_size) // cfg.n_push * cfg.epochs
+        # Exact for evenly filled partitions (each ends in a short batch and a final push).
+        per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
+        expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
         with ParameterServer(store, host=driver_address(spark),
                              max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
                 ServerProgress(store, expected_updates, cfg.verbose) as progress:

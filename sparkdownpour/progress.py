@@ -39,7 +39,7 @@ class ServerProgress:
 
     def _refresh(self) -> None:
         status = self._store.status()
-        self._bar.n = min(status["updates_applied"], self._bar.total or status["updates_applied"])
+        self._bar.n = status["updates_applied"]
         staleness = status.get("staleness", {})
         self._bar.set_postfix(stale=f"{staleness.get('mean', 0.0):.2f}", **self._postfix,
                               refresh=False)
