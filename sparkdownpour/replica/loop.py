@@ -97,6 +97,19 @@ def _task_identity() -> tuple[int, int]:
     return ctx.partitionId(), ctx.attemptNumber()
 
 
+def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
+    """Pair each item with whether it is the last, so the final push asks for nothing back."""
+    iterator = iter(items)
+    previous = next(iterator, _END)
+    while previous is not _END:
+        current = next(iterator, _END)
+        yield previous, current is _END
+        previous = current
+
+
+_END = object()
+
+
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """Train on one partition against the server; yield one row of statistics."""
     partition, attempt = _task_identity()
@@ -108,9 +121,9 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     loss_sum = compute_s = comm_s = 0.0
     base_step, fresh, accumulated, pending = 0, False, None, 0
     try:
-        for x, y in mini_batches(batches, spec.model.num_features, spec.batch_size, rng):
-            if spec.max_steps and steps >= spec.max_steps:
-                break
+        for (x, y), last in _with_last(mini_batches(batches, spec.model.num_features,
+                                                     spec.batch_size, rng)):
+            last = last or (spec.max_steps and steps + 1 >= spec.max_steps)
             if steps % spec.n_fetch == 0 and not fresh:
                 t0 = time.perf_counter()
                 base_step, params = client.fetch()
@@ -127,7 +140,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
             loss_sum += loss * len(y)
             if pending == spec.n_push:
                 t0 = time.perf_counter()
-                if steps % spec.n_fetch == 0:  # the next step fetches: take the params back now
+                if steps % spec.n_fetch == 0 and not last:  # the next step fetches: get them now
                     base_step, params = client.push(accumulated, base_step=base_step,
                                                     replica=replica_id, return_params=True)
                     assign_trainable(replica.model, params)
@@ -136,6 +149,8 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                     client.push(accumulated, base_step=base_step, replica=replica_id)
                 comm_s += time.perf_counter() - t0
                 pushes, accumulated, pending = pushes + 1, None, 0
+            if last:
+                break
         if pending:  # the partition ended between two pushes: nothing computed is dropped
             t0 = time.perf_counter()
             client.push(accumulated, base_step=base_step, replica=replica_id)
