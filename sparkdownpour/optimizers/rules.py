@@ -108,9 +108,11 @@ class Adagrad(UpdateRule):
 
     def update(self, grads: Arrays, state: AdagradState, params: Arrays):
         lr, eps = np.float32(self.learning_rate), np.float32(self.epsilon)
-        acc = [np.add(a, np.square(g), out=np.square(g)) for a, g in zip(state.accumulator, grads)]
-        new = []
-        for p, g, a in zip(params, grads, acc):
+        acc, new = [], []
+        for p, g, a_old in zip(params, grads, state.accumulator):
+            a = np.square(g)
+            a += a_old
+            acc.append(a)
             step = np.sqrt(a)
             step += eps
             np.divide(g, step, out=step)

@@ -97,6 +97,9 @@ def _task_identity() -> tuple[int, int]:
     return ctx.partitionId(), ctx.attemptNumber()
 
 
+_END = object()
+
+
 def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
     """Pair each item with whether it is the last, so the final push asks for nothing back."""
     iterator = iter(items)
@@ -105,9 +108,6 @@ def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
         current = next(iterator, _END)
         yield previous, current is _END
         previous = current
-
-
-_END = object()
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
