@@ -13,34 +13,20 @@ import socket
 import threading
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from sparkdownpour.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
+from sparkdownpour.server.keepalive import (
+    KeepAliveHandler,
+    close_connections,
+    enable_connection_tracking,
+)
 
 __all__ = ["ParameterServer"]
 
 logger = logging.getLogger(__name__)
 
 _SOCKET_BUFFER = 4 * 1024 * 1024  # big frames: fewer wakeups per megabyte on loopback/LAN
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler without per-request log lines, with keep-alive and no Nagle delay."""
-
-    protocol_version = "HTTP/1.1"
-    # Per-recv timeout: a replica that stalls mid-request must not hold a thread forever.
-    timeout = 300
-
-    def setup(self) -> None:
-        super().setup()
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (e.g. a unix socket): nothing to tune
-            pass
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        # One line per push would flood the driver log; errors still go through log_error.
-        pass
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -120,10 +106,11 @@ class ParameterServer:
                 # make_server dups the fd, so our socket can be closed right after.
                 server = make_server(
                     self.host, self.requested_port, self.app, threaded=True,
-                    request_handler=_QuietHandler, fd=sock.fileno(),
+                    request_handler=KeepAliveHandler, fd=sock.fileno(),
                 )
             finally:
                 sock.close()
+            enable_connection_tracking(server)
             self._port = server.server_address[1]
             thread = threading.Thread(
                 target=server.serve_forever,
@@ -145,6 +132,7 @@ class ParameterServer:
                 return
             try:
                 server.shutdown()
+                close_connections(server)  # idle keep-alive clients must not outlive the server
                 if thread is not None:
                     thread.join(timeout)
                     if thread.is_alive():
