@@ -40,7 +40,9 @@ class _DescentRule:
     def update(self, grads, state, params):
         if self.descent is None:
             raise RuntimeError("an update arrived outside DeepDist.train; no descent to apply")
-        self.model = tree.assign(self.model, self.structure, params)
+        # Copies: descent usually updates in place (model["w"] -= ...), and the store's arrays
+        # must change only by being replaced with what this returns.
+        self.model = tree.assign(self.model, self.structure, [np.array(p) for p in params])
         result = self.descent(self.model, tree.unflatten(self.structure, grads))
         if result is not None:  # descent may return a new model instead of mutating it
             self.model = result

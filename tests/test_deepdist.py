@@ -63,3 +63,12 @@ def test_wrong_update_shape_fails_the_job_with_the_servers_message(spark):
         assert dd.status["updates_applied"] == 0
     assert "shape" in str(info.value)
     assert ParameterServerError.__name__ in str(info.value)
+
+
+def test_descent_in_place_never_touches_the_servers_arrays(spark):
+    rdd = spark.sparkContext.parallelize([([1.0, 2.0], 1)], 1)
+    with DeepDist({"w": np.zeros(2), "b": np.zeros(1)}) as dd:
+        held = list(dd._store._params)  # the server's own arrays, as a fetch encodes them
+        dd.train(rdd, gradient, descent)
+        assert held[0].tolist() == [0.0] and held[1].tolist() == [0.0, 0.0]
+        assert dd._store.fetch()[1][1].tolist() != [0.0, 0.0]  # the update did land
