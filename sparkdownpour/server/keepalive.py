@@ -32,9 +32,11 @@ class _CountingInput:
     def __init__(self, rfile, length: int) -> None:
         self._rfile, self.remaining = rfile, length
 
+    def _limit(self, size: int | None) -> int:
+        return self.remaining if size is None or size < 0 else min(size, self.remaining)
+
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining
+        size = self._limit(size)
         data = self._rfile.read(size) if size else b""
         self.remaining -= len(data)
         return data
@@ -46,8 +48,7 @@ class _CountingInput:
         return got
 
     def readline(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > self.remaining:
-            size = self.remaining
+        size = self._limit(size)
         line = self._rfile.readline(size) if size else b""
         self.remaining -= len(line)
         return line
