@@ -10,7 +10,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 
 def _integer(name: str, value: Any, minimum: int) -> None:
@@ -29,10 +29,42 @@ def _positive_number(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a finite number > 0, received {value!r}")
 
 
+def _check_loss(loss: Any) -> None:
+    if not (isinstance(loss, str) and loss) and not callable(loss):
+        raise TypeError(f"loss must be a Keras loss name or a callable, received {loss!r}")
+
+
+class _Loadable:
+    """``replace``, ``from_dict`` and ``from_toml`` for the frozen config dataclasses."""
+
+    SECTION: ClassVar[str] = ""
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str | None = None):
+        """Read ``[section]`` of a TOML file; unknown keys are refused with the allowed ones."""
+        section = section or cls.SECTION
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+        return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config"):
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class DownpourConfig:
+class DownpourConfig(_Loadable):
     """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
     every replica fetching and pushing after each mini-batch."""
+
+    SECTION: ClassVar[str] = "downpour"
 
     loss: str | Callable = "sparse_categorical_crossentropy"
     optimizer: str = "adagrad"
@@ -50,8 +82,7 @@ class DownpourConfig:
     verbose: int = 1                  # 0: silent; 1: a progress bar
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.loss, str) and self.loss) and not callable(self.loss):
-            raise TypeError(f"loss must be a Keras loss name or a callable, received {self.loss!r}")
+        _check_loss(self.loss)
         if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
             raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
                             f"received {self.optimizer!r}")
@@ -68,20 +99,53 @@ class DownpourConfig:
             raise ValueError(f"num_shards={self.num_shards}: this release serves the parameters "
                              "from one shard; use num_shards=1")
 
-    def replace(self, **changes) -> "DownpourConfig":
-        return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str = "downpour") -> "DownpourConfig":
-        """Read ``[section]`` of a TOML file; unknown keys are refused with the allowed ones."""
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-        return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
 
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "config") -> "DownpourConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**values)
+@dataclass(frozen=True)
+class SandblasterConfig(_Loadable):
+    """Sandblaster L-BFGS's knobs (DistBelief §4.2). The objective is the mean loss over all rows
+    plus ``l2/2 * |w|^2`` over the kernels (and the biases too with ``l2_biases``)."""
+
+    SECTION: ClassVar[str] = "sandblaster"
+
+    loss: str | Callable = "binary_crossentropy"
+    max_iter: int = 100
+    tol: float = 1e-6                 # stop when the objective's relative change is below this
+    gtol: float = 1e-5                # ... or the gradient's Euclidean norm is below this
+    l2: float = 0.0
+    l2_biases: bool = False
+    history_size: int = 10            # L-BFGS memory m
+    num_shards: int = 1               # servers holding the vectors and the history
+    portions_per_core: int = 4        # data portions per core, for load balancing
+    aggregation_depth: int | None = None  # treeReduce depth; None: 1 for small gradients, else 2
+    c1: float = 1e-4                  # strong-Wolfe sufficient decrease
+    c2: float = 0.9                   # strong-Wolfe curvature
+    max_line_search: int = 20         # objective evaluations per line search
+    request_timeout: float = 60.0
+    max_request_mb: float = 512.0
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        _check_loss(self.loss)
+        for name in ("max_iter", "history_size", "num_shards", "portions_per_core",
+                     "max_line_search"):
+            _integer(name, getattr(self, name), minimum=1)
+        if self.aggregation_depth is not None:
+            _integer("aggregation_depth", self.aggregation_depth, minimum=1)
+        _integer("verbose", self.verbose, minimum=0)
+        if self.history_size > 100:
+            raise ValueError(f"history_size must be <= 100, received {self.history_size} "
+                             "(beyond a few tens the direction stops improving)")
+        for name in ("tol", "gtol", "l2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, received {value!r}")
+        if not isinstance(self.l2_biases, bool):
+            raise TypeError(f"l2_biases must be true or false, received {self.l2_biases!r}")
+        if not (isinstance(self.c1, (int, float)) and isinstance(self.c2, (int, float))
+                and 0 < self.c1 < self.c2 < 1):
+            raise ValueError(f"the line search needs 0 < c1 < c2 < 1, received c1={self.c1!r}, "
+                             f"c2={self.c2!r}")
+        _positive_number("request_timeout", self.request_timeout)
+        _positive_number("max_request_mb", self.max_request_mb)

@@ -23,10 +23,10 @@ from sparkdownpour.progress import ServerProgress
 from sparkdownpour.replica.keras_model import (
     SPARSE_LOSSES,
     assign_trainable,
+    driver_model as build_driver_model,
     loss_name,
     output_units,
     resolve_loss,
-    spec_for,
     trainable_arrays,
 )
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
@@ -71,7 +71,8 @@ class Downpour:
         prepared = prepared.cache()  # parsed once; every epoch re-reads the cache, not the source
         try:
             summary = data.validate(prepared, features_col, label_col)
-            driver_model, spec = self._driver_model(summary.num_features, features_col)
+            driver_model, spec = build_driver_model(self.model, cfg.loss, summary.num_features,
+                                                    features_col)
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
                                        output_units(driver_model))
             validation = _check_validation(validation_data, summary.num_features)
@@ -83,20 +84,6 @@ class Downpour:
             prepared.unpersist()
         history.info["wall_time_s"] = time.perf_counter() - started
         return TrainingResult(driver_model, history)
-
-    def _driver_model(self, num_features: int, features_col):
-        import keras
-
-        resolve_loss(self.config.loss)  # an unknown loss fails here, not in every executor
-        spec = spec_for(self.model, num_features, self.config.loss)
-        model = self.model if isinstance(self.model, keras.Model) else spec.build()
-        if not model.built:
-            model.build((None, num_features))
-        expected = model.inputs[0].shape[-1] if getattr(model, "inputs", None) else num_features
-        if expected is not None and int(expected) != num_features:
-            raise ValueError(f"the model takes {expected} input features but features column "
-                             f"{features_col!r} holds {num_features} per row")
-        return model, spec
 
     def _train(self, prepared, model, spec, history, validation, stop_when) -> None:
         cfg = self.config

@@ -42,11 +42,13 @@ def get_or_create_session(app_name: str = "sparkdownpour"):
 
 
 def driver_address(spark) -> str:
-    """Where executors reach the driver: loopback for local masters, ``spark.driver.host`` else."""
-    master = spark.sparkContext.master
-    if master.startswith("local"):
+    """Where executors reach the driver: loopback for local masters, ``spark.driver.host`` else.
+
+    ``spark`` is a SparkSession or a SparkContext."""
+    sc = getattr(spark, "sparkContext", spark)
+    if sc.master.startswith("local"):
         return "127.0.0.1"
-    host = spark.conf.get("spark.driver.host", None)
+    host = sc.getConf().get("spark.driver.host", None)
     if not host:
         raise RuntimeError("spark.driver.host is not set: cannot tell executors where the master "
                            "model server listens; set it in the Spark configuration")
@@ -54,4 +56,5 @@ def driver_address(spark) -> str:
 
 
 def task_cpus(spark) -> int:
-    return int(spark.conf.get("spark.task.cpus", "1"))
+    sc = getattr(spark, "sparkContext", spark)
+    return int(sc.getConf().get("spark.task.cpus", "1"))

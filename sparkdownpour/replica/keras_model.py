@@ -64,6 +64,26 @@ def spec_for(model, num_features: int, loss) -> ModelSpec:
                     f"received {type(model).__name__}")
 
 
+def driver_model(model, loss, num_features: int, features_col):
+    """The driver's keras.Model (the user's instance, or one built) and its ``ModelSpec``.
+
+    An unknown loss, an unbuildable model or a features-count mismatch fails here, on the
+    driver, before any Spark job.
+    """
+    import keras
+
+    resolve_loss(loss)
+    spec = spec_for(model, num_features, loss)
+    built = model if isinstance(model, keras.Model) else spec.build()
+    if not built.built:
+        built.build((None, num_features))
+    expected = built.inputs[0].shape[-1] if getattr(built, "inputs", None) else num_features
+    if expected is not None and int(expected) != num_features:
+        raise ValueError(f"the model takes {expected} input features but features column "
+                         f"{features_col!r} holds {num_features} per row")
+    return built, spec
+
+
 def output_units(model) -> int:
     shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
     if shape is None or shape[-1] is None:

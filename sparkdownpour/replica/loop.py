@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assign_trainable
+from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 from sparkdownpour.server.client import ParameterClient
 
 STATS_SCHEMA = pa.schema([
@@ -55,9 +56,10 @@ class _Replica:
     """A built model and its compiled gradient, kept per Python worker and reused."""
 
     def __init__(self, spec: ModelSpec, task_cpus: int) -> None:
-        _configure_threads(task_cpus)
+        configure_threads(task_cpus)
         self.model = spec.build()
         self.gradient = GradientFunction(self.model, spec.loss)
+        self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
 _REPLICAS: "OrderedDict[str, _Replica]" = OrderedDict()
@@ -75,17 +77,6 @@ def _replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
     while len(_REPLICAS) > _KEEP:
         _REPLICAS.popitem(last=False)
     return replica, time.perf_counter() - start
-
-
-def _configure_threads(cpus: int) -> None:
-    """One op thread per task CPU, so two replicas on two cores don't each spawn a full pool."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    except RuntimeError:  # TensorFlow already initialised in this worker: keep its pools
-        pass
 
 
 def _task_identity() -> tuple[int, int]:
@@ -158,6 +149,9 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
             pushes += 1
     finally:
         client.close()
+    if not replica.frozen:
+        freeze_long_lived_objects()
+        replica.frozen = True
     yield pa.RecordBatch.from_pylist([{
         "partition": partition, "attempt": attempt, "pid": os.getpid(), "steps": steps,
         "examples": examples, "loss_sum": loss_sum, "fetches": fetches, "pushes": pushes,

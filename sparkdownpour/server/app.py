@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "guarded_app", "read_body", "frame_response", "error_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,13 @@ DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def _error(status: int, message: str) -> Response:
+def error_response(status: int, message: str) -> Response:
     resp = jsonify({"error": message})
     resp.status_code = status
     return resp
 
 
-def _frame_response(frame: bytes, **headers: Any) -> Response:
+def frame_response(frame: bytes, **headers: Any) -> Response:
     resp = Response(frame, status=200, content_type=FRAME_CONTENT_TYPE)
     resp.headers["Cache-Control"] = "no-store"
     for key, value in headers.items():
@@ -44,7 +44,7 @@ def _frame_response(frame: bytes, **headers: Any) -> Response:
     return resp
 
 
-def _read_body() -> bytes:
+def read_body() -> bytes:
     """Read the request body once, with as few copies as the WSGI server allows.
 
     With a Content-Length (always, from our client) the bytes are read straight from the
@@ -61,13 +61,14 @@ def _read_body() -> bytes:
     return data
 
 
-def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Flask:
-    """Build the Flask app serving ``store``; ``token`` is the run's shared secret."""
+def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
+    """A Flask app that refuses, before reading any body, a request without the bearer
+    ``token`` (401) or with a body over ``max_request_bytes`` (413); errors answer JSON."""
     if not isinstance(token, str) or not token:
         raise ValueError("token must be a non-empty string (the per-run secret)")
     if not isinstance(max_request_bytes, int) or max_request_bytes <= 0:
         raise ValueError(f"max_request_bytes must be a positive integer, got {max_request_bytes!r}")
-    app = Flask(__name__)
+    app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
     expected = f"Bearer {token}".encode("utf-8")
 
@@ -77,44 +78,51 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             what = "wrong bearer token" if given else "missing 'Authorization: Bearer <token>'"
-            return _error(401, f"unauthorized: {what}")
+            return error_response(401, f"unauthorized: {what}")
         length = request.content_length
         if length is not None and length > max_request_bytes:
-            return _error(
+            return error_response(
                 413, f"request body is {length} bytes, the server limit is {max_request_bytes}"
             )
         return None
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Response:
-        return _error(e.code or 500, f"{e.name}: {e.description}")
+        return error_response(e.code or 500, f"{e.name}: {e.description}")
+
+    return app
+
+
+def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Flask:
+    """Build the Flask app serving ``store``; ``token`` is the run's shared secret."""
+    app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
 
     @app.get("/v1/params")
     def params() -> Response:
         frame = store.fetch_frame()
         store.note_traffic(sent=len(frame))
-        return _frame_response(frame)
+        return frame_response(frame)
 
     @app.post("/v1/update")
     def update() -> Response:
         try:
-            body = _read_body()
+            body = read_body()
             frame = decode_frame(body, expected_shapes=store.shapes)
             if frame.kind != "update":
                 raise ProtocolError(f"expected a frame of kind 'update', got {frame.kind!r}")
         except ProtocolError as e:
             store.note_rejected()
-            return _error(400, f"bad update frame: {e}")
+            return error_response(400, f"bad update frame: {e}")
         try:
             # The store checks finiteness and counts its own rejections.
             result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step)
         except (ValueError, TypeError) as e:
-            return _error(400, f"update rejected: {e}")
+            return error_response(400, f"update rejected: {e}")
         store.note_traffic(received=len(body))
         if request.args.get("return_params", "").lower() in _TRUE:
             fresh = store.fetch_frame()
             store.note_traffic(sent=len(fresh))
-            return _frame_response(fresh, step=result.step, staleness=result.staleness)
+            return frame_response(fresh, step=result.step, staleness=result.staleness)
         return jsonify({"step": result.step, "staleness": result.staleness})
 
     @app.get("/v1/status")

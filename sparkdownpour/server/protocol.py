@@ -6,7 +6,7 @@ A frame is::
 
 The header is a JSON object::
 
-    {"kind": "params" | "update", "step": int, "replica": str,
+    {"kind": "params" | "update" | "vectors", "step": int, "replica": str,
      "arrays": [{"shape": [..], "dtype": "<f4"}, ...], "meta": {...}}
 
 and the payload is the arrays' raw little-endian float32 bytes, concatenated in order. The
@@ -42,12 +42,12 @@ __all__ = [
 MAGIC = b"SDPW"
 VERSION = 1
 FRAME_CONTENT_TYPE = "application/x-sparkdownpour-frame"
-KINDS = ("params", "update")
+KINDS = ("params", "update", "vectors")  # vectors: Sandblaster's shard programs (lbfgs/)
 DTYPE = "<f4"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLICA_CHARS = 128
 MAX_DIMS = 32  # numpy's own limit is 32 (64 in numpy 2); anything beyond is garbage
-MAX_META_BYTES = 8 * 1024
+MAX_META_BYTES = 32 * 1024  # a shard program of L-BFGS with history 100 is about 15 KiB
 _PREFIX = struct.Struct("<4sBI")  # magic, version, header length: 9 bytes
 _ALIGN = 8
 _F32 = np.dtype(DTYPE)

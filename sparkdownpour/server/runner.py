@@ -11,7 +11,7 @@ import logging
 import secrets
 import socket
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -66,6 +66,7 @@ class ParameterServer:
         port: int = 0,
         token: str | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        app_factory: Callable[..., Any] = create_app,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in 0..65535 (0 = any free port), got {port!r}")
@@ -73,7 +74,9 @@ class ParameterServer:
         self.host = host
         self.requested_port = port
         self.token = token if token is not None else secrets.token_urlsafe(32)
-        self.app = create_app(store, token=self.token, max_request_bytes=max_request_bytes)
+        # app_factory(store, token=, max_request_bytes=): other stores (Sandblaster's vector
+        # shards) reuse the serving, keep-alive and shutdown machinery.
+        self.app = app_factory(store, token=self.token, max_request_bytes=max_request_bytes)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None

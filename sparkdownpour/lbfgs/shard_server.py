@@ -1,0 +1,183 @@
+"""Sandblaster's parameter shards over HTTP: one server per shard, started together.
+
+Each shard is a ``VectorShard`` behind the same guarded, keep-alive server as Downpour's master
+model server (per-run bearer token, size limit, binary frames, no pickle)::
+
+    POST /v1/vec/run        frame kind "vectors": meta {"program": [...], "puts": [names]},
+                            arrays = the put slices  ->  frame: meta {"dots", "gets"}, arrays
+    GET  /v1/vec/get?name=  frame kind "params" with the one slice (what executors fetch)
+    GET  /v1/status         {"size", "vectors", "programs", "fetches"}
+
+The coordinator reaches every shard through ``RemoteVectors`` (all shards at once, a thread
+each); executors fetch the evaluation point with ``fetch_vector``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import numpy as np
+from flask import Response, jsonify, request
+
+from sparkdownpour.lbfgs.vectors import (
+    ProgramResult,
+    VectorOpError,
+    VectorShard,
+    merge_results,
+    shard_bounds,
+    split_puts,
+)
+from sparkdownpour.server.app import error_response, frame_response, guarded_app, read_body
+from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.protocol import ProtocolError, decode_frame, encode_frame, encode_frame_parts
+from sparkdownpour.server.runner import ParameterServer
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.programs = self.fetches = 0
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+def create_vector_app(shard: VectorShard, *, token: str, max_request_bytes: int):
+    """The HTTP routes of one vector shard."""
+    app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
+    counters = _Counters()
+
+    @app.post("/v1/vec/run")
+    def run() -> Response:
+        try:
+            frame = decode_frame(read_body(), require_finite=True)
+            if frame.kind != "vectors":
+                raise ProtocolError(f"expected a frame of kind 'vectors', got {frame.kind!r}")
+            names = frame.meta.get("puts", [])
+            if not isinstance(names, list) or len(names) != len(frame.arrays):
+                raise ProtocolError(f"meta 'puts' must name each of the {len(frame.arrays)} "
+                                    f"arrays, received {names!r:.80}")
+            result = shard.run(frame.meta.get("program", []), dict(zip(names, frame.arrays)))
+        except (ProtocolError, VectorOpError) as e:
+            return error_response(400, f"bad vector program: {e}")
+        counters.add("programs")
+        names = list(result.gets)
+        return frame_response(encode_frame([result.gets[n] for n in names], kind="vectors",
+                                           step=0, meta={"dots": result.dots, "gets": names}))
+
+    @app.get("/v1/vec/get")
+    def get() -> Response:
+        try:
+            values = shard.get(request.args.get("name", ""))
+        except VectorOpError as e:
+            return error_response(404, str(e))
+        counters.add("fetches")
+        return frame_response(encode_frame([values], kind="params", step=0))
+
+    @app.get("/v1/status")
+    def status() -> Response:
+        return jsonify({"size": shard.size, "vectors": shard.names(),
+                        "programs": counters.programs, "fetches": counters.fetches})
+
+    return app
+
+
+class VectorClient(ParameterClient):
+    """One shard's client: runs programs (sent at most once) and fetches slices (retried)."""
+
+    def run(self, program: Sequence[Any], puts: dict[str, np.ndarray] | None = None
+            ) -> ProgramResult:
+        puts = puts or {}
+        body = encode_frame_parts(list(puts.values()), kind="vectors", step=0,
+                                  meta={"program": list(program), "puts": list(puts)})
+        resp, data = self._request("POST", "/v1/vec/run", body, idempotent=False)
+        try:
+            frame = decode_frame(data)
+            dots, names = frame.meta["dots"], frame.meta["gets"]
+        except (ProtocolError, KeyError) as e:
+            raise self._fail("POST", "/v1/vec/run", f"malformed answer: {e}") from e
+        return ProgramResult(dots=[float(d) for d in dots],
+                             gets={n: np.asarray(a, np.float64) for n, a in zip(names, frame.arrays)})
+
+    def get(self, name: str) -> np.ndarray:
+        route = f"/v1/vec/get?name={quote(name)}"
+        resp, data = self._request("GET", route, idempotent=True)
+        return self._params("GET", route, resp, data)[1][0]
+
+
+def _map(pool: ThreadPoolExecutor | None, function, items) -> list:
+    if pool is None:
+        return [function(item) for item in items]
+    return list(pool.map(function, items))
+
+
+class RemoteVectors:
+    """A ``VectorSpace`` whose shards are servers: every program goes to all shards at once."""
+
+    def __init__(self, urls: Sequence[str], token: str, size: int, *, timeout: float = 60.0
+                 ) -> None:
+        self.size = size
+        self.bounds = shard_bounds(size, len(urls))
+        self.clients = [VectorClient(url, token, timeout=timeout) for url in urls]
+        self._pool = ThreadPoolExecutor(len(urls), "sandblaster-shard") if len(urls) > 1 else None
+
+    def run(self, program, puts=None) -> ProgramResult:
+        slices = split_puts(puts, self.bounds, self.size)
+        return merge_results(_map(self._pool, lambda pair: pair[0].run(program, pair[1]),
+                                  list(zip(self.clients, slices))))
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def fetch_vector(clients: Sequence[VectorClient], name: str) -> np.ndarray:
+    """Executor side: the whole vector ``name`` as float32, each shard fetched on its own thread."""
+    if len(clients) == 1:
+        return clients[0].get(name)
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return np.concatenate(list(pool.map(lambda c: c.get(name), clients)))
+
+
+class ShardGroup:
+    """``num_shards`` vector-shard servers for a vector of ``size`` values, started and stopped
+    together, sharing one per-run token. A context manager, like ``ParameterServer``."""
+
+    def __init__(self, size: int, num_shards: int = 1, *, host: str = "127.0.0.1",
+                 max_request_bytes: int = 256 * 2**20, timeout: float = 60.0) -> None:
+        self.size = size
+        self.bounds = shard_bounds(size, num_shards)
+        self.token = secrets.token_urlsafe(32)
+        self.shards = [VectorShard(hi - lo) for lo, hi in self.bounds]
+        self.servers = [ParameterServer(shard, host=host, token=self.token,
+                                        max_request_bytes=max_request_bytes,
+                                        app_factory=create_vector_app) for shard in self.shards]
+        self.timeout = timeout
+        self._stack: ExitStack | None = None
+        self.space: RemoteVectors | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def __enter__(self) -> "ShardGroup":
+        with ExitStack() as stack:
+            for server in self.servers:
+                stack.enter_context(server)
+            self.space = RemoteVectors(self.urls, self.token, self.size, timeout=self.timeout)
+            stack.callback(self.space.close)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()

@@ -1,0 +1,198 @@
+"""The executors' side of Sandblaster: data cached as numpy blocks, one loss/gradient pass each.
+
+The prepared DataFrame is turned once into an RDD of ``(x, y)`` numpy blocks (one per Arrow
+batch) and cached, so an evaluation re-reads raw float32 bytes instead of re-parsing rows.
+Every evaluation is then one stage: each partition fetches the evaluation point from the
+shards (once per Python worker and point), runs the Keras model over its blocks in chunks with
+TensorFlow, and yields ``(loss sum, gradient sum, rows)``; ``treeReduce`` adds them up. No zero
+vector is ever shipped in a closure (SPARK-18471): an empty partition yields ``None``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from sparkdownpour.replica.keras_model import SPARSE_LOSSES, ModelSpec, loss_name, output_units
+from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
+
+BLOCK_DDL = "x binary, y binary, rows int, cols int"
+BLOCK_SCHEMA = pa.schema([("x", pa.binary()), ("y", pa.binary()), ("rows", pa.int32()),
+                          ("cols", pa.int32())])
+BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
+CATEGORICAL_LOSSES = ("categorical_crossentropy", "CategoricalCrossentropy")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What an evaluation task needs, as plain values."""
+
+    run_id: str
+    model: ModelSpec
+    shard_urls: tuple[str, ...]
+    token: str
+    request_timeout: float
+    point: str = "x"
+    version: int = 0        # evaluation number: "trial" names a different point every time
+    task_cpus: int = 1
+    chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
+
+
+def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function: each ``features, label`` batch becomes one row of raw bytes."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        features = batch.column(0)
+        x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        y = batch.column(1).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        cols = x.size // batch.num_rows
+        yield pa.RecordBatch.from_pydict({"x": [x.tobytes()], "y": [y.tobytes()],
+                                          "rows": [batch.num_rows], "cols": [cols]},
+                                         schema=BLOCK_SCHEMA)
+
+
+def block_arrays(row) -> tuple[np.ndarray, np.ndarray]:
+    x = np.frombuffer(row.x, dtype=np.float32).reshape(row.rows, row.cols)
+    return x, np.frombuffer(row.y, dtype=np.float32)
+
+
+class _Evaluator:
+    """A built model and its compiled loss-and-gradient sum, kept per Python worker."""
+
+    def __init__(self, spec: ModelSpec, task_cpus: int) -> None:
+        import tensorflow as tf
+
+        configure_threads(task_cpus)
+        self.model = model = spec.build()
+        self.point: tuple | None = None
+        self.frozen = False  # see freeze_long_lived_objects: done after the first evaluation
+        per_example, label_shape, label_dtype = _per_example_loss(model, spec.loss)
+        self.label_rank2 = len(label_shape) == 2
+        self.label_dtype = label_dtype
+        variables = model.trainable_variables
+        self.shapes = [tuple(v.shape) for v in variables]
+        self.splits = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, spec.num_features], tf.float32),
+                                      tf.TensorSpec(label_shape, label_dtype)])
+        def loss_and_gradient(x, y):
+            with tf.GradientTape() as tape:
+                losses = per_example(y, model(x, training=False))
+                total = tf.reduce_sum(losses)
+            grads = tape.gradient(total, variables)
+            flat = tf.concat([tf.reshape(tf.cast(g, tf.float64), [-1]) for g in grads], axis=0)
+            return tf.reduce_sum(tf.cast(losses, tf.float64)), flat
+
+        self._loss_and_gradient = loss_and_gradient
+
+    def assign(self, flat: np.ndarray) -> None:
+        for variable, part, shape in zip(self.model.trainable_variables,
+                                         np.split(flat, self.splits), self.shapes):
+            variable.assign(part.reshape(shape))
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        y = y.astype(self.label_dtype.as_numpy_dtype, copy=False)
+        if self.label_rank2:
+            y = y.reshape(-1, 1)
+        loss, grad = self._loss_and_gradient(x, y)
+        return float(loss), grad.numpy()
+
+
+def _per_example_loss(model, loss):
+    """Per-row loss, computed from logits when the model ends in sigmoid or softmax.
+
+    The worker's private copy of the model has that last activation removed, so the loss is
+    exact where probabilities round to 0 or 1 (Keras' clipped probabilities would bias the
+    objective that L-BFGS compares to 1e-6). Returns (fn, label shape, label dtype).
+    """
+    import keras
+    import tensorflow as tf
+
+    from sparkdownpour.replica.keras_model import resolve_loss
+
+    name = loss_name(loss)
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    units = output_units(model)
+    if name in BINARY_LOSSES and activation == "sigmoid":
+        last.activation = keras.activations.linear
+        return (lambda y, z: tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(y, z), -1),
+                [None, units], tf.float32)
+    if name in SPARSE_LOSSES and activation == "softmax":
+        last.activation = keras.activations.linear
+        return (lambda y, z: tf.nn.sparse_softmax_cross_entropy_with_logits(y, z),
+                [None], tf.int32)
+    if name in CATEGORICAL_LOSSES and activation == "softmax":
+        last.activation = keras.activations.linear
+        return (lambda y, z: tf.nn.softmax_cross_entropy_with_logits(y, z), [None, units],
+                tf.float32)
+    loss_fn = resolve_loss(loss)
+    rank2 = units == 1 and name not in SPARSE_LOSSES
+    return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
+
+
+_EVALUATORS: "OrderedDict[str, _Evaluator]" = OrderedDict()
+_CLIENTS: dict[tuple, list] = {}
+
+
+def _evaluator_for(spec: StageSpec) -> _Evaluator:
+    evaluator = _EVALUATORS.get(spec.run_id)
+    if evaluator is None:
+        evaluator = _EVALUATORS[spec.run_id] = _Evaluator(spec.model, spec.task_cpus)
+        while len(_EVALUATORS) > 2:
+            _EVALUATORS.popitem(last=False)
+    _EVALUATORS.move_to_end(spec.run_id)
+    return evaluator
+
+
+def _clients_for(spec: StageSpec) -> list:
+    from sparkdownpour.lbfgs.shard_server import VectorClient
+
+    key = (spec.shard_urls, spec.token)
+    clients = _CLIENTS.get(key)
+    if clients is None:  # kept-alive connections, reused by every task of the run on this worker
+        for old in _CLIENTS.values():
+            for client in old:
+                client.close()
+        _CLIENTS.clear()
+        clients = _CLIENTS[key] = [VectorClient(url, spec.token, timeout=spec.request_timeout)
+                                   for url in spec.shard_urls]
+    return clients
+
+
+def evaluate_partition(blocks: Iterator[tuple[np.ndarray, np.ndarray]], spec: StageSpec
+                       ) -> Iterator[tuple[float, np.ndarray | None, int]]:
+    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows)`` for the partition."""
+    from sparkdownpour.lbfgs.shard_server import fetch_vector
+
+    loss_sum, grad_sum, rows = 0.0, None, 0
+    evaluator = None
+    for x, y in blocks:
+        if evaluator is None:
+            evaluator = _evaluator_for(spec)
+            point = (spec.run_id, spec.point, spec.version)
+            if evaluator.point != point:  # several partitions on one worker fetch once
+                evaluator.point = None
+                evaluator.assign(fetch_vector(_clients_for(spec), spec.point))
+                evaluator.point = point
+        for start in range(0, len(y), spec.chunk_rows):
+            loss, grad = evaluator(x[start:start + spec.chunk_rows], y[start:start + spec.chunk_rows])
+            loss_sum += loss
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+        rows += len(y)
+    if evaluator is not None and not evaluator.frozen:
+        freeze_long_lived_objects()
+        evaluator.frozen = True
+    yield loss_sum, grad_sum, rows
+
+
+def combine(a: tuple, b: tuple) -> tuple:
+    """``treeReduce`` operator; ``None`` stands for an empty partition's gradient."""
+    grad = b[1] if a[1] is None else a[1] if b[1] is None else a[1] + b[1]
+    return a[0] + b[0], grad, a[2] + b[2]
+

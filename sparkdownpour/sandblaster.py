@@ -1,0 +1,188 @@
+"""``Sandblaster``: batch L-BFGS where every loss/gradient evaluation is a Spark stage (DistBelief §4.2).
+
+Driver side. The data set is validated, split into many more portions than cores (so fast
+executors take more of them: DistBelief's load balancing) and cached once as numpy blocks. The
+coordinator (``lbfgs.coordinator``) runs L-BFGS with every vector, the history included, on the
+parameter shards; each objective evaluation is one Spark stage whose tasks fetch the evaluation
+point from the shards and return partial sums through ``treeReduce``. Evaluations are pure
+functions of the data and the point, so Spark's speculative backup tasks
+(``spark.speculation=true``) and task retries are safe: one result per partition is counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from sparkdownpour import data
+from sparkdownpour.config import SandblasterConfig
+from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import BLOCK_DDL, StageSpec, block_arrays, combine, \
+    evaluate_partition, to_blocks
+from sparkdownpour.replica.keras_model import (
+    assign_trainable,
+    driver_model,
+    loss_name,
+    output_units,
+    trainable_arrays,
+)
+from sparkdownpour.session import driver_address, task_cpus
+from sparkdownpour.spark_jobs import job_group
+
+logger = logging.getLogger(__name__)
+
+SMALL_AGGREGATE_BYTES = 64 * 2**20  # float64 partial gradients the driver collects directly
+
+
+class Sandblaster:
+    """Sandblaster L-BFGS on Spark.
+
+    ``model`` is a keras.Model (trained in place) or a zero-argument function that builds one.
+    Keyword arguments are the fields of ``SandblasterConfig`` (loss, max_iter, tol, gtol, l2,
+    history_size, num_shards, portions_per_core, aggregation_depth, ...).
+    """
+
+    def __init__(self, model, config: SandblasterConfig | None = None, **kwargs) -> None:
+        if config is not None and kwargs:
+            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
+                            f"{sorted(kwargs)})")
+        self.model = model
+        self.config = config if config is not None else SandblasterConfig(**kwargs)
+
+    def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label",
+            *, num_portions: int | None = None) -> TrainingResult:
+        """Minimise the mean loss (+ L2) over ``df``; return ``TrainingResult(model, history)``.
+
+        ``num_portions`` overrides ``portions_per_core x spark.default.parallelism``. The history
+        has one record per L-BFGS iteration (objective, grad_norm, step_size, evaluations,
+        wall_time_s); ``history.info["stop_reason"]`` says why it stopped.
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        prepared = data.prepare(df, features_col, label_col).cache()
+        blocks = None
+        try:
+            summary = data.validate(prepared, features_col, label_col)
+            model, spec = driver_model(self.model, cfg.loss, summary.num_features, features_col)
+            data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
+                                       output_units(model))
+            spark = prepared.sparkSession
+            portions = _portions(num_portions, cfg, spark)
+            blocks = (prepared.repartition(portions).mapInArrow(to_blocks, BLOCK_DDL).rdd
+                      .map(block_arrays).cache())
+            with job_group(spark, f"sparkdownpour sandblaster: cache {portions} portions"):
+                blocks.count()  # materialise now, so the first evaluation is not the slow one
+            prepared.unpersist()
+            history = History(info={"rows": summary.num_rows, "partitions": portions,
+                                    "features": summary.num_features,
+                                    "shards": cfg.num_shards})
+            result = self._minimize(blocks, model, spec, history)
+        finally:
+            prepared.unpersist()
+            if blocks is not None:
+                blocks.unpersist()
+        assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
+        for record in result.records:
+            history.append(record)
+        history.info.update(stop_reason=result.stop_reason, message=result.message,
+                            objective=result.value, grad_norm=result.grad_norm,
+                            iterations=result.iterations, evaluations=result.evaluations,
+                            wall_time_s=time.perf_counter() - started)
+        logger.info("sandblaster stopped after %d iterations: %s", result.iterations,
+                    result.message)
+        return TrainingResult(model, history)
+
+    def _minimize(self, blocks, model, spec, history):
+        cfg = self.config
+        spark = blocks.context
+        arrays = trainable_arrays(model)
+        x0 = np.concatenate([a.ravel() for a in arrays]).astype(np.float64)
+        # Kernels are regularised, biases (1-D variables) only when asked.
+        mask = np.concatenate([np.full(a.size, 1.0 if a.ndim > 1 or cfg.l2_biases else 0.0)
+                               for a in arrays])
+        options = LBFGSOptions(max_iter=cfg.max_iter, tol=cfg.tol, gtol=cfg.gtol,
+                               history_size=cfg.history_size, l2=cfg.l2, c1=cfg.c1, c2=cfg.c2,
+                               max_line_search=cfg.max_line_search)
+        with ShardGroup(x0.size, cfg.num_shards, host=driver_address(spark),
+                        max_request_bytes=int(cfg.max_request_mb * 2**20),
+                        timeout=cfg.request_timeout) as shards, \
+                _IterationProgress(cfg.max_iter, cfg.verbose) as progress:
+            history.info["shard_urls"] = shards.urls
+            base = StageSpec(run_id=uuid.uuid4().hex, model=spec, shard_urls=tuple(shards.urls),
+                             token=shards.token, request_timeout=cfg.request_timeout,
+                             task_cpus=task_cpus(spark))
+            counter = iter(range(1, 1 << 62))
+            depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
+            history.info["aggregation_depth"] = depth
+
+            def evaluate(point: str) -> tuple[float, np.ndarray]:
+                number = next(counter)
+                stage = replace(base, point=point, version=number)
+                with job_group(spark, f"sparkdownpour sandblaster: evaluation {number} "
+                                      f"({history.info['partitions']} portions)"):
+                    loss_sum, grad_sum, rows = (
+                        blocks.mapPartitions(functools.partial(evaluate_partition, spec=stage))
+                        .treeReduce(combine, depth=depth))
+                if rows != history.info["rows"]:  # a lost or doubled portion must not pass
+                    raise RuntimeError(f"evaluation {number} covered {rows} rows, the data has "
+                                       f"{history.info['rows']}")
+                return loss_sum / rows, grad_sum / rows
+
+            return minimize(shards.space, evaluate, x0, options, mask=mask,
+                            callback=progress.update)
+
+
+def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:
+    if num_portions is None:
+        return cfg.portions_per_core * spark.sparkContext.defaultParallelism
+    if isinstance(num_portions, bool) or not isinstance(num_portions, int) or num_portions < 1:
+        raise ValueError(f"num_portions must be an integer >= 1, received {num_portions!r}")
+    return num_portions
+
+
+def _aggregation_depth(cfg: SandblasterConfig, portions: int, size: int) -> int:
+    """The configured depth, else 1 while the driver can take every portion's gradient at once.
+
+    A deeper tree adds a shuffle stage, which costs PySpark about 0.5 s per evaluation; it pays
+    only when many portions would each send the driver a large gradient.
+    """
+    if cfg.aggregation_depth is not None:
+        return cfg.aggregation_depth
+    return 1 if portions * size * 8 <= SMALL_AGGREGATE_BYTES else 2
+
+
+def _unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    splits = np.cumsum([a.size for a in like])[:-1]
+    return [part.reshape(a.shape).astype(np.float32) for part, a in zip(np.split(flat, splits), like)]
+
+
+class _IterationProgress:
+    """A tqdm bar over L-BFGS iterations (notebook-aware); silent with ``verbose=0``."""
+
+    def __init__(self, total: int, verbose: int) -> None:
+        self._bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="it", desc="sandblaster", dynamic_ncols=True)
+
+    def __enter__(self) -> "_IterationProgress":
+        return self
+
+    def update(self, record: dict) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(f=f"{record['objective']:.6g}",
+                                  grad=f"{record['grad_norm']:.2e}", evals=record["evaluations"])
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
