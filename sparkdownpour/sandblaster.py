@@ -25,8 +25,7 @@ from sparkdownpour.config import SandblasterConfig
 from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.stage import BLOCK_DDL, StageSpec, block_arrays, combine, \
-    evaluate_partition, to_blocks
+from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition, numpy_blocks
 from sparkdownpour.replica.keras_model import (
     assign_trainable,
     driver_model,
@@ -76,8 +75,7 @@ class Sandblaster:
                                        output_units(model))
             spark = prepared.sparkSession
             portions = _portions(num_portions, cfg, spark)
-            blocks = (prepared.repartition(portions).mapInArrow(to_blocks, BLOCK_DDL).rdd
-                      .map(block_arrays).cache())
+            blocks = numpy_blocks(prepared, portions).cache()
             with job_group(spark, f"sparkdownpour sandblaster: cache {portions} portions"):
                 blocks.count()  # materialise now, so the first evaluation is not the slow one
             prepared.unpersist()

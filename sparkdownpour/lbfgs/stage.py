@@ -61,6 +61,13 @@ def block_arrays(row) -> tuple[np.ndarray, np.ndarray]:
     return x, np.frombuffer(row.y, dtype=np.float32)
 
 
+def numpy_blocks(prepared, portions: int):
+    """The prepared ``features, label`` frame as an RDD of ``(x, y)`` blocks in ``portions``
+    partitions (not yet cached)."""
+    return (prepared.repartition(portions).mapInArrow(to_blocks, BLOCK_DDL).rdd
+            .map(block_arrays))
+
+
 class _Evaluator:
     """A built model and its compiled loss-and-gradient sum, kept per Python worker."""
 

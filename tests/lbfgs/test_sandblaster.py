@@ -1,0 +1,171 @@
+"""Sandblaster on real local Spark and TensorFlow, against scipy's L-BFGS-B on the same numbers."""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import scipy.optimize
+
+from sparkdownpour import Sandblaster
+from sparkdownpour import data as sdp_data
+from sparkdownpour.examples import arrays_to_frame, build_mlp, digits_arrays
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition, numpy_blocks
+from sparkdownpour.replica.keras_model import spec_for
+
+L2 = 1e-2
+
+
+def linear_model(inputs, outputs, activation):
+    return lambda: keras.Sequential([keras.Input((inputs,)),
+                                     keras.layers.Dense(outputs, activation=activation)])
+
+
+def logistic_objective(x, y, l2):
+    """Mean log-loss of sigmoid(x w + b) plus l2/2 |w|^2, and its gradient, in float64."""
+    x = x.astype(np.float64)
+
+    def objective(params):
+        w, b = params[:-1], params[-1]
+        z = x @ w + b
+        p = 1.0 / (1.0 + np.exp(-z))
+        value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * w @ w
+        return value, np.append(x.T @ (p - y) / len(y) + l2 * w, np.mean(p - y))
+    return objective
+
+
+def softmax_objective(x, y, classes, l2):
+    x, onehot = x.astype(np.float64), np.eye(classes)[y.astype(int)]
+    d = x.shape[1]
+
+    def objective(params):
+        w, b = params[:d * classes].reshape(d, classes), params[d * classes:]
+        z = x @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        value = -np.mean(np.sum(onehot * log_p, axis=1)) + 0.5 * l2 * np.sum(w * w)
+        residual = (np.exp(log_p) - onehot) / len(y)
+        return value, np.concatenate([(x.T @ residual + l2 * w).ravel(), residual.sum(axis=0)])
+    return objective
+
+
+def scipy_minimum(objective, size):
+    result = scipy.optimize.minimize(objective, np.zeros(size), jac=True, method="L-BFGS-B",
+                                     options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+    return result.fun
+
+
+@pytest.fixture(scope="module")
+def binary(spark):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 12)).astype(np.float32)
+    y = (x @ rng.normal(size=12) + 0.5 * rng.normal(size=3000) > 0.3).astype(np.float32)
+    return arrays_to_frame(spark, x, y, 3), x, y
+
+
+def fit_binary(frame, **knobs):
+    options = dict(loss="binary_crossentropy", l2=L2, tol=1e-12, gtol=1e-6, max_iter=200,
+                   verbose=0)
+    options.update(knobs)
+    portions = options.pop("num_portions", 4)
+    return Sandblaster(linear_model(12, 1, "sigmoid"), **options).fit(
+        frame, "features", "label", num_portions=portions)
+
+
+def test_logistic_regression_matches_scipy_lbfgsb(binary):
+    frame, x, y = binary
+    result = fit_binary(frame)
+    expected = scipy_minimum(logistic_objective(x, y, L2), 13)
+    info = result.history.info
+    assert abs(info["objective"] - expected) <= 1e-6 * abs(expected), (info, expected)
+    # The model on the driver carries the optimum: its objective, computed in numpy, agrees.
+    kernel, bias = result.model.get_weights()
+    ours = logistic_objective(x, y, L2)(np.append(kernel.ravel(), bias))[0]
+    assert abs(ours - expected) <= 1e-6 * abs(expected)
+    assert info["stop_reason"] in ("gtol", "tol"), info
+    assert info["iterations"] == len(result.history)
+    records = result.history.epochs
+    assert set(records[0]) >= {"objective", "grad_norm", "step_size", "evaluations",
+                               "wall_time_s"}
+    assert all(b["objective"] <= a["objective"] for a, b in zip(records, records[1:]))
+
+
+def test_softmax_regression_matches_scipy_lbfgsb(spark):
+    x_train, y_train, _, _ = digits_arrays()
+    x, y = x_train[:800], y_train[:800]
+    frame = arrays_to_frame(spark, x, y, 2)
+    result = Sandblaster(linear_model(64, 10, "softmax"), loss="sparse_categorical_crossentropy",
+                         l2=L2, tol=1e-12, gtol=1e-8, max_iter=300, verbose=0).fit(
+        frame, "features", "label", num_portions=3)
+    expected = scipy_minimum(softmax_objective(x, y, 10, L2), 650)
+    assert abs(result.history.info["objective"] - expected) <= 1e-6 * abs(expected)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, shards):
+    frame, x, y = binary
+    blocks = numpy_blocks(sdp_data.prepare(frame, "features", "label"), 5).cache()
+    spec = spec_for(linear_model(12, 1, "sigmoid"), 12, "binary_crossentropy")
+    rng = np.random.default_rng(7)
+    try:
+        with ShardGroup(13, shards) as group:
+            for version in range(3):
+                params = rng.normal(scale=0.5, size=13)
+                group.space.run([], puts={"p": params})
+                stage = StageSpec(run_id=f"gradient-test-{shards}", model=spec,
+                                  shard_urls=tuple(group.urls), token=group.token,
+                                  request_timeout=30.0, point="p", version=version)
+                loss_sum, grad_sum, rows = blocks.mapPartitions(
+                    functools.partial(evaluate_partition, spec=stage)).treeReduce(combine, 2)
+                # The shards carry float32 on the wire: compare at the point executors used.
+                value, grad = logistic_objective(x, y, 0.0)(params.astype(np.float32))
+                assert rows == len(y)
+                assert loss_sum / rows == pytest.approx(value, rel=1e-6)
+                np.testing.assert_allclose(grad_sum / rows, grad, rtol=1e-5,
+                                           atol=1e-5 * np.abs(grad).max())
+    finally:
+        blocks.unpersist()
+
+
+def test_result_does_not_depend_on_the_number_of_portions_or_shards(binary):
+    frame, _, _ = binary
+    objectives = [fit_binary(frame, num_portions=p, num_shards=s).history.info["objective"]
+                  for p, s in [(1, 1), (3, 2), (16, 1)]]
+    assert max(objectives) - min(objectives) <= 1e-6 * abs(min(objectives)), objectives
+
+
+def test_max_iter_is_reported_as_the_stop_reason(binary):
+    frame, _, _ = binary
+    result = fit_binary(frame, max_iter=2)
+    info = result.history.info
+    assert (info["stop_reason"], info["iterations"], len(result.history)) == ("max_iter", 2, 2)
+    assert info["evaluations"] >= 3 and "max_iter" in info["message"]
+
+
+def test_an_mlp_trains_on_digits(spark):
+    x_train, y_train, x_test, y_test = digits_arrays()
+    frame = arrays_to_frame(spark, x_train, y_train, 4)
+    result = Sandblaster(lambda: build_mlp(64, 32, 10, seed=0),
+                         loss="sparse_categorical_crossentropy", l2=1e-4, max_iter=60,
+                         verbose=0).fit(frame)
+    accuracy = np.mean(np.argmax(result.model(x_test).numpy(), axis=1) == y_test)
+    assert accuracy >= 0.93, (accuracy, result.history.info)
+
+
+def test_bad_input_is_refused_naming_the_column(spark, binary):
+    frame, _, _ = binary
+    trainer = Sandblaster(linear_model(12, 1, "sigmoid"), loss="binary_crossentropy", verbose=0)
+    with pytest.raises(ValueError, match="'nope' not found"):
+        trainer.fit(frame, "nope", "label")
+    as_text = frame.selectExpr("features", "cast(label as string) as label")
+    with pytest.raises(TypeError, match="label column 'label' has type string"):
+        trainer.fit(as_text, "features", "label")
+    twos = frame.selectExpr("features", "label * 2 as label")
+    with pytest.raises(ValueError, match=r"label column 'label' holds 2\.0, outside \[0, 1\]"):
+        trainer.fit(twos, "features", "label")
+    with pytest.raises(ValueError, match="takes 12 input features"):
+        Sandblaster(linear_model(12, 1, "sigmoid"), verbose=0).fit(
+            frame.selectExpr("slice(features, 1, 5) as features", "label"))
+    with pytest.raises(ValueError, match="num_portions must be an integer >= 1"):
+        trainer.fit(frame, num_portions=0)
