@@ -14,8 +14,6 @@ import logging
 import sys
 import time
 
-import numpy as np
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -41,35 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_user_data(spark, args):
-    from pyspark.sql import types as T
+    from sparkdownpour.jobdata import load_frame
 
-    fmt = args.format or ("libsvm" if args.data.endswith((".svm", ".libsvm", ".txt")) else
-                          "csv" if args.data.endswith(".csv") else "parquet")
-    reader = spark.read.format(fmt)
-    if fmt == "csv":
-        reader = reader.option("header", True).option("inferSchema", True)
-    df = reader.load(args.data)
-    if args.label_col not in df.columns:
-        raise SystemExit(f"error: label column {args.label_col!r} not in {args.data} "
-                         f"(columns: {df.columns}); pass --label-col")
-    if args.features_col:
-        features = args.features_col[0] if len(args.features_col) == 1 else args.features_col
-    elif "features" in df.columns:
-        features = "features"
-    else:
-        features = [f.name for f in df.schema.fields if f.name != args.label_col
-                    and isinstance(f.dataType, T.NumericType)]
+    try:
+        df, features = load_frame(spark, args.data, args.format, args.label_col, args.features_col)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     train, test = df.randomSplit([1 - args.test_fraction, args.test_fraction], seed=args.seed)
     return train, test, features
-
-
-def held_out_arrays(frame, features, label_col):
-    """Collect the held-out split to the driver as numpy (it is the small side of the split)."""
-    from sparkdownpour import data
-
-    table = data.prepare(frame, features, label_col).toArrow()
-    x = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
-    return x, table.column("label").to_numpy().astype(np.float32)
 
 
 def main(argv=None) -> int:
@@ -78,6 +55,7 @@ def main(argv=None) -> int:
                         "%(message)s")
     from sparkdownpour import Downpour
     from sparkdownpour.examples import arrays_to_frame, build_mlp, digits_arrays
+    from sparkdownpour.jobdata import held_out_arrays
     from sparkdownpour.session import get_or_create_session
 
     spark = get_or_create_session("sparkdownpour-train-digits")

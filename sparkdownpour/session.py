@@ -10,8 +10,11 @@ import sys
 logger = logging.getLogger(__name__)
 
 
-def get_or_create_session(app_name: str = "sparkdownpour"):
+def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = None):
     """The active session, untouched; else an embedded ``local[*]`` one set up for this process.
+
+    ``conf`` (e.g. a job file's ``[spark]`` table, ``{"spark.speculation": True}``) applies to
+    a new session, under spark-submit too; ``--conf`` given to spark-submit wins over it.
 
     The embedded session runs executors' Python workers with the running interpreter (the system
     Python lacks this environment's packages) and keeps all traffic on the loopback interface.
@@ -31,6 +34,9 @@ def get_or_create_session(app_name: str = "sparkdownpour"):
     SparkContext._ensure_initialized()  # under spark-submit this reads its --master and --conf
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
+    for key, value in (conf or {}).items():
+        if not submitted.contains(key):
+            builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
     if not submitted.contains("spark.master"):
         logger.info("no active SparkSession and no master given: starting embedded local[*]")
         builder = (builder.master("local[*]")

@@ -64,3 +64,34 @@ def test_train_digits_on_a_user_file(tmp_path, fmt):
     values = report(out)
     assert str(path) in values["data"]
     assert float(values["held-out accuracy"]) >= 0.85
+
+
+@pytest.mark.slow
+def test_train_sandblaster_default_job_on_local_cluster():
+    out = run_job([spark_submit(), "--master", "local-cluster[2,1,1024]",
+                   "--conf", "spark.driver.host=127.0.0.1",
+                   "jobs/train_sandblaster.py", "--quiet", "--num-shards", "2"])
+    values = report(out)
+    assert "sample_binary_classification_data.txt" in values["data"]
+    assert "local-cluster[2,1,1024]" in values["portions"] and "2 shard(s)" in values["portions"]
+    assert values["stop reason"].split()[0] in ("tol", "gtol")
+    assert 0 < int(values["iterations"]) < 100
+    assert float(values["held-out accuracy"]) >= 0.89
+
+
+def test_train_sandblaster_refuses_a_bad_job_file(tmp_path):
+    bad_key = tmp_path / "bad_key.toml"
+    bad_key.write_text('[sandblaster]\nmax_iters = 5\n')
+    bad_kind = tmp_path / "bad_kind.toml"
+    bad_kind.write_text('[model]\nkind = "forest"\n')
+    bad_value = tmp_path / "bad_value.toml"
+    bad_value.write_text('[sandblaster]\nhistory_size = 0\n')
+    for path, message in [(bad_key, "unknown key(s) ['max_iters']; allowed:"),
+                          (bad_kind, "kind = 'forest'; allowed: ('logistic', 'softmax', 'mlp')"),
+                          (bad_value, "history_size must be >= 1, received 0")]:
+        proc = subprocess.run([sys.executable, "jobs/train_sandblaster.py", "--conf-file",
+                               str(path), "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
+                                                "PYSPARK_PYTHON": sys.executable})
+        assert proc.returncode != 0
+        assert message in proc.stderr, proc.stderr[-2000:]

@@ -128,11 +128,12 @@ def minimize(space: VectorSpace, evaluate: Evaluate, x0: np.ndarray, options: LB
                   "elapsed_s": time.perf_counter() - started}
         records.append(record)
         logger.info("L-BFGS %s", record)
+        stop_asked = callback is not None and callback(record)
         if math.sqrt(gg) <= options.gtol:
             reason = "gtol"
         elif previous - value <= options.tol * max(abs(previous), abs(value), 1.0):
             reason = "tol"
-        elif callback is not None and callback(record):
+        elif stop_asked:
             reason = "callback"
     x = space.run([["get", "x"]]).gets["x"]
     return MinimizeResult(x=x, value=value, grad_norm=math.sqrt(gg), iterations=iteration,
