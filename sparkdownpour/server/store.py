@@ -250,6 +250,39 @@ class ParameterStore:
             self._params = new
             self._frame = None
 
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs, copied under the lock (see ``server.checkpoint``)."""
+        with self._lock:
+            rule_arrays: list[np.ndarray] = []
+            structure = _flatten_state(self._state, rule_arrays)
+            return {
+                "params": [p.copy() for p in self._params],
+                "rule_arrays": [np.array(a, copy=True) for a in rule_arrays],
+                "rule_structure": structure,
+                "step": self._step,
+                "counters": {"applied": self._applied, "rejected": self._rejected,
+                             "stale_sum": self._stale_sum, "stale_max": self._stale_max},
+                "ledger": self.ledger.export(),
+            }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Adopt a checkpoint's state; the rule's ``init`` gives the state's container types."""
+        params = [np.array(p, dtype=np.float32, order="C", copy=True) for p in state["params"]]
+        if [p.shape for p in params] != list(self._shapes):
+            raise ValueError(f"checkpoint shapes {[p.shape for p in params]} differ from the "
+                             f"model's {list(self._shapes)}")
+        template = self.rule.init([p.copy() for p in params])
+        rule_state = _unflatten_state(template, state["rule_structure"], state["rule_arrays"])
+        counters = state["counters"]
+        with self._lock:
+            self._params, self._state, self._step = params, rule_state, int(state["step"])
+            self._applied, self._rejected = int(counters["applied"]), int(counters["rejected"])
+            self._stale_sum, self._stale_max = counters["stale_sum"], counters["stale_max"]
+            self._frame = None
+            self.ledger.restore(state["ledger"])
+
     def note_rejected(self) -> None:
         """Count an update refused before it reached ``push`` (e.g. a malformed frame)."""
         with self._lock:
@@ -260,3 +293,31 @@ class ParameterStore:
         with self._lock:
             self._bytes_in += received
             self._bytes_out += sent
+
+
+def _flatten_state(node: Any, arrays: list) -> Any:
+    """The rule state's structure as JSON (arrays replaced by their index into ``arrays``)."""
+    if isinstance(node, np.ndarray):
+        arrays.append(node)
+        return {"array": len(arrays) - 1}
+    if isinstance(node, (list, tuple)):
+        return [_flatten_state(child, arrays) for child in node]
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return {"value": node.item() if isinstance(node, np.generic) else node}
+    if isinstance(node, np.generic):
+        return {"value": node.item()}
+    raise TypeError(f"cannot checkpoint rule state of type {type(node).__name__}: rule states "
+                    "must be (named) tuples/lists of numpy arrays and plain numbers")
+
+
+def _unflatten_state(template: Any, structure: Any, arrays: Sequence[np.ndarray]) -> Any:
+    if isinstance(template, (list, tuple)):
+        if not isinstance(structure, list) or len(structure) != len(template):
+            raise ValueError("the checkpoint's rule state does not match the rule's")
+        children = [_unflatten_state(t, s, arrays) for t, s in zip(template, structure)]
+        if isinstance(template, list):
+            return children
+        return type(template)(*children) if hasattr(template, "_fields") else tuple(children)
+    if "array" in structure:
+        return np.array(arrays[structure["array"]], copy=True)
+    return structure["value"]
