@@ -70,6 +70,7 @@ class ReplicaSpec:
     # Test hook: the first attempt (attemptNumber 0) of every task raises after computing this
     # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
     fail_first_attempt_after: int = 0
+    fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
 
 
 class _Replica:
@@ -278,6 +279,7 @@ def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) 
 
 
 def _fail_if_asked(spec: ReplicaSpec, attempt: int, steps: int) -> None:
-    if spec.fail_first_attempt_after and attempt == 0 and steps == spec.fail_first_attempt_after:
+    if spec.fail_first_attempt_after and attempt == 0 and steps == spec.fail_first_attempt_after \
+            and spec.fail_epoch in (0, spec.epoch):
         raise RuntimeError(f"injected failure after {steps} mini-batches on the first attempt "
                            "(ReplicaSpec.fail_first_attempt_after, a test hook)")
