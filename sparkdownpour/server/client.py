@@ -104,7 +104,8 @@ class ParameterClient:
         self.timeout, self.retries, self.backoff = float(timeout), retries, float(backoff)
         self._headers = {"Authorization": f"Bearer {token}", "Connection": "keep-alive"}
         self._conn: http.client.HTTPConnection | None = None
-        self.last_push: dict[str, int] | None = None  # {"step", "staleness"} of the last push
+        # {"step", "staleness", "applied", "progress", "refusal"} of the last push
+        self.last_push: dict[str, Any] | None = None
 
     # -- connection handling -------------------------------------------------------------
 

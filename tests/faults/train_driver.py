@@ -23,7 +23,6 @@ def main(options):
 
     from sparkdownpour import Downpour
     from sparkdownpour.examples import arrays_to_frame, build_digits_mlp, digits_arrays
-    from sparkdownpour.server import ParameterClient
 
     builder = (SparkSession.builder.master(options["master"]).appName("sparkdownpour-faults")
                .config("spark.driver.host", "127.0.0.1")

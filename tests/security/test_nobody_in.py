@@ -15,7 +15,7 @@ from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStor
 from sparkdownpour.server.protocol import encode_frame
 from sparkdownpour.server.runner import tls_context
 from tests.security.tls import self_signed
-from tests.server.conftest import SHAPES, PlainSGD, full, zeros
+from tests.server.conftest import PlainSGD, full, zeros
 
 pytestmark = pytest.mark.timeout(120)
 
