@@ -80,6 +80,20 @@ class DownpourConfig(_Loadable):
     request_timeout: float = 60.0     # seconds before a replica gives up on one server request
     max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
     verbose: int = 1                  # 0: silent; 1: a progress bar
+    # Reliability (see README "Failure model").
+    request_retries: int = 3          # connection errors retried with exponential backoff
+    skip_nonfinite: bool = False      # a replica drops a NaN/Inf gradient instead of failing
+    clip_norm: float | None = None    # clip each mini-batch gradient to this global L2 norm
+    divergence_factor: float = 4.0    # status flags a replica whose loss grew this much
+    checkpoint_dir: str | None = None  # write the server's state here (None: no checkpoints)
+    checkpoint_every_updates: int = 0  # ... every N applied updates (0: off)
+    checkpoint_every_s: float = 60.0   # ... and every T seconds; always after every epoch
+    checkpoint_keep: int = 3           # keep the newest K checkpoints
+    # TLS for the parameter server: PEM certificate + key on the driver; replicas verify it
+    # against tls_ca (default: the certificate itself, i.e. a self-signed one).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -95,6 +109,29 @@ class DownpourConfig(_Loadable):
             _integer(name, getattr(self, name), minimum=0)
         _positive_number("request_timeout", self.request_timeout)
         _positive_number("max_request_mb", self.max_request_mb)
+        _integer("request_retries", self.request_retries, minimum=0)
+        _integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
+        _integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
+        _positive_number("checkpoint_every_s", self.checkpoint_every_s)
+        _positive_number("divergence_factor", self.divergence_factor)
+        if self.divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1 (a loss this many times its best "
+                             f"is called diverging), received {self.divergence_factor!r}")
+        if self.clip_norm is not None:
+            _positive_number("clip_norm", self.clip_norm)
+        if not isinstance(self.skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, received "
+                            f"{self.skip_nonfinite!r}")
+        for name in ("checkpoint_dir", "tls_cert", "tls_key", "tls_ca"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (str, Path)) and str(value)):
+                raise TypeError(f"{name} must be a path (str) or None, received {value!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (PEM files) to serve "
+                             f"over TLS, or neither; received tls_cert={self.tls_cert!r}, "
+                             f"tls_key={self.tls_key!r}")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
         if self.num_shards != 1:
             raise ValueError(f"num_shards={self.num_shards}: this release serves the parameters "
                              "from one shard; use num_shards=1")

@@ -8,6 +8,8 @@ from and pushes gradients to the server, which applies each push on arrival with
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -18,6 +20,7 @@ import numpy as np
 
 from sparkdownpour import data, optimizers
 from sparkdownpour.config import DownpourConfig
+from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.progress import ServerProgress
 from sparkdownpour.replica.keras_model import (
@@ -31,6 +34,8 @@ from sparkdownpour.replica.keras_model import (
 )
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
+from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
+from sparkdownpour.server.runner import tls_context
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import job_group
 
@@ -53,17 +58,30 @@ class Downpour:
         self.config = config if config is not None else DownpourConfig(**kwargs)
         self._rule = optimizers.get(self.config.optimizer, learning_rate=self.config.learning_rate) \
             if isinstance(self.config.optimizer, str) else self.config.optimizer
+        # Test hooks (not API): ReplicaSpec fields to override, e.g. fail_first_attempt_after,
+        # and a callback given the running ParameterServer.
+        self._replica_overrides: dict = {}
+        self._on_server_start: Callable | None = None
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label", *,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-            stop_when: Callable[[dict], bool] | None = None) -> TrainingResult:
+            stop_when: Callable[[dict], bool] | None = None,
+            resume: bool = False) -> TrainingResult:
         """Train on ``df``; return ``TrainingResult(model, history)``.
+
+        ``resume=True`` continues from the newest valid checkpoint in ``checkpoint_dir``
+        (written by an earlier, interrupted ``fit`` with the same model, data partitioning and
+        knobs): completed epochs are skipped and the interrupted one resumes after the last
+        mini-batch each partition had applied. Without a usable checkpoint it starts afresh.
 
         ``validation_data=(x, y)`` (numpy) is scored on the driver after every epoch
         (``val_loss``, and ``val_accuracy`` for classification). ``stop_when(record)`` ends
         training early when it returns True for an epoch's history record.
         """
         cfg = self.config
+        if resume and cfg.checkpoint_dir is None:
+            raise ValueError("fit(resume=True) needs checkpoint_dir set in the Downpour config, "
+                             "where the interrupted run wrote its checkpoints")
         started = time.perf_counter()
         prepared = data.prepare(df, features_col, label_col)
         if cfg.num_replicas is not None:
@@ -79,41 +97,80 @@ class Downpour:
             history = History(info={"rows": summary.num_rows,
                                     "partitions": prepared.rdd.getNumPartitions(),
                                     "features": summary.num_features, "rule": repr(self._rule)})
-            self._train(prepared, driver_model, spec, history, validation, stop_when)
+            self._train(prepared, driver_model, spec, history, validation, stop_when, resume)
         finally:
             prepared.unpersist()
         history.info["wall_time_s"] = time.perf_counter() - started
         return TrainingResult(driver_model, history)
 
-    def _train(self, prepared, model, spec, history, validation, stop_when) -> None:
+    def _train(self, prepared, model, spec, history, validation, stop_when, resume) -> None:
         cfg = self.config
         spark = prepared.sparkSession
-        store = ParameterStore(trainable_arrays(model), self._rule)
+        store = ParameterStore(trainable_arrays(model), self._rule,
+                               divergence_factor=cfg.divergence_factor)
         partitions = history.info["partitions"]
+        first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
+        config_hash = _config_hash(cfg, self._rule, store.shapes, history.info)
+        if resume:
+            state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash)
+            if state is None:
+                logger.warning("resume=True but no usable checkpoint in %s: starting afresh",
+                               cfg.checkpoint_dir)
+            else:
+                store.restore_state(state)
+                first_epoch = state["extra"].get("epochs_done", 0) + 1
+                warm_start = warm_start and store.ledger.epoch in (None, 0)
+                history.info["resumed_from"] = {"path": state["path"], "step": state["step"],
+                                                "epochs_done": first_epoch - 1}
+                logger.info("resuming from %s at step %d, epoch %d", state["path"],
+                            state["step"], first_epoch)
         # Exact for evenly filled partitions (each ends in a short batch and a final push).
         per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
         expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
-        with ParameterServer(store, host=driver_address(spark),
+        ssl_context, tls_ca = _tls(cfg)
+        epochs_done = {"n": first_epoch - 1}
+        checkpoints = Checkpointer(store, cfg.checkpoint_dir, config_hash=config_hash,
+                                   keep=cfg.checkpoint_keep,
+                                   every_updates=cfg.checkpoint_every_updates,
+                                   every_s=cfg.checkpoint_every_s,
+                                   extra=lambda: {"epochs_done": epochs_done["n"]}) \
+            if cfg.checkpoint_dir is not None else None
+        with ParameterServer(store, host=driver_address(spark), ssl_context=ssl_context,
                              max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
-                ServerProgress(store, expected_updates, cfg.verbose) as progress:
+                ServerProgress(store, expected_updates, cfg.verbose) as progress, \
+                (checkpoints or _nothing()):
             history.info["server"] = server.url
+            if self._on_server_start is not None:
+                self._on_server_start(server)
             base = ReplicaSpec(run_id=uuid.uuid4().hex, model=spec, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, n_fetch=cfg.n_fetch,
                                n_push=cfg.n_push, epoch=0, seed=cfg.seed,
-                               request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark))
-            if cfg.warmstart_steps:
+                               request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
+                               request_retries=cfg.request_retries,
+                               skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
+                               tls_ca=tls_ca)
+            base = replace(base, **self._replica_overrides)
+            if warm_start:
+                store.open_epoch(0)
                 with job_group(spark, f"sparkdownpour downpour warm start ({cfg.warmstart_steps} "
                                       "steps on one replica)"):
                     _run_job(prepared.coalesce(1), replace(base, max_steps=cfg.warmstart_steps))
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(first_epoch, cfg.epochs + 1):
                 progress.set_epoch(epoch, cfg.epochs)
                 epoch_start = time.perf_counter()
+                store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
                 with job_group(spark, f"sparkdownpour downpour epoch {epoch}/{cfg.epochs} "
                                       f"({partitions} replicas)"):
                     stats = _run_job(prepared, replace(base, epoch=epoch))
+                epochs_done["n"] = epoch
+                if checkpoints is not None:
+                    checkpoints.write()
                 _, params = store.fetch()
                 assign_trainable(model, params)
-                record = _epoch_record(epoch, stats, store.status(), time.perf_counter() - epoch_start)
+                status = store.status()
+                record = _epoch_record(epoch, stats, status, time.perf_counter() - epoch_start)
+                if status["diverging"]:
+                    logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
                 if validation is not None:
                     record.update(_evaluate(model, cfg.loss, *validation))
                 history.append(record)
@@ -123,10 +180,51 @@ class Downpour:
                 logger.info("epoch %d/%d: %s", epoch, cfg.epochs, record)
                 if stop_when is not None and stop_when(record):
                     break
+            _, params = store.fetch()
+            assign_trainable(model, params)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _tls(cfg: DownpourConfig):
+    """The server's TLS context and the CA text replicas verify it with (None, None: plain)."""
+    if cfg.tls_cert is None:
+        return None, None
+    context = tls_context(str(cfg.tls_cert), str(cfg.tls_key))
+    ca_path = str(cfg.tls_ca or cfg.tls_cert)
+    try:
+        with open(ca_path, encoding="ascii") as handle:
+            return context, handle.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read tls_ca {ca_path!r} (PEM text): {e}") from e
+
+
+def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
+    """What must match for a checkpoint to be resumable: model, rule, data layout, cadence."""
+    described = {"shapes": [list(s) for s in shapes], "rule": repr(rule),
+                 "loss": str(loss_name(cfg.loss)), "batch_size": cfg.batch_size,
+                 "n_push": cfg.n_push, "seed": cfg.seed, "rows": info["rows"],
+                 "partitions": info["partitions"], "warmstart_steps": cfg.warmstart_steps}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _run_job(frame, spec: ReplicaSpec) -> list[dict]:
-    rows = frame.mapInArrow(functools.partial(run_partition, spec=spec), STATS_DDL).collect()
+    try:
+        rows = frame.mapInArrow(functools.partial(run_partition, spec=spec), STATS_DDL).collect()
+    except Exception as e:
+        # A replica that lost the server fails its task (and its retries) with a
+        # ParameterServerError; say so on the driver with the same type, not as a Py4J error.
+        text = str(e)
+        if "ParameterServerError" in text:
+            start = text.find("ParameterServerError")
+            detail = text[start:start + 600].splitlines()[0]
+            raise ParameterServerError(f"epoch {spec.epoch} failed: a replica lost the "
+                                       f"parameter server ({detail})") from e
+        raise
     return [row.asDict() for row in rows]
 
 
@@ -145,6 +243,10 @@ def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -
         "wall_time_s": seconds,
         "compute_s": sum(s["compute_s"] for s in stats),
         "comm_s": sum(s["comm_s"] for s in stats),
+        "skipped_steps": sum(s["skipped"] for s in stats),
+        "duplicates_refused": status.get("duplicates_refused", 0),
+        "nonfinite_skipped": status.get("nonfinite_skipped", 0),
+        "diverging_replicas": sorted(status.get("diverging", {})),
     }
 
 

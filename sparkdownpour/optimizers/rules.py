@@ -110,10 +110,12 @@ class Adagrad(UpdateRule):
         lr, eps = np.float32(self.learning_rate), np.float32(self.epsilon)
         acc, new = [], []
         for p, g, a_old in zip(params, grads, state.accumulator):
-            a = np.square(g)
+            # Explicit outputs: on a 0-d array a ufunc returns a numpy scalar, which cannot
+            # be written into in place below.
+            a = np.square(g, out=np.empty(np.shape(g), np.float32))
             a += a_old
             acc.append(a)
-            step = np.sqrt(a)
+            step = np.sqrt(a, out=np.empty_like(a))
             step += eps
             np.divide(g, step, out=step)
             new.append(_descend(p, step, lr, out=step))

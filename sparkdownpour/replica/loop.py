@@ -6,10 +6,16 @@ mini-batch, accumulates, and pushes the accumulated gradient every ``n_push`` mi
 push is immediately followed by a fetch, one request does both (the server answers the push with
 the fresh parameters), which halves the round trips of the common ``n_fetch = n_push = 1`` case.
 Yields one statistics row per partition.
+
+Exactly once: every push names the mini-batches it covers (epoch, partition, [begin, end)). An
+attempt first asks the server how far its partition got and skips those mini-batches without
+computing them (the order is deterministic: cached data, a seeded shuffle); a push refused as a
+duplicate (a speculative twin got there first) makes it skip ahead the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -21,17 +27,24 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assign_trainable
+from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.ledger import Position
+
+logger = logging.getLogger(__name__)
 
 STATS_SCHEMA = pa.schema([
     ("partition", pa.int32()), ("attempt", pa.int32()), ("pid", pa.int64()),
     ("steps", pa.int64()), ("examples", pa.int64()), ("loss_sum", pa.float64()),
     ("fetches", pa.int64()), ("pushes", pa.int64()),
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
+    ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
+    ("clipped", pa.int64()),
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
-             "fetches long, pushes long, compute_s double, comm_s double, model_build_s double")
+             "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
+             "skipped long, duplicates long, nonfinite long, clipped long")
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,15 @@ class ReplicaSpec:
     request_timeout: float
     max_steps: int = 0  # 0: the whole partition (warm-start uses a bound)
     task_cpus: int = 1  # spark.task.cpus: TensorFlow's op threads per replica
+    request_retries: int = 3
+    exactly_once: bool = True   # positioned pushes + resume from the server's progress
+    skip_nonfinite: bool = False  # drop a NaN/Inf gradient here instead of failing the task
+    clip_norm: float = 0.0      # > 0: clip each mini-batch gradient to this global L2 norm
+    tls_ca: str | None = None   # PEM text of the CA that signed the server's certificate
+    # Test hook: the first attempt (attemptNumber 0) of every task raises after computing this
+    # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
+    fail_first_attempt_after: int = 0
+    fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
 
 
 class _Replica:
@@ -101,59 +123,157 @@ def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
         previous = current
 
 
+def clip_by_global_norm(grads: list[np.ndarray], clip_norm: float) -> tuple[list[np.ndarray], float]:
+    """Scale ``grads`` so their joint L2 norm is at most ``clip_norm``; also return the norm."""
+    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))
+    if np.isfinite(norm) and norm > clip_norm:
+        scale = np.float32(clip_norm / norm)
+        grads = [g * scale for g in grads]
+    return grads, norm
+
+
+class _Pending:
+    """The gradient accumulated since the last push, and what the push will report."""
+
+    def __init__(self, begin: int) -> None:
+        self.begin, self.count = begin, 0
+        self.grads: list[np.ndarray] | None = None
+        self.loss_sum, self.rows, self.nonfinite, self.clipped = 0.0, 0, 0, 0
+
+    def add(self, grads, loss: float, rows: int) -> None:
+        self.grads = grads if self.grads is None else [a + g for a, g in zip(self.grads, grads)]
+        self.loss_sum, self.rows = self.loss_sum + loss * rows, self.rows + rows
+
+    def report(self) -> dict:
+        loss = self.loss_sum / self.rows if self.rows else None
+        report = {"loss": loss if loss is not None and np.isfinite(loss) else None}
+        if self.nonfinite:
+            report["nonfinite"] = self.nonfinite
+        if self.clipped:
+            report["clipped"] = self.clipped
+        return report
+
+
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """Train on one partition against the server; yield one row of statistics."""
     partition, attempt = _task_identity()
     replica, build_s = _replica_for(spec)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
-    client = ParameterClient(spec.url, spec.token, timeout=spec.request_timeout)
-    steps = examples = fetches = pushes = 0
+    client = ParameterClient(spec.url, spec.token, timeout=spec.request_timeout,
+                             retries=spec.request_retries, ca_data=spec.tls_ca)
+    stats = dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
+                           "nonfinite", "clipped"), 0)
     loss_sum = compute_s = comm_s = 0.0
-    base_step, fresh, accumulated, pending = 0, False, None, 0
     try:
-        for (x, y), last in _with_last(mini_batches(batches, spec.model.num_features,
-                                                     spec.batch_size, rng)):
-            last = last or (spec.max_steps and steps + 1 >= spec.max_steps)
-            if steps % spec.n_fetch == 0 and not fresh:
+        t0 = time.perf_counter()
+        resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid()) \
+            if spec.exactly_once else 0
+        comm_s += time.perf_counter() - t0
+        base_step, fresh, since_sync = 0, False, 0
+        pending = _Pending(resume_at)
+        for index, ((x, y), last) in enumerate(_with_last(
+                mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
+            last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
+            if index < resume_at:  # applied already, by an earlier or a concurrent attempt
+                stats["skipped"] += 1
+                if last:
+                    break
+                continue
+            if since_sync % spec.n_fetch == 0 and not fresh:
                 t0 = time.perf_counter()
                 base_step, params = client.fetch()
                 assign_trainable(replica.model, params)
                 comm_s += time.perf_counter() - t0
-                fetches += 1
+                stats["fetches"] += 1
             fresh = False
             t0 = time.perf_counter()
             loss, grads = replica.gradient(x, y)
-            accumulated = grads if accumulated is None else [a + g for a, g in zip(accumulated, grads)]
+            usable = True
+            if spec.clip_norm or spec.skip_nonfinite:
+                clipped, norm = clip_by_global_norm(grads, spec.clip_norm) if spec.clip_norm \
+                    else (grads, float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads))))
+                usable = bool(np.isfinite(norm) and np.isfinite(loss)) or not spec.skip_nonfinite
+                if not usable:
+                    pending.nonfinite += 1
+                    stats["nonfinite"] += 1
+                    logger.warning("replica %s: non-finite loss or gradient at mini-batch %d of "
+                                   "epoch %d; skipped (skip_nonfinite=True)", replica_id, index,
+                                   spec.epoch)
+                elif clipped is not grads:
+                    grads = clipped
+                    pending.clipped += 1
+                    stats["clipped"] += 1
+            if usable:
+                pending.add(grads, loss, len(y))
             compute_s += time.perf_counter() - t0
-            steps, pending = steps + 1, pending + 1
-            examples += len(y)
-            loss_sum += loss * len(y)
-            if pending == spec.n_push:
+            stats["steps"] += 1
+            stats["examples"] += len(y)
+            loss_sum += loss * len(y) if np.isfinite(loss) else 0.0
+            since_sync += 1
+            pending.count += 1
+            _fail_if_asked(spec, attempt, stats["steps"])
+            if pending.count < spec.n_push and not last:
+                continue
+            if pending.grads is not None:
                 t0 = time.perf_counter()
-                if steps % spec.n_fetch == 0 and not last:  # the next step fetches: get them now
-                    base_step, params = client.push(accumulated, base_step=base_step,
-                                                    replica=replica_id, return_params=True)
-                    assign_trainable(replica.model, params)
-                    fetches, fresh = fetches + 1, True
-                else:
-                    client.push(accumulated, base_step=base_step, replica=replica_id)
+                want_params = since_sync % spec.n_fetch == 0 and not last  # the next step fetches
+                position = Position(spec.epoch, partition, pending.begin, index + 1, attempt) \
+                    if spec.exactly_once else None
+                result = client.push(pending.grads, base_step=base_step, replica=replica_id,
+                                     return_params=want_params, position=position,
+                                     report=pending.report())
                 comm_s += time.perf_counter() - t0
-                pushes, accumulated, pending = pushes + 1, None, 0
+                outcome = client.last_push
+                if outcome["applied"]:
+                    stats["pushes"] += 1
+                    if want_params:
+                        base_step, params = result
+                        assign_trainable(replica.model, params)
+                        stats["fetches"], fresh = stats["fetches"] + 1, True
+                else:
+                    stats["duplicates"] += 1
+                    if last or not _continue_after_refusal(outcome, position, replica_id):
+                        break
+                    resume_at, since_sync = outcome["progress"], 0  # fetch before computing
+                    pending = _Pending(resume_at)
+                    continue
+            pending = _Pending(index + 1) if pending.grads is not None else pending
+            pending.count = 0
             if last:
                 break
-        if pending:  # the partition ended between two pushes: nothing computed is dropped
-            t0 = time.perf_counter()
-            client.push(accumulated, base_step=base_step, replica=replica_id)
-            comm_s += time.perf_counter() - t0
-            pushes += 1
     finally:
         client.close()
     if not replica.frozen:
         freeze_long_lived_objects()
         replica.frozen = True
     yield pa.RecordBatch.from_pylist([{
-        "partition": partition, "attempt": attempt, "pid": os.getpid(), "steps": steps,
-        "examples": examples, "loss_sum": loss_sum, "fetches": fetches, "pushes": pushes,
-        "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s,
+        "partition": partition, "attempt": attempt, "pid": os.getpid(), "loss_sum": loss_sum,
+        "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s, **stats,
     }], schema=STATS_SCHEMA)
+
+
+def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) -> bool:
+    """After a refused push: True to skip ahead to the server's progress, False to stop."""
+    reason = outcome.get("refusal")
+    if reason == "duplicate":
+        logger.info("replica %s: mini-batches [%d, %d) were applied by another attempt; "
+                    "skipping to %s", replica_id, position.begin, position.end,
+                    outcome.get("progress"))
+        return True
+    if reason == "closed_epoch":  # the driver has moved on: nothing left to contribute
+        logger.info("replica %s: epoch %d is closed on the server; stopping", replica_id,
+                    position.epoch)
+        return False
+    raise ParameterServerError(
+        f"replica {replica_id}: push of mini-batches [{position.begin}, {position.end}) of "
+        f"partition {position.partition} refused as {reason} (the server is at "
+        f"{outcome.get('progress')}); the partition's mini-batches are not in the same order "
+        "as in an earlier attempt, so this attempt cannot continue")
+
+
+def _fail_if_asked(spec: ReplicaSpec, attempt: int, steps: int) -> None:
+    if spec.fail_first_attempt_after and attempt == 0 and steps == spec.fail_first_attempt_after \
+            and spec.fail_epoch in (0, spec.epoch):
+        raise RuntimeError(f"injected failure after {steps} mini-batches on the first attempt "
+                           "(ReplicaSpec.fail_first_attempt_after, a test hook)")

@@ -3,12 +3,18 @@
 Routes (all need ``Authorization: Bearer <token>``)::
 
     GET  /v1/params                        -> params frame
-    POST /v1/update                        -> {"step": int, "staleness": int}
+    POST /v1/update                        -> {"step", "staleness", "applied", "progress"}
     POST /v1/update?return_params=1        -> params frame right after the update
+    GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N]
+                                           -> {"epoch", "partition", "applied"}
     GET  /v1/status                        -> store.status() as JSON
 
+An update whose meta carries a position (epoch, partition, begin, end, attempt) is applied at
+most once: a duplicate, out-of-order or closed-epoch push is answered 409 with
+``{"error", "refusal", "progress", "step"}`` and changes nothing (see ``ledger``).
+
 Authentication and the body size are checked before the body is read, so an unauthenticated
-or oversized request costs the driver nothing but the headers.
+or oversized request costs the driver nothing but the headers. GET routes take no body.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from sparkdownpour.server.ledger import MAX_INDEX, position_from_meta
 from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "guarded_app", "read_body", "frame_response", "error_response"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_response",
+           "guarded_app", "read_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,10 @@ def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
             return error_response(
                 413, f"request body is {length} bytes, the server limit is {max_request_bytes}"
             )
+        if request.method in ("GET", "HEAD") and (length or "wsgi.input_terminated" in request.environ):
+            # Nothing we serve reads a GET body; refusing one keeps the answer to any
+            # unexpected input a 4xx rather than a silent 200.
+            return error_response(400, f"{request.method} {request.path} takes no request body")
         return None
 
     @app.errorhandler(HTTPException)
@@ -114,16 +126,53 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
             store.note_rejected()
             return error_response(400, f"bad update frame: {e}")
         try:
+            position, report = position_from_meta(frame.meta)
+        except ValueError as e:
+            store.note_rejected()
+            return error_response(400, f"bad update frame: {e}")
+        try:
             # The store checks finiteness and counts its own rejections.
-            result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step)
+            result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step,
+                                position=position, report=report)
         except (ValueError, TypeError) as e:
             return error_response(400, f"update rejected: {e}")
         store.note_traffic(received=len(body))
+        if not result.applied:
+            resp = jsonify({"error": f"update refused ({result.refusal}): partition "
+                                     f"{position.partition} of epoch {position.epoch} is at "
+                                     f"mini-batch {result.progress}, this push covers "
+                                     f"[{position.begin}, {position.end})",
+                            "refusal": result.refusal, "progress": result.progress,
+                            "step": result.step, "applied": False})
+            resp.status_code = 409
+            return resp
         if request.args.get("return_params", "").lower() in _TRUE:
             fresh = store.fetch_frame()
             store.note_traffic(sent=len(fresh))
-            return frame_response(fresh, step=result.step, staleness=result.staleness)
-        return jsonify({"step": result.step, "staleness": result.staleness})
+            return frame_response(fresh, step=result.step, staleness=result.staleness,
+                                   progress="" if result.progress is None else result.progress)
+        return jsonify({"step": result.step, "staleness": result.staleness, "applied": True,
+                        "progress": result.progress})
+
+    @app.get("/v1/progress")
+    def progress() -> Response:
+        values = {}
+        for key, required in (("epoch", True), ("partition", True), ("attempt", False),
+                              ("pid", False)):
+            raw = request.args.get(key)
+            if raw is None:
+                if required:
+                    return error_response(400, f"query parameter {key!r} is required")
+                values[key] = 0
+                continue
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 16 or int(raw) > MAX_INDEX:
+                return error_response(400, f"query parameter {key!r} must be a non-negative integer, "
+                                   f"got {raw[:40]!r}")
+            values[key] = int(raw)
+        applied = store.progress(values["epoch"], values["partition"],
+                                 attempt=values["attempt"], pid=values["pid"])
+        return jsonify({"epoch": values["epoch"], "partition": values["partition"],
+                        "applied": applied})
 
     @app.get("/v1/status")
     def status() -> Response:

@@ -4,10 +4,15 @@ One ``ParameterClient`` per replica (it is not thread-safe). Every failure becom
 ``ParameterServerError`` naming the URL, the route, the HTTP status and the server's own
 error text; every request has a socket timeout, so a dead server never hangs a Spark task.
 
-Retries: ``fetch`` and ``status`` are idempotent and retry connection errors with exponential
-backoff. ``push`` is sent at most once, because a push whose response was lost may already
-have been applied and a second copy would apply twice; the only exception is a kept-alive
-connection found dead *before* anything was sent, which is reopened once.
+Retries: ``fetch``, ``status`` and ``progress`` are idempotent and retry connection errors with
+exponential backoff. A push that carries a position (epoch, partition, mini-batch range) is
+idempotent too, because the server applies a position at most once and refuses the copy, so it
+is retried the same way. A push without a position is sent at most once (a push whose response
+was lost may already have been applied); the only exception is a kept-alive connection found
+dead *before* anything was sent, which is reopened once.
+
+TLS: an ``https://`` URL verifies the server against ``ca_data`` (PEM text, which travels to
+executors inside the replica's spec) or ``ca_file``, or the system's CAs if neither is given.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import select
 import socket
+import ssl
 import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -30,6 +36,7 @@ from sparkdownpour.server.protocol import (
     decode_frame,
     encode_frame_parts,
 )
+from sparkdownpour.server.ledger import Position
 
 __all__ = ["ParameterClient"]
 
@@ -68,10 +75,16 @@ class ParameterClient:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.2,
+        ca_data: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"url must look like http://host:port, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must look like http://host:port or https://host:port, "
+                             f"got {url!r}")
+        if parts.scheme == "http" and (ca_data or ca_file):
+            raise ValueError(f"ca_data/ca_file given but the url {url!r} is plain http; "
+                             "use the https:// url of a server started with TLS")
         if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
             raise ValueError("token must be a non-empty single-line string")
         if not timeout > 0:
@@ -81,17 +94,27 @@ class ParameterClient:
         if not backoff >= 0:
             raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
         self.url = url.rstrip("/")
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._tls = None
+        if parts.scheme == "https":
+            # Certificate and hostname are verified: a token sent to an impostor is lost.
+            self._tls = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
         self.timeout, self.retries, self.backoff = float(timeout), retries, float(backoff)
         self._headers = {"Authorization": f"Bearer {token}", "Connection": "keep-alive"}
         self._conn: http.client.HTTPConnection | None = None
-        self.last_push: dict[str, int] | None = None  # {"step", "staleness"} of the last push
+        # {"step", "staleness", "applied", "progress", "refusal"} of the last push
+        self.last_push: dict[str, Any] | None = None
 
     # -- connection handling -------------------------------------------------------------
 
     def _open(self) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        if self._tls is not None:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
+                                               context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         conn.connect()  # sets TCP_NODELAY itself
         try:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -128,9 +151,13 @@ class ParameterClient:
         return ParameterServerError(f"{method} {self.url}{route} failed: {what}")
 
     def _request(
-        self, method: str, route: str, body: list[Any] | None = None, *, idempotent: bool
+        self, method: str, route: str, body: list[Any] | None = None, *, idempotent: bool,
+        accept: tuple[int, ...] = (200,),
     ) -> tuple[http.client.HTTPResponse, bytes | bytearray]:
-        """One request; ``body`` is a list of buffers written to the socket in order."""
+        """One request; ``body`` is a list of buffers written to the socket in order.
+
+        Connection errors and timeouts are retried ``retries`` times (idempotent requests
+        only) with exponential backoff; any status not in ``accept`` raises."""
         attempts = 1 + self.retries if idempotent else 1
         headers = dict(self._headers)
         if body is not None:
@@ -149,7 +176,7 @@ class ParameterClient:
                 if resp.will_close:
                     self.close()
                 break
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http.client.HTTPException) as e:  # ssl.SSLError is an OSError
                 self.close()
                 attempt += 1
                 logger.debug("%s %s%s attempt %d failed: %r", method, self.url, route, attempt, e)
@@ -164,7 +191,7 @@ class ParameterClient:
                         f"is the server running and reachable?)",
                     ) from e
                 time.sleep(self.backoff * 2 ** (attempt - 1))
-        if resp.status != 200:
+        if resp.status not in accept:
             raise self._fail(method, route, self._describe(resp, data))
         return resp, data
 
@@ -223,36 +250,64 @@ class ParameterClient:
         base_step: int,
         replica: str,
         return_params: bool = False,
-    ) -> dict[str, int] | tuple[int, list[np.ndarray]]:
-        """Send one update computed against params of ``base_step``; sent at most once.
+        position: Position | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | tuple[int, list[np.ndarray]]:
+        """Send one update computed against params of ``base_step``.
 
-        Returns ``{"step", "staleness"}``, or with ``return_params`` the fresh
-        ``(step, params)`` from the same response (one round trip instead of two); the step
-        and staleness of the push are kept in ``self.last_push`` either way.
+        Returns ``{"step", "staleness", "applied", "progress"}``, or with ``return_params``
+        the fresh ``(step, params)`` from the same response (one round trip instead of two).
+        With a ``position`` (see ``ledger.Position``) the server applies the push at most
+        once, so it is retried on connection errors; a refused duplicate returns
+        ``{"applied": False, "progress": <mini-batches applied>, "refusal": ...}`` even with
+        ``return_params``. ``self.last_push`` keeps the outcome either way.
         """
+        meta = dict(report or {})
+        if position is not None:
+            meta.update(position._asdict())
         try:
             # Parts alias the grads: the update is written to the socket without a copy.
-            body = encode_frame_parts(grads, kind="update", step=base_step, replica=replica)
+            body = encode_frame_parts(grads, kind="update", step=base_step, replica=replica,
+                                      meta=meta)
         except ProtocolError as e:
             raise ValueError(f"cannot encode the update: {e}") from e
         route = "/v1/update?return_params=1" if return_params else "/v1/update"
-        resp, data = self._request("POST", route, body, idempotent=False)
-        if return_params:
-            step, arrays = self._params("POST", route, resp, data)
+        resp, data = self._request("POST", route, body, idempotent=position is not None,
+                                   accept=(200, 409) if position is not None else (200,))
+        if resp.status == 409 or not return_params:
             try:
-                self.last_push = {
-                    "step": int(resp.getheader("X-Sdp-Step", step)),
-                    "staleness": int(resp.getheader("X-Sdp-Staleness", -1)),
-                }
-            except ValueError:
-                self.last_push = {"step": step, "staleness": -1}
-            return step, arrays
+                result = json.loads(data)
+                self.last_push = {"step": int(result["step"]),
+                                  "staleness": int(result.get("staleness", -1)),
+                                  "applied": bool(result.get("applied", True)),
+                                  "progress": result.get("progress"),
+                                  "refusal": result.get("refusal")}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise self._fail("POST", route, f"unexpected response {data[:200]!r}") from e
+            return dict(self.last_push)
+        step, arrays = self._params("POST", route, resp, data)
         try:
-            result = json.loads(data)
-            self.last_push = {"step": int(result["step"]), "staleness": int(result["staleness"])}
+            progress = resp.getheader("X-Sdp-Progress", "")
+            self.last_push = {
+                "step": int(resp.getheader("X-Sdp-Step", step)),
+                "staleness": int(resp.getheader("X-Sdp-Staleness", -1)),
+                "applied": True, "progress": int(progress) if progress else None,
+                "refusal": None,
+            }
+        except ValueError:
+            self.last_push = {"step": step, "staleness": -1, "applied": True,
+                              "progress": None, "refusal": None}
+        return step, arrays
+
+    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0) -> int:
+        """How many mini-batches of ``partition`` the server applied in ``epoch``."""
+        route = (f"/v1/progress?epoch={int(epoch)}&partition={int(partition)}"
+                 f"&attempt={int(attempt)}&pid={int(pid)}")
+        _, data = self._request("GET", route, idempotent=True)
+        try:
+            return int(json.loads(data)["applied"])
         except (ValueError, KeyError, TypeError) as e:
-            raise self._fail("POST", route, f"unexpected response {data[:200]!r}") from e
-        return dict(self.last_push)
+            raise self._fail("GET", route, f"unexpected response {data[:200]!r}") from e
 
     def status(self) -> dict[str, Any]:
         """The server's counters (``ParameterStore.status()``)."""

@@ -66,12 +66,24 @@ class KeepAliveHandler(WSGIRequestHandler):
     timeout = 300
 
     def setup(self) -> None:
-        super().setup()
+        super().setup()  # sets the socket timeout, which also bounds a TLS handshake
+        self._handshake_failed = False
+        do_handshake = getattr(self.connection, "do_handshake", None)
+        if do_handshake is not None:  # TLS, wrapped with do_handshake_on_connect=False
+            try:
+                do_handshake()
+            except OSError as e:  # plain HTTP, an untrusted client, a timeout: drop it quietly
+                logger.debug("TLS handshake with %s failed: %r", self.client_address, e)
+                self._handshake_failed = True
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not TCP (e.g. a unix socket): nothing to tune
             pass
         track_connection(self.server, self.connection, add=True)
+
+    def handle(self) -> None:
+        if not self._handshake_failed:
+            super().handle()
 
     def finish(self) -> None:
         track_connection(self.server, self.connection, add=False)

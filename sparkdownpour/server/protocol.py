@@ -2,7 +2,12 @@
 
 A frame is::
 
-    b"SDPW" | u8 version | u32 little-endian header length | UTF-8 JSON header | payload
+    b"SDPW" | u8 version | u32 LE header length | u32 LE crc32 | UTF-8 JSON header | payload
+
+``crc32`` covers the header and the payload: a frame damaged or edited on the way (a flipped
+bit, a truncation, a changed step in the header) is refused before any of it is parsed. TCP's
+own 16-bit checksum misses a small share of real corruption, and an update corrupted into a
+plausible one would silently poison the parameters for every replica.
 
 The header is a JSON object::
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -40,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"SDPW"
-VERSION = 1
+VERSION = 2  # 2 added the crc32; version 1 frames are refused with a clear message
 FRAME_CONTENT_TYPE = "application/x-sparkdownpour-frame"
 KINDS = ("params", "update", "vectors")  # vectors: Sandblaster's shard programs (lbfgs/)
 DTYPE = "<f4"
@@ -48,7 +54,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLICA_CHARS = 128
 MAX_DIMS = 32  # numpy's own limit is 32 (64 in numpy 2); anything beyond is garbage
 MAX_META_BYTES = 32 * 1024  # a shard program of L-BFGS with history 100 is about 15 KiB
-_PREFIX = struct.Struct("<4sBI")  # magic, version, header length: 9 bytes
+_PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32: 13 bytes
 _ALIGN = 8
 _F32 = np.dtype(DTYPE)
 
@@ -132,10 +138,12 @@ def encode_frame_parts(
             f"header is {len(text)} bytes, the limit is {MAX_HEADER_BYTES} "
             f"({len(converted)} arrays is too many for one frame)"
         )
-    parts: list[Any] = [_PREFIX.pack(MAGIC, VERSION, len(text)) + text]
     # memoryview(...).cast("B") exposes the array's buffer as bytes without a copy.
-    parts.extend(memoryview(a).cast("B") for a in converted if a.size)
-    return parts
+    payload = [memoryview(a).cast("B") for a in converted if a.size]
+    crc = zlib.crc32(text)
+    for part in payload:
+        crc = zlib.crc32(part, crc)
+    return [_PREFIX.pack(MAGIC, VERSION, len(text), crc) + text, *payload]
 
 
 def encode_frame(
@@ -180,7 +188,7 @@ def _read_header(mv: memoryview) -> tuple[dict[str, Any], int]:
     n = len(mv)
     if n < _PREFIX.size:
         raise ProtocolError(f"truncated frame: {n} bytes, the fixed prefix alone is {_PREFIX.size}")
-    magic, version, hlen = _PREFIX.unpack_from(mv)
+    magic, version, hlen, crc = _PREFIX.unpack_from(mv)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {magic!r}: not a sparkdownpour frame (expected {MAGIC!r})")
     if version != VERSION:
@@ -191,6 +199,12 @@ def _read_header(mv: memoryview) -> tuple[dict[str, Any], int]:
         raise ProtocolError(
             f"truncated header: header length says {hlen} bytes "
             f"but only {n - _PREFIX.size} follow the prefix"
+        )
+    actual = zlib.crc32(mv[_PREFIX.size :])
+    if actual != crc:
+        raise ProtocolError(
+            f"checksum mismatch (crc32 {actual:#010x}, the frame says {crc:#010x}): "
+            "the frame was damaged, truncated or edited on the way"
         )
     raw = bytes(mv[_PREFIX.size : _PREFIX.size + hlen])
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import ssl
 import threading
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from sparkdownpour.server.keepalive import (
     enable_connection_tracking,
 )
 
-__all__ = ["ParameterServer"]
+__all__ = ["ParameterServer", "tls_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,18 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2+) from PEM certificate and key files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot load the TLS certificate {cert_file!r} and key {key_file!r}: "
+                         f"{e}") from e
+    return context
+
+
 class ParameterServer:
     """The master model server, serving ``store`` over HTTP from a daemon thread.
 
@@ -66,6 +79,7 @@ class ParameterServer:
         port: int = 0,
         token: str | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
         app_factory: Callable[..., Any] = create_app,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -74,8 +88,12 @@ class ParameterServer:
         self.host = host
         self.requested_port = port
         self.token = token if token is not None else secrets.token_urlsafe(32)
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext (see tls_context()), got "
+                            f"{type(ssl_context).__name__}")
+        self.ssl_context = ssl_context
         # app_factory(store, token=, max_request_bytes=): other stores (Sandblaster's vector
-        # shards) reuse the serving, keep-alive and shutdown machinery.
+        # shards) reuse the serving, keep-alive, TLS and shutdown machinery.
         self.app = app_factory(store, token=self.token, max_request_bytes=max_request_bytes)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -93,7 +111,8 @@ class ParameterServer:
     def url(self) -> str:
         """``http://host:port`` for clients (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -113,6 +132,13 @@ class ParameterServer:
                 )
             finally:
                 sock.close()
+            if self.ssl_context is not None:
+                # The handshake runs in the connection's own handler thread
+                # (KeepAliveHandler.setup), not in accept(): a client that connects and
+                # says nothing must not stall the accept loop for everyone.
+                server.socket = self.ssl_context.wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False)
+                server.ssl_context = self.ssl_context
             enable_connection_tracking(server)
             self._port = server.server_address[1]
             thread = threading.Thread(

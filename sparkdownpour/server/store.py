@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.protocol import encode_frame
 
 __all__ = ["ParameterStore", "PushResult"]
@@ -29,10 +30,14 @@ HISTOGRAM_MAX = 64
 
 
 class PushResult(NamedTuple):
-    """What one applied push did: the server step after applying it, and its staleness."""
+    """What one push did: the server step after it and its staleness; for a positioned push,
+    whether it was applied and the partition's progress after it (see ``ledger``)."""
 
     step: int
     staleness: int
+    applied: bool = True
+    progress: int | None = None
+    refusal: str | None = None  # "duplicate", "out_of_order" or "closed_epoch" when refused
 
 
 class ParameterStore:
@@ -42,7 +47,7 @@ class ParameterStore:
     (``base_step``); its staleness is how many other updates landed in between.
     """
 
-    def __init__(self, params: Sequence[Any], rule: Any) -> None:
+    def __init__(self, params: Sequence[Any], rule: Any, *, divergence_factor: float = 4.0) -> None:
         if not callable(getattr(rule, "init", None)) or not callable(getattr(rule, "update", None)):
             raise TypeError(
                 f"rule must have init(params) and update(grads, state, params) methods, "
@@ -69,6 +74,7 @@ class ParameterStore:
         self._bytes_in = 0
         self._bytes_out = 0
         self._started = time.monotonic()
+        self.ledger = ProgressLedger(divergence_factor)
 
     # -- read side -------------------------------------------------------------------------
 
@@ -124,6 +130,14 @@ class ParameterStore:
                 "bytes_out": self._bytes_out,
                 "uptime_s": time.monotonic() - self._started,
                 "rule": getattr(self.rule, "name", type(self.rule).__name__),
+                "epoch": self.ledger.epoch,
+                "progress": self.ledger.progress_by_partition(),
+                "refused": dict(self.ledger.refused),
+                "duplicates_refused": self.ledger.refused["duplicate"],
+                "attempts": {k: dict(v) for k, v in self.ledger.attempts.items()},
+                "nonfinite_skipped": self.ledger.nonfinite_skipped,
+                "clipped": self.ledger.clipped,
+                "diverging": self.ledger.diverging(),
             }
 
     # -- write side ------------------------------------------------------------------------
@@ -143,11 +157,15 @@ class ParameterStore:
             out.append(arr)
         return out
 
-    def push(self, grads: Sequence[Any], *, replica: str, base_step: int) -> PushResult:
+    def push(self, grads: Sequence[Any], *, replica: str, base_step: int,
+             position: Position | None = None, report: dict | None = None) -> PushResult:
         """Validate ``grads`` and apply them with the rule; returns the new step and staleness.
 
         Raises ``ValueError`` (and counts a rejection) for the wrong number, shape or
         non-finite arrays, or a bad ``base_step``; the params are unchanged then.
+        With a ``position`` the push is applied at most once (see ``ledger``): a duplicate or
+        out-of-order one is refused, counted, and answered with ``applied=False``.
+        ``report`` (loss, skipped batches) feeds the divergence watch in ``status()``.
         """
         try:
             if not isinstance(base_step, int) or isinstance(base_step, bool) or base_step < 0:
@@ -159,12 +177,23 @@ class ParameterStore:
             self.note_rejected()
             raise
         with self._lock:
+            if report:
+                self.ledger.report(replica, report)
+            if position is not None:
+                refusal = self.ledger.verdict(position)
+                if refusal is not None:
+                    self.ledger.refuse(refusal)
+                    return PushResult(self._step, -1, False,
+                                      self.ledger.applied(position.epoch, position.partition),
+                                      refusal)
             # A base step from the future (e.g. after the driver reset the store) counts as
             # fresh rather than negative.
             staleness = max(0, self._step - base_step)
             new_params, new_state = self.rule.update(checked, self._state, self._params)
             self._params = self._adopt(new_params)
             self._state = new_state
+            if position is not None:  # recorded only once the update itself succeeded
+                self.ledger.record(position)
             self._step += 1
             self._applied += 1
             self._replicas[replica] = self._replicas.get(replica, 0) + 1
@@ -172,7 +201,21 @@ class ParameterStore:
             self._stale_max = max(self._stale_max, staleness)
             bucket = str(staleness) if staleness <= HISTOGRAM_MAX else f">{HISTOGRAM_MAX}"
             self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
-            return PushResult(self._step, staleness)
+            progress = None if position is None else position.end
+            return PushResult(self._step, staleness, True, progress)
+
+    # -- exactly-once bookkeeping (driver and replicas) ------------------------------------
+
+    def open_epoch(self, epoch: int) -> None:
+        """Accept positioned pushes for ``epoch`` only (the driver calls it per Spark job)."""
+        with self._lock:
+            self.ledger.open_epoch(epoch)
+
+    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0) -> int:
+        """Mini-batches of ``partition`` already applied in ``epoch``; records the attempt."""
+        with self._lock:
+            self.ledger.note_attempt(epoch, partition, attempt, pid)
+            return self.ledger.applied(epoch, partition)
 
     def _adopt(self, new_params: Sequence[Any]) -> list[np.ndarray]:
         """Check what the rule returned; a broken rule must fail loudly, not corrupt state."""
@@ -207,6 +250,39 @@ class ParameterStore:
             self._params = new
             self._frame = None
 
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs, copied under the lock (see ``server.checkpoint``)."""
+        with self._lock:
+            rule_arrays: list[np.ndarray] = []
+            structure = _flatten_state(self._state, rule_arrays)
+            return {
+                "params": [p.copy() for p in self._params],
+                "rule_arrays": [np.array(a, copy=True) for a in rule_arrays],
+                "rule_structure": structure,
+                "step": self._step,
+                "counters": {"applied": self._applied, "rejected": self._rejected,
+                             "stale_sum": self._stale_sum, "stale_max": self._stale_max},
+                "ledger": self.ledger.export(),
+            }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Adopt a checkpoint's state; the rule's ``init`` gives the state's container types."""
+        params = [np.array(p, dtype=np.float32, order="C", copy=True) for p in state["params"]]
+        if [p.shape for p in params] != list(self._shapes):
+            raise ValueError(f"checkpoint shapes {[p.shape for p in params]} differ from the "
+                             f"model's {list(self._shapes)}")
+        template = self.rule.init([p.copy() for p in params])
+        rule_state = _unflatten_state(template, state["rule_structure"], state["rule_arrays"])
+        counters = state["counters"]
+        with self._lock:
+            self._params, self._state, self._step = params, rule_state, int(state["step"])
+            self._applied, self._rejected = int(counters["applied"]), int(counters["rejected"])
+            self._stale_sum, self._stale_max = counters["stale_sum"], counters["stale_max"]
+            self._frame = None
+            self.ledger.restore(state["ledger"])
+
     def note_rejected(self) -> None:
         """Count an update refused before it reached ``push`` (e.g. a malformed frame)."""
         with self._lock:
@@ -217,3 +293,31 @@ class ParameterStore:
         with self._lock:
             self._bytes_in += received
             self._bytes_out += sent
+
+
+def _flatten_state(node: Any, arrays: list) -> Any:
+    """The rule state's structure as JSON (arrays replaced by their index into ``arrays``)."""
+    if isinstance(node, np.ndarray):
+        arrays.append(node)
+        return {"array": len(arrays) - 1}
+    if isinstance(node, (list, tuple)):
+        return [_flatten_state(child, arrays) for child in node]
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return {"value": node.item() if isinstance(node, np.generic) else node}
+    if isinstance(node, np.generic):
+        return {"value": node.item()}
+    raise TypeError(f"cannot checkpoint rule state of type {type(node).__name__}: rule states "
+                    "must be (named) tuples/lists of numpy arrays and plain numbers")
+
+
+def _unflatten_state(template: Any, structure: Any, arrays: Sequence[np.ndarray]) -> Any:
+    if isinstance(template, (list, tuple)):
+        if not isinstance(structure, list) or len(structure) != len(template):
+            raise ValueError("the checkpoint's rule state does not match the rule's")
+        children = [_unflatten_state(t, s, arrays) for t, s in zip(template, structure)]
+        if isinstance(template, list):
+            return children
+        return type(template)(*children) if hasattr(template, "_fields") else tuple(children)
+    if "array" in structure:
+        return np.array(arrays[structure["array"]], copy=True)
+    return structure["value"]

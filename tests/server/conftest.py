@@ -1,5 +1,8 @@
 """Fixtures for the server tests: a real plain-SGD rule, a store, a live server on 127.0.0.1."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -21,6 +24,12 @@ class PlainSGD:
 
     def update(self, grads, state, params):
         return [p - self.learning_rate * g for p, g in zip(params, grads)], state
+
+
+def reseal(frame: bytes) -> bytes:
+    """Recompute a hand-edited frame's crc32, so it reaches the checks behind the checksum."""
+    magic, version, hlen, _ = struct.unpack_from("<4sBII", frame)
+    return struct.pack("<4sBII", magic, version, hlen, zlib.crc32(frame[13:])) + frame[13:]
 
 
 def zeros(shapes=SHAPES):

@@ -10,7 +10,7 @@ import pytest
 
 from sparkdownpour.server import FRAME_CONTENT_TYPE, ParameterServer, ParameterStore, create_app
 from sparkdownpour.server.protocol import decode_frame, encode_frame
-from tests.server.conftest import SHAPES, PlainSGD, full, zeros
+from tests.server.conftest import SHAPES, PlainSGD, full, reseal, zeros
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -69,7 +69,7 @@ def test_update_then_status_from_two_replicas(server, store):
         status, _, data = request(server, "POST", "/v1/update", update_frame(1, base, replica),
                                   token=server.token)
         assert status == 200
-    assert json.loads(data) == {"step": 3, "staleness": 0}
+    assert json.loads(data) == {"step": 3, "staleness": 0, "applied": True, "progress": None}
     status, _, data = request(server, "GET", "/v1/status", token=server.token)
     s = json.loads(data)
     assert status == 200
@@ -92,13 +92,15 @@ def test_update_with_return_params(server, store):
 GARBAGE = [
     (b"", "truncated frame"),
     (b"GET / HTTP/1.1\r\n\r\n", "bad magic"),
-    (update_frame()[:-3], "payload is"),
+    (update_frame()[:-3], "checksum mismatch"),
+    (reseal(update_frame()[:-4]), "payload is"),
     (update_frame(shapes=[(4, 3), (5,), ()]), r"shape mismatch at array 0: got \(4, 3\) expected \(3, 4\)"),
     (update_frame(shapes=[(3, 4)]), "expected 3 arrays, got 1"),
     (encode_frame(full(1), kind="params", step=0), "expected a frame of kind 'update'"),
     (encode_frame([np.zeros((3, 4)), np.array([0, 0, 0, np.inf, 0]), np.zeros(())],
                   kind="update", step=0), r"non-finite value \(NaN/Inf\) in array 1"),
-    (update_frame().replace(b'"<f4"', b'"<f8"', 1), "dtype '<f8' not accepted"),
+    (update_frame().replace(b'"<f4"', b'"<f8"', 1), "checksum mismatch"),
+    (reseal(update_frame().replace(b'"<f4"', b'"<f8"', 1)), "dtype '<f8' not accepted"),
 ]
 
 
@@ -144,4 +146,5 @@ def test_flask_test_client_works_too(store):
     app = create_app(store, token="t")
     resp = app.test_client().post("/v1/update", data=update_frame(),
                                   headers={"Authorization": "Bearer t"})
-    assert resp.status_code == 200 and resp.get_json() == {"step": 1, "staleness": 0}
+    assert resp.status_code == 200 and resp.get_json() == {
+        "step": 1, "staleness": 0, "applied": True, "progress": None}

@@ -2,6 +2,7 @@
 
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -28,9 +29,13 @@ arrays = st.lists(
 )
 
 
-def raw_frame(header, payload=b"", *, magic=b"SDPW", version=1, hlen=None):
+def raw_frame(header, payload=b"", *, magic=b"SDPW", version=2, hlen=None, crc=None):
+    """A hand-built frame with a correct crc32 (unless ``crc`` is given), to reach the checks
+    behind the checksum."""
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
-    return struct.pack("<4sBI", magic, version, len(text) if hlen is None else hlen) + text + payload
+    crc = zlib.crc32(text + payload) if crc is None else crc
+    return struct.pack("<4sBII", magic, version, len(text) if hlen is None else hlen, crc) \
+        + text + payload
 
 
 def good_header(**over):
@@ -97,7 +102,9 @@ PAYLOAD = np.ones(4, np.float32).tobytes()
 @pytest.mark.parametrize("data, message", [
     (b"SDP", "truncated frame: 3 bytes"),
     (raw_frame(good_header(), PAYLOAD, magic=b"PK\x03\x04"), r"bad magic b'PK\\x03\\x04'"),
-    (raw_frame(good_header(), PAYLOAD, version=2), "unsupported version 2"),
+    (raw_frame(good_header(), PAYLOAD, version=1), "unsupported version 1"),
+    (raw_frame(good_header(), PAYLOAD, crc=12345), r"checksum mismatch \(crc32 0x[0-9a-f]{8}, "
+     r"the frame says 0x00003039\)"),
     (raw_frame(good_header(), hlen=MAX_HEADER_BYTES + 1), "header length 65537 exceeds the limit"),
     (raw_frame(good_header())[:20], "truncated header: header length says"),
     (raw_frame(b"{not json", PAYLOAD), "header is not JSON"),
@@ -148,3 +155,16 @@ def test_decoded_arrays_are_views_not_copies():
     arr = decode_frame(data).arrays[0]
     data[-4:] = np.float32(7).tobytes()
     assert arr[-1] == 7
+
+
+def test_every_single_bit_flip_and_truncation_is_refused():
+    data = encode_frame([np.arange(5, dtype=np.float32)], kind="update", step=7, replica="r1",
+                        meta={"epoch": 1, "partition": 0, "begin": 3, "end": 4})
+    for bit in range(len(data) * 8):
+        damaged = bytearray(data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ProtocolError):
+            decode_frame(bytes(damaged))
+    for size in range(len(data)):
+        with pytest.raises(ProtocolError):
+            decode_frame(data[:size])
