@@ -29,21 +29,6 @@ def generate(rows: int, cols: int, seed: int):
     return x, y
 
 
-def objective_function(x: np.ndarray, y: np.ndarray, l2: float):
-    """Mean log-loss of sigmoid(x w + b) + l2/2 |w|^2 and its gradient, float64."""
-    x64 = x.astype(np.float64)
-    y64 = y.astype(np.float64)
-
-    def objective(params):
-        w, b = params[:-1], params[-1]
-        z = x64 @ w + b
-        p = 1.0 / (1.0 + np.exp(-z))
-        value = np.mean(np.logaddexp(0.0, z) - y64 * z) + 0.5 * l2 * w @ w
-        grad = np.append(x64.T @ (p - y64) / len(y64) + l2 * w, np.mean(p - y64))
-        return value, grad
-    return objective
-
-
 def run_scipy(objective, size: int, tol: float) -> dict:
     import scipy.optimize
 
@@ -106,7 +91,7 @@ def main(argv=None) -> int:
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import SparkSession
 
-    from sparkdownpour.examples import arrays_to_frame
+    from sparkdownpour.examples import arrays_to_frame, logistic_objective
 
     spark = (SparkSession.builder.master("local[2]").appName("sparkdownpour-bench-lbfgs")
              .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
@@ -115,7 +100,7 @@ def main(argv=None) -> int:
              .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     x, y = generate(args.rows, args.cols, args.seed)
-    objective = objective_function(x, y, args.l2)
+    objective = logistic_objective(x, y, args.l2)
     frame = arrays_to_frame(spark, x, y, args.partitions)
     frame = frame.withColumn("vector", array_to_vector("features")).cache()
     frame.count()

@@ -79,8 +79,12 @@ def sample_data_path() -> str:
     return os.path.join(home, "data", "mllib", "sample_binary_classification_data.txt")
 
 
+def loss_for(kind: str) -> str:
+    return "binary_crossentropy" if kind == "logistic" else "sparse_categorical_crossentropy"
+
+
 def model_builder(kind: str, inputs: int, classes: int, hidden=(64,), activation="relu"):
-    """(zero-argument builder, loss) for the chosen model kind."""
+    """A zero-argument builder of the chosen model kind."""
     import keras
 
     if kind == "logistic" and classes > 2:
@@ -97,8 +101,7 @@ def model_builder(kind: str, inputs: int, classes: int, hidden=(64,), activation
             layers.append(keras.layers.Dense(classes, activation="softmax"))
         return keras.Sequential(layers)
 
-    return build, ("binary_crossentropy" if kind == "logistic" else
-                   "sparse_categorical_crossentropy")
+    return build
 
 
 def main(argv=None) -> int:
@@ -111,11 +114,13 @@ def main(argv=None) -> int:
     from sparkdownpour.jobdata import held_out_arrays, load_frame
     from sparkdownpour.session import get_or_create_session
 
-    try:
+    try:  # every setting is checked before Spark starts
         settings = job_settings(args)
         data, model = settings["data"], settings["model"]
-        config_values = dict(settings["sandblaster"])
         kind = model.get("kind", "logistic")
+        loss = loss_for(kind)
+        config = SandblasterConfig.from_dict({**settings["sandblaster"], "loss": loss},
+                                             where=f"{args.conf_file} [sandblaster]")
         spark = get_or_create_session("sparkdownpour-train-sandblaster", settings["spark"])
         spark.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter()
@@ -128,10 +133,8 @@ def main(argv=None) -> int:
         x_test, y_test = held_out_arrays(test, features, data.get("label_col", "label"))
         classes = int(max(train.agg({data.get("label_col", "label"): "max"}).first()[0],
                           y_test.max() if len(y_test) else 0)) + 1
-        build, loss = model_builder(kind, x_test.shape[1], max(classes, 2),
-                                    model.get("hidden", [64]), model.get("activation", "relu"))
-        config = SandblasterConfig.from_dict({**config_values, "loss": loss},
-                                             where=f"{args.conf_file} [sandblaster]")
+        build = model_builder(kind, x_test.shape[1], max(classes, 2),
+                              model.get("hidden", [64]), model.get("activation", "relu"))
     except (ValueError, TypeError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
     result = Sandblaster(build, config).fit(train, features, data.get("label_col", "label"),

@@ -51,6 +51,16 @@ class _Loadable:
         return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
 
     @classmethod
+    def resolve(cls, config=None, knobs: dict | None = None):
+        """A trainer's ``config=`` or its keyword knobs (not both) as a validated config."""
+        if config is not None and knobs:
+            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
+                            f"{sorted(knobs)})")
+        if config is not None and not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__}, received {type(config).__name__}")
+        return config if config is not None else cls(**(knobs or {}))
+
+    @classmethod
     def from_dict(cls, values: dict, where: str = "config"):
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - allowed)

@@ -51,11 +51,8 @@ class Downpour:
     """
 
     def __init__(self, model, config: DownpourConfig | None = None, **kwargs) -> None:
-        if config is not None and kwargs:
-            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
-                            f"{sorted(kwargs)})")
         self.model = model
-        self.config = config if config is not None else DownpourConfig(**kwargs)
+        self.config = DownpourConfig.resolve(config, kwargs)
         self._rule = optimizers.get(self.config.optimizer, learning_rate=self.config.learning_rate) \
             if isinstance(self.config.optimizer, str) else self.config.optimizer
         # Test hooks (not API): ReplicaSpec fields to override, e.g. fail_first_attempt_after,

@@ -47,3 +47,19 @@ def build_mlp(inputs: int = 64, hidden: int = 128, outputs: int = 10, seed: int 
 def build_digits_mlp(seed: int = 0):
     """The digits MLP: 64 inputs, one ReLU hidden layer of 128, a softmax over 10 classes."""
     return build_mlp(64, 128, 10, seed)
+
+
+def logistic_objective(x: np.ndarray, y: np.ndarray, l2: float):
+    """Reference objective for binary logistic regression, in float64 numpy: mean log-loss of
+    ``sigmoid(x w + b)`` plus ``l2/2 |w|^2`` (the intercept not penalised, as in Spark MLlib),
+    and its gradient; parameters are ``[w..., b]``. What Sandblaster is checked against."""
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+
+    def objective(params):
+        w, b = params[:-1], params[-1]
+        z = x64 @ w + b
+        p = 1.0 / (1.0 + np.exp(-z))
+        value = np.mean(np.logaddexp(0.0, z) - y64 * z) + 0.5 * l2 * w @ w
+        grad = np.append(x64.T @ (p - y64) / len(y64) + l2 * w, np.mean(p - y64))
+        return value, grad
+    return objective

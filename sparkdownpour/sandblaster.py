@@ -50,11 +50,8 @@ class Sandblaster:
     """
 
     def __init__(self, model, config: SandblasterConfig | None = None, **kwargs) -> None:
-        if config is not None and kwargs:
-            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
-                            f"{sorted(kwargs)})")
         self.model = model
-        self.config = config if config is not None else SandblasterConfig(**kwargs)
+        self.config = SandblasterConfig.resolve(config, kwargs)
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label",
             *, num_portions: int | None = None) -> TrainingResult:

@@ -9,7 +9,12 @@ import scipy.optimize
 
 from sparkdownpour import Sandblaster
 from sparkdownpour import data as sdp_data
-from sparkdownpour.examples import arrays_to_frame, build_mlp, digits_arrays
+from sparkdownpour.examples import (
+    arrays_to_frame,
+    build_mlp,
+    digits_arrays,
+    logistic_objective,
+)
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition, numpy_blocks
 from sparkdownpour.replica.keras_model import spec_for
@@ -20,19 +25,6 @@ L2 = 1e-2
 def linear_model(inputs, outputs, activation):
     return lambda: keras.Sequential([keras.Input((inputs,)),
                                      keras.layers.Dense(outputs, activation=activation)])
-
-
-def logistic_objective(x, y, l2):
-    """Mean log-loss of sigmoid(x w + b) plus l2/2 |w|^2, and its gradient, in float64."""
-    x = x.astype(np.float64)
-
-    def objective(params):
-        w, b = params[:-1], params[-1]
-        z = x @ w + b
-        p = 1.0 / (1.0 + np.exp(-z))
-        value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * w @ w
-        return value, np.append(x.T @ (p - y) / len(y) + l2 * w, np.mean(p - y))
-    return objective
 
 
 def softmax_objective(x, y, classes, l2):
