@@ -25,7 +25,8 @@ from sparkdownpour.config import SandblasterConfig
 from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition, numpy_blocks
+from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
+from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
 from sparkdownpour.replica.keras_model import (
     assign_trainable,
     driver_model,
@@ -63,27 +64,29 @@ class Sandblaster:
         """
         cfg = self.config
         started = time.perf_counter()
-        prepared = data.prepare(df, features_col, label_col).cache()
-        blocks = None
+        prepared = data.prepare(df, features_col, label_col)
+        spark = prepared.sparkSession
+        portions = _portions(num_portions, cfg, spark)
+        blocks = numpy_blocks(prepared, portions)
         try:
-            summary = data.validate(prepared, features_col, label_col)
+            with job_group(spark, f"sparkdownpour sandblaster: cache and check {portions} "
+                                  "portions"):
+                stats = cache_and_check(blocks)  # one pass: parse, cache and validate
+            if stats is None or not stats.clean:
+                data.validate(prepared, features_col, label_col)  # names the column and value
+                raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
+                                 "data.validate; please report this")
+            summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min,
+                                       stats.label_max)
             model, spec = driver_model(self.model, cfg.loss, summary.num_features, features_col)
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
-                                       output_units(model))
-            spark = prepared.sparkSession
-            portions = _portions(num_portions, cfg, spark)
-            blocks = numpy_blocks(prepared, portions).cache()
-            with job_group(spark, f"sparkdownpour sandblaster: cache {portions} portions"):
-                blocks.count()  # materialise now, so the first evaluation is not the slow one
-            prepared.unpersist()
+                                       output_units(model), stats.non_integer_labels)
             history = History(info={"rows": summary.num_rows, "partitions": portions,
                                     "features": summary.num_features,
                                     "shards": cfg.num_shards})
             result = self._minimize(blocks, model, spec, history)
         finally:
-            prepared.unpersist()
-            if blocks is not None:
-                blocks.unpersist()
+            blocks.unpersist()
         assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
         for record in result.records:
             history.append(record)

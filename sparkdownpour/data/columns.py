@@ -130,11 +130,17 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
 
 
 def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,
-                          loss_name: str | None, output_units: int) -> None:
-    """Refuse labels that the loss cannot take: class indices out of range, non-0/1 binary labels."""
+                          loss_name: str | None, output_units: int,
+                          non_integer_labels: int | None = None) -> None:
+    """Refuse labels that the loss cannot take: class indices out of range, non-0/1 binary labels.
+
+    ``non_integer_labels``, when the caller already counted them, spares a Spark job when it
+    is 0 (the job then only runs to find an example for the message).
+    """
     if loss_name in ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"):
         low, high = 0, output_units - 1
-        non_integer = prepared.filter(F.col(LABEL) != F.floor(F.col(LABEL))).select(LABEL).first()
+        non_integer = None if non_integer_labels == 0 else \
+            prepared.filter(F.col(LABEL) != F.floor(F.col(LABEL))).select(LABEL).first()
         if non_integer is not None:
             raise ValueError(f"label column {label_col!r} holds {non_integer[0]}, not a class "
                              f"index; loss {loss_name!r} needs integer labels in [{low}, {high}]")

@@ -27,7 +27,7 @@ Evaluate = Callable[[str], tuple[float, np.ndarray]]
 
 STOP_REASONS = {
     "gtol": "gradient norm <= gtol",
-    "tol": "relative objective change <= tol",
+    "tol": "relative objective change <= tol (or less promised by a full quasi-Newton step)",
     "max_iter": "max_iter iterations done",
     "line_search": "the line search failed even from steepest descent",
     "callback": "the callback asked to stop",
@@ -108,14 +108,19 @@ def minimize(space: VectorSpace, evaluate: Evaluate, x0: np.ndarray, options: LB
     while reason == "max_iter" and iteration < options.max_iter:
         iteration += 1
         tick, evals_before = time.perf_counter(), objective.evaluations
-        search = _search(space, objective, history, value, gg, options)
+        search, slope = _search(space, objective, history, value, gg, options)
+        if not search.ok and -slope <= options.tol * max(abs(value), 1.0):
+            # A full quasi-Newton step promises a change below tol: the line search failed
+            # in the evaluation's rounding noise, so this is convergence, not a failure.
+            reason, iteration = "tol", iteration - 1
+            break
         if not search.ok and len(history):
             logger.info("iteration %d: line search failed (%s); history reset", iteration,
                         search.reason)
             history.clear()
-            search = _search(space, objective, history, value, gg, options)
+            search, slope = _search(space, objective, history, value, gg, options)
         if not search.ok:
-            reason = "line_search"
+            reason, iteration = "line_search", iteration - 1
             logger.info("iteration %d: line search failed from steepest descent: %s", iteration,
                         search.reason)
             break
@@ -142,7 +147,8 @@ def minimize(space: VectorSpace, evaluate: Evaluate, x0: np.ndarray, options: LB
 
 def _search(space, objective: _Objective, history: CurvatureHistory, value: float, gg: float,
             options: LBFGSOptions):
-    """Form d = -H g on the shards and line-search along it; the last trial stays on the shards."""
+    """Form d = -H g on the shards and line-search along it; the last trial stays on the shards.
+    Returns the search's result and the slope g'd it started from."""
     coefficients = direction_coefficients(history)
     basis = history.basis()
     slope = float(coefficients @ np.array([history.dot(b, GRADIENT) for b in basis]))
@@ -158,7 +164,7 @@ def _search(space, objective: _Objective, history: CurvatureHistory, value: floa
         return f, slope_t
 
     return strong_wolfe(phi, value, slope, first_step, c1=options.c1, c2=options.c2,
-                        max_evaluations=options.max_line_search)
+                        max_evaluations=options.max_line_search), slope
 
 
 def _accept(space, history: CurvatureHistory) -> float:

@@ -1,8 +1,7 @@
 """The executors' side of Sandblaster: data cached as numpy blocks, one loss/gradient pass each.
 
-The prepared DataFrame is turned once into an RDD of ``(x, y)`` numpy blocks (one per Arrow
-batch) and cached, so an evaluation re-reads raw float32 bytes instead of re-parsing rows.
-Every evaluation is then one stage: each partition fetches the evaluation point from the
+The data arrives as the cached RDD of numpy blocks built by ``lbfgs.blocks``, so an evaluation
+re-reads raw float32 bytes instead of re-parsing rows. Every evaluation is one stage: each partition fetches the evaluation point from the
 shards (once per Python worker and point), runs the Keras model over its blocks in chunks with
 TensorFlow, and yields ``(loss sum, gradient sum, rows)``; ``treeReduce`` adds them up. No zero
 vector is ever shipped in a closure (SPARK-18471): an empty partition yields ``None``.
@@ -15,14 +14,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
 
 from sparkdownpour.replica.keras_model import SPARSE_LOSSES, ModelSpec, loss_name, output_units
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
-BLOCK_DDL = "x binary, y binary, rows int, cols int"
-BLOCK_SCHEMA = pa.schema([("x", pa.binary()), ("y", pa.binary()), ("rows", pa.int32()),
-                          ("cols", pa.int32())])
 BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
 CATEGORICAL_LOSSES = ("categorical_crossentropy", "CategoricalCrossentropy")
 
@@ -40,32 +35,6 @@ class StageSpec:
     version: int = 0        # evaluation number: "trial" names a different point every time
     task_cpus: int = 1
     chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
-
-
-def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function: each ``features, label`` batch becomes one row of raw bytes."""
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        features = batch.column(0)
-        x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        y = batch.column(1).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        cols = x.size // batch.num_rows
-        yield pa.RecordBatch.from_pydict({"x": [x.tobytes()], "y": [y.tobytes()],
-                                          "rows": [batch.num_rows], "cols": [cols]},
-                                         schema=BLOCK_SCHEMA)
-
-
-def block_arrays(row) -> tuple[np.ndarray, np.ndarray]:
-    x = np.frombuffer(row.x, dtype=np.float32).reshape(row.rows, row.cols)
-    return x, np.frombuffer(row.y, dtype=np.float32)
-
-
-def numpy_blocks(prepared, portions: int):
-    """The prepared ``features, label`` frame as an RDD of ``(x, y)`` blocks in ``portions``
-    partitions (not yet cached)."""
-    return (prepared.repartition(portions).mapInArrow(to_blocks, BLOCK_DDL).rdd
-            .map(block_arrays))
 
 
 class _Evaluator:
@@ -172,14 +141,14 @@ def _clients_for(spec: StageSpec) -> list:
     return clients
 
 
-def evaluate_partition(blocks: Iterator[tuple[np.ndarray, np.ndarray]], spec: StageSpec
+def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
                        ) -> Iterator[tuple[float, np.ndarray | None, int]]:
     """``mapPartitions`` function: one ``(loss sum, gradient sum, rows)`` for the partition."""
     from sparkdownpour.lbfgs.shard_server import fetch_vector
 
     loss_sum, grad_sum, rows = 0.0, None, 0
     evaluator = None
-    for x, y in blocks:
+    for x, y, _ in blocks:  # (x, y, BlockStats) from lbfgs.blocks
         if evaluator is None:
             evaluator = _evaluator_for(spec)
             point = (spec.run_id, spec.point, spec.version)

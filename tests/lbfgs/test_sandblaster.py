@@ -16,7 +16,8 @@ from sparkdownpour.examples import (
     logistic_objective,
 )
 from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition, numpy_blocks
+from sparkdownpour.lbfgs.blocks import numpy_blocks
+from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
 from sparkdownpour.replica.keras_model import spec_for
 
 L2 = 1e-2
@@ -57,7 +58,7 @@ def binary(spark):
 
 
 def fit_binary(frame, **knobs):
-    options = dict(loss="binary_crossentropy", l2=L2, tol=1e-12, gtol=1e-6, max_iter=200,
+    options = dict(loss="binary_crossentropy", l2=L2, tol=1e-12, gtol=1e-5, max_iter=200,
                    verbose=0)
     options.update(knobs)
     portions = options.pop("num_portions", 4)
@@ -161,3 +162,18 @@ def test_bad_input_is_refused_naming_the_column(spark, binary):
             frame.selectExpr("slice(features, 1, 5) as features", "label"))
     with pytest.raises(ValueError, match="num_portions must be an integer >= 1"):
         trainer.fit(frame, num_portions=0)
+
+
+@pytest.mark.parametrize("features_sql,label_sql,message", [
+    ("if(id = 7, array(1.0, cast('NaN' as float)), array(1.0, 2.0))", "0.0",
+     r"features column 'features' holds a null, NaN or infinite value \(nan\) in 1 of 50 rows"),
+    ("if(id = 3, array(1.0), array(1.0, 2.0))", "0.0", "has rows of different lengths"),
+    ("if(id = 5, null, array(1.0, 2.0))", "0.0", "is null in 1 of 50 rows"),
+    ("array(1.0, 2.0)", "if(id = 9, null, 1.0)", "label column 'label' is null or NaN in 1 of"),
+])
+def test_dirty_data_is_refused_by_the_caching_pass_with_the_value(spark, features_sql,
+                                                                   label_sql, message):
+    frame = spark.range(50).selectExpr(f"{features_sql} as features", f"{label_sql} as label")
+    with pytest.raises(ValueError, match=message):
+        Sandblaster(linear_model(2, 1, "sigmoid"), verbose=0).fit(frame, num_portions=3)
+    assert spark.sparkContext._jsc.getPersistentRDDs().isEmpty()  # nothing left cached
