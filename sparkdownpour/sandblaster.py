@@ -72,6 +72,7 @@ class Sandblaster:
             with job_group(spark, f"sparkdownpour sandblaster: cache and check {portions} "
                                   "portions"):
                 stats = cache_and_check(blocks)  # one pass: parse, cache and validate
+            cached_s = time.perf_counter() - started
             if stats is None or not stats.clean:
                 data.validate(prepared, features_col, label_col)  # names the column and value
                 raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
@@ -83,7 +84,8 @@ class Sandblaster:
                                        output_units(model), stats.non_integer_labels)
             history = History(info={"rows": summary.num_rows, "partitions": portions,
                                     "features": summary.num_features,
-                                    "shards": cfg.num_shards})
+                                    "shards": cfg.num_shards, "cache_s": cached_s,
+                                    "setup_s": time.perf_counter() - started})
             result = self._minimize(blocks, model, spec, history)
         finally:
             blocks.unpersist()
