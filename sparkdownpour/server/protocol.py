@@ -2,9 +2,10 @@
 
 A frame is::
 
-    b"SDPW" | u8 version | u32 LE header length | u32 LE crc32 | UTF-8 JSON header | payload
+    b"SDPW" | u8 version | u32 LE header length | u32 LE checksum | UTF-8 JSON header | payload
 
-``crc32`` covers the header and the payload: a frame damaged or edited on the way (a flipped
+The checksum (the low 32 bits of XXH3-64, see ``frame_checksum``) covers the header and the
+payload: a frame damaged or edited on the way (a flipped
 bit, a truncation, a changed step in the header) is refused before any of it is parsed. TCP's
 own 16-bit checksum misses a small share of real corruption, and an update corrupted into a
 plausible one would silently poison the parameters for every replica.
@@ -28,10 +29,10 @@ from __future__ import annotations
 import json
 import math
 import struct
-import zlib
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+import xxhash
 
 __all__ = [
     "FRAME_CONTENT_TYPE",
@@ -43,10 +44,11 @@ __all__ = [
     "decode_frame",
     "encode_frame",
     "encode_frame_parts",
+    "frame_checksum",
 ]
 
 MAGIC = b"SDPW"
-VERSION = 2  # 2 added the crc32; version 1 frames are refused with a clear message
+VERSION = 2  # 2 added the checksum; version 1 frames are refused with a clear message
 FRAME_CONTENT_TYPE = "application/x-sparkdownpour-frame"
 KINDS = ("params", "update", "vectors")  # vectors: Sandblaster's shard programs (lbfgs/)
 DTYPE = "<f4"
@@ -54,7 +56,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLICA_CHARS = 128
 MAX_DIMS = 32  # numpy's own limit is 32 (64 in numpy 2); anything beyond is garbage
 MAX_META_BYTES = 32 * 1024  # a shard program of L-BFGS with history 100 is about 15 KiB
-_PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32: 13 bytes
+_PREFIX = struct.Struct("<4sBII")  # magic, version, header length, checksum: 13 bytes
 _ALIGN = 8
 _F32 = np.dtype(DTYPE)
 
@@ -140,9 +142,7 @@ def encode_frame_parts(
         )
     # memoryview(...).cast("B") exposes the array's buffer as bytes without a copy.
     payload = [memoryview(a).cast("B") for a in converted if a.size]
-    crc = zlib.crc32(text)
-    for part in payload:
-        crc = zlib.crc32(part, crc)
+    crc = frame_checksum(text, *payload)
     return [_PREFIX.pack(MAGIC, VERSION, len(text), crc) + text, *payload]
 
 
@@ -160,6 +160,20 @@ def encode_frame(
     exactly once (into the frame), with no per-element Python.
     """
     return b"".join(encode_frame_parts(arrays, kind=kind, step=step, replica=replica, meta=meta))
+
+
+def frame_checksum(*buffers: Any) -> int:
+    """The frame checksum of the header and payload bytes: the low 32 bits of XXH3-64.
+
+    XXH3 runs at about 50 GB/s here against zlib's crc32 at about 4 GB/s; with four checksums
+    per push-and-fetch round trip of a 4 MB model, crc32 alone cost a third of the round trip.
+    Like a CRC it is an integrity check (damage, truncation, edits), not authentication: the
+    bearer token is.
+    """
+    digest = xxhash.xxh3_64()
+    for buffer in buffers:
+        digest.update(buffer)
+    return digest.intdigest() & 0xFFFFFFFF
 
 
 def _parse_shape(i: int, entry: Any) -> tuple[int, ...]:
@@ -200,10 +214,10 @@ def _read_header(mv: memoryview) -> tuple[dict[str, Any], int]:
             f"truncated header: header length says {hlen} bytes "
             f"but only {n - _PREFIX.size} follow the prefix"
         )
-    actual = zlib.crc32(mv[_PREFIX.size :])
+    actual = frame_checksum(mv[_PREFIX.size :])
     if actual != crc:
         raise ProtocolError(
-            f"checksum mismatch (crc32 {actual:#010x}, the frame says {crc:#010x}): "
+            f"checksum mismatch (xxh3 {actual:#010x}, the frame says {crc:#010x}): "
             "the frame was damaged, truncated or edited on the way"
         )
     raw = bytes(mv[_PREFIX.size : _PREFIX.size + hlen])

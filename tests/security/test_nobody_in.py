@@ -3,7 +3,6 @@
 import http.client
 import pickle
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from sparkdownpour import ParameterServerError
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
-from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.server.protocol import encode_frame, frame_checksum
 from sparkdownpour.server.runner import tls_context
 from tests.security.tls import self_signed
 from tests.server.conftest import PlainSGD, full, zeros
@@ -88,11 +87,11 @@ def mutate(data: bytes, how: str, where: int, value: int) -> bytes:
         out = bytearray(data)
         out[where] = value % 256
         return bytes(out)
-    if how == "header":  # edit the JSON header and fix the length (not the crc32)
+    if how == "header":  # edit the JSON header and fix the length (not the checksum)
         header_len = struct.unpack_from("<I", data, 5)[0]
         text = data[13:13 + header_len].replace(b'"step":0', b'"step":%d' % value, 1)
         return data[:5] + struct.pack("<I", len(text)) + data[9:13] + text + data[13 + header_len:]
-    if how == "reseal":  # a header edit with a correct crc32: the checks behind it must hold
+    if how == "reseal":  # a header edit with a correct checksum: the checks behind it must hold
         header_len = struct.unpack_from("<I", data, 5)[0]
         text = data[13:13 + header_len]
         edits = [(b'"<f4"', b'"<f8"'), (b'[3,4]', b'[4,3]'), (b'"update"', b'"params"'),
@@ -101,7 +100,7 @@ def mutate(data: bytes, how: str, where: int, value: int) -> bytes:
         old, new = edits[value % len(edits)]
         text = text.replace(old, new, 1)
         rest = text + data[13 + header_len:]
-        return data[:5] + struct.pack("<II", len(text), zlib.crc32(rest)) + rest
+        return data[:5] + struct.pack("<II", len(text), frame_checksum(rest)) + rest
     return bytes(value % 256 for _ in range(where % 64))  # random junk
 
 

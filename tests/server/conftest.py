@@ -1,12 +1,12 @@
 """Fixtures for the server tests: a real plain-SGD rule, a store, a live server on 127.0.0.1."""
 
 import struct
-import zlib
 
 import numpy as np
 import pytest
 
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
+from sparkdownpour.server.protocol import frame_checksum
 
 SHAPES = [(3, 4), (5,), ()]
 
@@ -27,9 +27,9 @@ class PlainSGD:
 
 
 def reseal(frame: bytes) -> bytes:
-    """Recompute a hand-edited frame's crc32, so it reaches the checks behind the checksum."""
+    """Recompute a hand-edited frame's checksum, so it reaches the checks behind the checksum."""
     magic, version, hlen, _ = struct.unpack_from("<4sBII", frame)
-    return struct.pack("<4sBII", magic, version, hlen, zlib.crc32(frame[13:])) + frame[13:]
+    return struct.pack("<4sBII", magic, version, hlen, frame_checksum(frame[13:])) + frame[13:]
 
 
 def zeros(shapes=SHAPES):

@@ -2,7 +2,6 @@
 
 import json
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sparkdownpour.server.protocol import (
+    frame_checksum,
     MAX_HEADER_BYTES,
     ProtocolError,
     decode_frame,
@@ -30,10 +30,10 @@ arrays = st.lists(
 
 
 def raw_frame(header, payload=b"", *, magic=b"SDPW", version=2, hlen=None, crc=None):
-    """A hand-built frame with a correct crc32 (unless ``crc`` is given), to reach the checks
+    """A hand-built frame with a correct checksum (unless ``crc`` is given), to reach the checks
     behind the checksum."""
     text = header if isinstance(header, bytes) else json.dumps(header).encode()
-    crc = zlib.crc32(text + payload) if crc is None else crc
+    crc = frame_checksum(text, payload) if crc is None else crc
     return struct.pack("<4sBII", magic, version, len(text) if hlen is None else hlen, crc) \
         + text + payload
 
@@ -103,7 +103,7 @@ PAYLOAD = np.ones(4, np.float32).tobytes()
     (b"SDP", "truncated frame: 3 bytes"),
     (raw_frame(good_header(), PAYLOAD, magic=b"PK\x03\x04"), r"bad magic b'PK\\x03\\x04'"),
     (raw_frame(good_header(), PAYLOAD, version=1), "unsupported version 1"),
-    (raw_frame(good_header(), PAYLOAD, crc=12345), r"checksum mismatch \(crc32 0x[0-9a-f]{8}, "
+    (raw_frame(good_header(), PAYLOAD, crc=12345), r"checksum mismatch \(xxh3 0x[0-9a-f]{8}, "
      r"the frame says 0x00003039\)"),
     (raw_frame(good_header(), hlen=MAX_HEADER_BYTES + 1), "header length 65537 exceeds the limit"),
     (raw_frame(good_header())[:20], "truncated header: header length says"),
