@@ -12,6 +12,7 @@ functions of the data and the point, so Spark's speculative backup tasks
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -119,7 +120,7 @@ class Sandblaster:
             base = StageSpec(run_id=uuid.uuid4().hex, model=spec, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark))
-            counter = iter(range(1, 1 << 62))
+            counter = itertools.count(1)
             depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
             history.info["aggregation_depth"] = depth
 

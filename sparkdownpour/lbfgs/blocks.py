@@ -54,14 +54,15 @@ class BlockStats:
                 and self.min_cols == self.max_cols > 0)
 
 
-def _batch_stats(features: pa.ListArray, values: np.ndarray, labels: pa.Array) -> dict:
+def _batch_stats(features: pa.ListArray, flat: pa.Array, values: np.ndarray,
+                 labels: pa.Array) -> dict:
     lengths = pc.list_value_length(features).fill_null(-1).to_numpy(zero_copy_only=False)
     bad_values = ~np.isfinite(values)
     bad_rows = int(features.null_count)
-    if features.flatten().null_count or bad_values.any():
+    if flat.null_count or bad_values.any():
         row_of_value = np.repeat(np.arange(len(lengths)), np.maximum(lengths, 0))
         bad = np.zeros(len(lengths), bool)
-        bad[row_of_value[bad_values | np.asarray(features.flatten().is_null())]] = True
+        bad[row_of_value[bad_values | np.asarray(flat.is_null())]] = True
         bad_rows += int(bad.sum())
     y = labels.to_numpy(zero_copy_only=False).astype(np.float64)
     finite = y[np.isfinite(y)]
@@ -79,8 +80,9 @@ def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         if batch.num_rows == 0:
             continue
         features, labels = batch.column(0), batch.column(1)
-        values = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        stats = _batch_stats(features, values, labels)
+        flat = features.flatten()
+        values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        stats = _batch_stats(features, flat, values, labels)
         y = labels.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         cols = stats["max_cols"] if stats["min_cols"] == stats["max_cols"] else 0
         yield pa.RecordBatch.from_pylist([{
