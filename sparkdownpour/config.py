@@ -163,6 +163,7 @@ class SandblasterConfig(_Loadable):
     l2_biases: bool = False
     history_size: int = 10            # L-BFGS memory m
     num_shards: int = 1               # servers holding the vectors and the history
+    shard_processes: bool = False     # each shard in its own process, not a driver thread
     portions_per_core: int = 4        # data portions per core, for load balancing
     aggregation_depth: int | None = None  # treeReduce depth; None: 1 for small gradients, else 2
     c1: float = 1e-4                  # strong-Wolfe sufficient decrease
@@ -188,8 +189,10 @@ class SandblasterConfig(_Loadable):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not 0 <= value < float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, received {value!r}")
-        if not isinstance(self.l2_biases, bool):
-            raise TypeError(f"l2_biases must be true or false, received {self.l2_biases!r}")
+        for name in ("l2_biases", "shard_processes"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, received "
+                                f"{getattr(self, name)!r}")
         if not (isinstance(self.c1, (int, float)) and isinstance(self.c2, (int, float))
                 and 0 < self.c1 < self.c2 < 1):
             raise ValueError(f"the line search needs 0 < c1 < c2 < 1, received c1={self.c1!r}, "

@@ -114,7 +114,8 @@ class Sandblaster:
                                max_line_search=cfg.max_line_search)
         with ShardGroup(x0.size, cfg.num_shards, host=driver_address(spark),
                         max_request_bytes=int(cfg.max_request_mb * 2**20),
-                        timeout=cfg.request_timeout) as shards, \
+                        timeout=cfg.request_timeout,
+                        processes=cfg.shard_processes) as shards, \
                 _IterationProgress(cfg.max_iter, cfg.verbose) as progress:
             history.info["shard_urls"] = shards.urls
             base = StageSpec(run_id=uuid.uuid4().hex, model=spec, shard_urls=tuple(shards.urls),

@@ -6,7 +6,7 @@ model server (per-run bearer token, size limit, binary frames, no pickle)::
     POST /v1/vec/run        frame kind "vectors": meta {"program": [...], "puts": [names]},
                             arrays = the put slices  ->  frame: meta {"dots", "gets"}, arrays
     GET  /v1/vec/get?name=  frame kind "params" with the one slice (what executors fetch)
-    GET  /v1/status         {"size", "vectors", "programs", "fetches"}
+    GET  /v1/status         {"size", "vectors", "pid", "programs", "fetches"}
 
 The coordinator reaches every shard through ``RemoteVectors`` (all shards at once, a thread
 each); executors fetch the evaluation point with ``fetch_vector``.
@@ -14,6 +14,7 @@ each); executors fetch the evaluation point with ``fetch_vector``.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,7 @@ def create_vector_app(shard: VectorShard, *, token: str, max_request_bytes: int)
 
     @app.get("/v1/status")
     def status() -> Response:
-        return jsonify({"size": shard.size, "vectors": shard.names(),
+        return jsonify({"size": shard.size, "vectors": shard.names(), "pid": os.getpid(),
                         "programs": counters.programs, "fetches": counters.fetches})
 
     return app
@@ -149,17 +150,31 @@ def fetch_vector(clients: Sequence[VectorClient], name: str) -> np.ndarray:
 
 class ShardGroup:
     """``num_shards`` vector-shard servers for a vector of ``size`` values, started and stopped
-    together, sharing one per-run token. A context manager, like ``ParameterServer``."""
+    together, sharing one per-run token. A context manager, like ``ParameterServer``.
+
+    With ``processes=True`` each shard runs in its own child process (``shard_process``), so
+    no single process holds the whole parameter vector or history; ``shards`` is then empty.
+    """
 
     def __init__(self, size: int, num_shards: int = 1, *, host: str = "127.0.0.1",
-                 max_request_bytes: int = 256 * 2**20, timeout: float = 60.0) -> None:
+                 max_request_bytes: int = 256 * 2**20, timeout: float = 60.0,
+                 processes: bool = False) -> None:
+        from sparkdownpour.lbfgs.shard_process import ShardProcess
+
         self.size = size
         self.bounds = shard_bounds(size, num_shards)
         self.token = secrets.token_urlsafe(32)
-        self.shards = [VectorShard(hi - lo) for lo, hi in self.bounds]
-        self.servers = [ParameterServer(shard, host=host, token=self.token,
-                                        max_request_bytes=max_request_bytes,
-                                        app_factory=create_vector_app) for shard in self.shards]
+        if processes:
+            self.shards = []
+            self.servers = [ShardProcess(hi - lo, host=host, token=self.token,
+                                         max_request_bytes=max_request_bytes)
+                            for lo, hi in self.bounds]
+        else:
+            self.shards = [VectorShard(hi - lo) for lo, hi in self.bounds]
+            self.servers = [ParameterServer(shard, host=host, token=self.token,
+                                            max_request_bytes=max_request_bytes,
+                                            app_factory=create_vector_app)
+                            for shard in self.shards]
         self.timeout = timeout
         self._stack: ExitStack | None = None
         self.space: RemoteVectors | None = None

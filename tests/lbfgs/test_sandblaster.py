@@ -123,8 +123,10 @@ def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, 
 
 def test_result_does_not_depend_on_the_number_of_portions_or_shards(binary):
     frame, _, _ = binary
-    objectives = [fit_binary(frame, num_portions=p, num_shards=s).history.info["objective"]
-                  for p, s in [(1, 1), (3, 2), (16, 1)]]
+    # (3, 2, True): two shards, each in its own process.
+    objectives = [fit_binary(frame, num_portions=p, num_shards=s, shard_processes=own)
+                  .history.info["objective"] for p, s, own in [(1, 1, False), (3, 2, True),
+                                                                (16, 1, False)]]
     assert max(objectives) - min(objectives) <= 1e-6 * abs(min(objectives)), objectives
 
 

@@ -100,3 +100,24 @@ def test_shard_servers_stop_together():
     for url in urls:
         with pytest.raises(ParameterServerError):
             VectorClient(url, shards.token, retries=0, timeout=2).get("x")
+
+
+def test_shards_in_their_own_processes_hold_the_slices_away_from_the_driver():
+    import os
+
+    values = np.arange(7, dtype=np.float64)
+    with ShardGroup(7, 2, processes=True) as group:
+        assert group.shards == []  # nothing held in this process
+        result = group.space.run([["lincomb", "y", [["v", -2.0]]], ["dot", "v", "y"],
+                                  ["get", "y"]], puts={"v": values})
+        assert result.dots == [pytest.approx(-2.0 * values @ values)]
+        np.testing.assert_array_equal(result.gets["y"], -2.0 * values)
+        statuses = [VectorClient(url, group.token).status() for url in group.urls]
+        pids = {status["pid"] for status in statuses}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert [status["size"] for status in statuses] == [4, 3]
+        processes = [server.process for server in group.servers]
+    assert not any(process.is_alive() for process in processes)
+    for url in group.urls:
+        with pytest.raises(ParameterServerError):
+            VectorClient(url, group.token, retries=0, timeout=2).get("y")
