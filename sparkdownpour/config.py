@@ -169,6 +169,7 @@ class SandblasterConfig(_Loadable):
     c1: float = 1e-4                  # strong-Wolfe sufficient decrease
     c2: float = 0.9                   # strong-Wolfe curvature
     max_line_search: int = 20         # objective evaluations per line search
+    f_noise: float = 1e-7             # objective's relative rounding (float32 evaluations)
     request_timeout: float = 60.0
     max_request_mb: float = 512.0
     verbose: int = 1
@@ -184,7 +185,7 @@ class SandblasterConfig(_Loadable):
         if self.history_size > 100:
             raise ValueError(f"history_size must be <= 100, received {self.history_size} "
                              "(beyond a few tens the direction stops improving)")
-        for name in ("tol", "gtol", "l2"):
+        for name in ("tol", "gtol", "l2", "f_noise"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not 0 <= value < float("inf"):
@@ -193,6 +194,9 @@ class SandblasterConfig(_Loadable):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, received "
                                 f"{getattr(self, name)!r}")
+        if self.f_noise >= 1:
+            raise ValueError(f"f_noise is a relative rounding error and must be < 1, received "
+                             f"{self.f_noise!r}")
         if not (isinstance(self.c1, (int, float)) and isinstance(self.c2, (int, float))
                 and 0 < self.c1 < self.c2 < 1):
             raise ValueError(f"the line search needs 0 < c1 < c2 < 1, received c1={self.c1!r}, "

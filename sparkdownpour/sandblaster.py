@@ -111,7 +111,7 @@ class Sandblaster:
                                for a in arrays])
         options = LBFGSOptions(max_iter=cfg.max_iter, tol=cfg.tol, gtol=cfg.gtol,
                                history_size=cfg.history_size, l2=cfg.l2, c1=cfg.c1, c2=cfg.c2,
-                               max_line_search=cfg.max_line_search)
+                               max_line_search=cfg.max_line_search, f_noise=cfg.f_noise)
         with ShardGroup(x0.size, cfg.num_shards, host=driver_address(spark),
                         max_request_bytes=int(cfg.max_request_mb * 2**20),
                         timeout=cfg.request_timeout,

@@ -27,3 +27,12 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module")
+def digits(spark):
+    """scikit-learn's digits: a 4-partition training frame and held-out (x, y) arrays."""
+    from sparkdownpour.examples import arrays_to_frame, digits_arrays
+
+    x_train, y_train, x_test, y_test = digits_arrays()
+    return arrays_to_frame(spark, x_train, y_train, 4), (x_test, y_test)

@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour import Downpour
-from sparkdownpour.examples import arrays_to_frame, build_digits_mlp, digits_arrays
-
-
-@pytest.fixture(scope="module")
-def digits(spark):
-    x_train, y_train, x_test, y_test = digits_arrays()
-    return arrays_to_frame(spark, x_train, y_train, 4), (x_test, y_test)
+from sparkdownpour.examples import build_digits_mlp
 
 
 def accuracy(model, x, y):

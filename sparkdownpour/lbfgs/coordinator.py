@@ -29,6 +29,7 @@ STOP_REASONS = {
     "gtol": "gradient norm <= gtol",
     "tol": "relative objective change <= tol (or less promised by a full quasi-Newton step)",
     "max_iter": "max_iter iterations done",
+    "precision": "the decrease a full step promises is below the objective's rounding (f_noise)",
     "line_search": "the line search failed even from steepest descent",
     "callback": "the callback asked to stop",
 }
@@ -45,6 +46,10 @@ class LBFGSOptions:
     c1: float = 1e-4
     c2: float = 0.9
     max_line_search: int = 20   # objective evaluations per line search
+    # Relative rounding noise of the objective: a step whose f rises by no more than this
+    # (times |f|) is accepted on the slope alone (approximate Wolfe). 1e-7 is about float32's
+    # precision, which Sandblaster's evaluations run in; 0 keeps exact Armijo.
+    f_noise: float = 1e-7
 
 
 @dataclass
@@ -114,6 +119,9 @@ def minimize(space: VectorSpace, evaluate: Evaluate, x0: np.ndarray, options: LB
             # in the evaluation's rounding noise, so this is convergence, not a failure.
             reason, iteration = "tol", iteration - 1
             break
+        if not search.ok and -slope <= options.f_noise * max(abs(value), 1.0):
+            reason, iteration = "precision", iteration - 1  # tol asked for more than f can show
+            break
         if not search.ok and len(history):
             logger.info("iteration %d: line search failed (%s); history reset", iteration,
                         search.reason)
@@ -136,7 +144,7 @@ def minimize(space: VectorSpace, evaluate: Evaluate, x0: np.ndarray, options: LB
         stop_asked = callback is not None and callback(record)
         if math.sqrt(gg) <= options.gtol:
             reason = "gtol"
-        elif previous - value <= options.tol * max(abs(previous), abs(value), 1.0):
+        elif _objective_settled(previous, value, options):
             reason = "tol"
         elif stop_asked:
             reason = "callback"
@@ -164,7 +172,15 @@ def _search(space, objective: _Objective, history: CurvatureHistory, value: floa
         return f, slope_t
 
     return strong_wolfe(phi, value, slope, first_step, c1=options.c1, c2=options.c2,
-                        max_evaluations=options.max_line_search), slope
+                        max_evaluations=options.max_line_search, f_noise=options.f_noise), slope
+
+
+def _objective_settled(previous: float, value: float, options: LBFGSOptions) -> bool:
+    """The relative-change test. A change below f_noise is rounding, so a tol below f_noise
+    asks for what the evaluations cannot show: the test is then off, and gtol or max_iter stop."""
+    if options.tol < options.f_noise:
+        return False
+    return previous - value <= options.tol * max(abs(previous), abs(value), 1.0)
 
 
 def _accept(space, history: CurvatureHistory) -> float:

@@ -7,11 +7,10 @@ import pytest
 
 from sparkdownpour import Downpour, ParameterServerError
 from sparkdownpour.examples import build_digits_mlp
-from tests.test_downpour import digits  # noqa: F401  (the module's digits fixture)
 
 
 @pytest.mark.timeout(180)
-def test_server_stopped_mid_run_fails_fast_and_cancels_the_job(digits, spark):  # noqa: F811
+def test_server_stopped_mid_run_fails_fast_and_cancels_the_job(digits, spark):
     frame, _ = digits
     trainer = Downpour(build_digits_mlp, epochs=50, verbose=0, request_timeout=5.0,
                        request_retries=2)

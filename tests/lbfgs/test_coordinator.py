@@ -154,3 +154,33 @@ def test_relative_objective_change_stops_a_flat_problem():
     result = minimize(space, numpy_objective(space, lambda x: (float(x @ x), 2 * x)),
                       np.array([1.0, 2.0, 3.0]), LBFGSOptions(tol=1e-3, gtol=0.0))
     assert result.stop_reason in ("tol", "gtol") and result.value < 1e-6
+
+
+def test_objective_rounding_noise_does_not_stop_the_search_before_gtol():
+    # Sandblaster's evaluations run in float32: near the optimum the decrease a step promises is
+    # below the objective's rounding, while the gradient is still accurate. The approximate Wolfe
+    # conditions (Hager & Zhang 2005) let the search go on; exact Armijo alone fails here.
+    rng = np.random.default_rng(3)
+    dim = 20
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    a = (q * np.linspace(1.0, 10.0, dim)) @ q.T
+    b = rng.normal(size=dim)
+
+    def rounded(x):  # f rounded to float32 around a large constant: noise ~ 1e-4 absolute
+        return float(np.float32(1e3 + 0.5 * x @ a @ x - b @ x)), a @ x - b
+
+    exact = np.linalg.solve(a, b)
+    for f_noise, reached in ((0.0, False), (LBFGSOptions().f_noise, True)):
+        space = LocalVectors(dim, 2)
+        result = minimize(space, numpy_objective(space, rounded), np.zeros(dim),
+                          LBFGSOptions(max_iter=200, tol=0.0, gtol=1e-7, f_noise=f_noise))
+        assert (result.stop_reason == "gtol") is reached, (f_noise, result.message)
+    assert np.linalg.norm(result.x - exact) <= 1e-7
+
+
+def test_line_search_accepts_an_approximate_wolfe_step_in_noise():
+    # f's change along the step is below its noise (here: exactly flat); the slope says the
+    # step is good. Accepted only within f_noise of f0.
+    phi = lambda t: (1.0 + 1e-12, 0.1 * (t - 1.0) * 1e-3)
+    assert strong_wolfe(phi, 1.0, -1e-4, 1.0, f_noise=1e-9).ok
+    assert not strong_wolfe(phi, 1.0, -1e-4, 1.0, f_noise=0.0).ok
