@@ -1,0 +1,154 @@
+"""``DownpourEstimator`` and ``SandblasterEstimator``: the trainers as Spark ML Estimators.
+
+Each ``fit`` trains a fresh copy of the model, so a ``CrossValidator`` fold or a second ``fit``
+never starts from weights another fit trained: a ``keras.Model`` given is cloned with its
+current weights, a builder is called anew.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.ml import Estimator
+
+from sparkdownpour.config import DownpourConfig, SandblasterConfig
+from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, SandblasterModel
+from sparkdownpour.ml.params import DownpourParams, SandblasterParams
+from sparkdownpour.ml.predict import keras_to_bytes
+from sparkdownpour.replica.keras_model import SPARSE_LOSSES, loss_name, output_units
+
+BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
+MULTICLASS_LOSSES = SPARSE_LOSSES + ("categorical_crossentropy", "CategoricalCrossentropy")
+
+
+class _KerasEstimator(Estimator):
+    """Keyword-only Params, a model (keras.Model or zero-argument builder), config building."""
+
+    _config_class: type = DownpourConfig
+    _model_class: type = KerasPredictionModel
+    _param_to_knob: dict[str, str] = {}
+
+    def __init__(self, model=None, **params: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.setParams(**params)
+
+    def setParams(self, **params: Any):
+        """Set any Params by name (Spark's camelCase names)."""
+        unknown = sorted(name for name in params if not self.hasParam(name))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no Param(s) {unknown}; it has "
+                            f"{sorted(p.name for p in self.params)}")
+        self._set(**{name: value for name, value in params.items() if value is not None})
+        self._config()  # refuse a bad value now, not when the fit starts
+        return self
+
+    def _config(self, extra=None):
+        """The trainer's config from these Params (and ``options``); bad values name the Param."""
+        knobs = {knob: self.getOrDefault(param) for param, knob in self._param_to_knob.items()}
+        options = self.getOrDefault(self.options)
+        clash = sorted(set(options) & set(knobs))
+        if clash:
+            raise ValueError(f"options sets {clash}, which are Params of {type(self).__name__}; "
+                             f"set the Params instead")
+        allowed = {f for f in self._config_class.__dataclass_fields__}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(f"options has unknown key(s) {unknown}; allowed: "
+                             f"{sorted(allowed - set(knobs))}")
+        try:
+            return self._config_class(**{**knobs, **options, "verbose": options.get("verbose", 0)})
+        except (TypeError, ValueError) as exc:
+            names = {knob: param for param, knob in self._param_to_knob.items() if param != knob}
+            hint = "".join(f"; {knob} is the Param {param}" for knob, param in names.items()
+                           if knob in str(exc))
+            raise type(exc)(f"{type(self).__name__}: {exc}{hint}") from exc
+
+    def _fresh_model(self):
+        """An untrained copy (or a builder) for one fit, and a built instance to inspect."""
+        import keras
+
+        model = self.model
+        if isinstance(model, keras.Model):
+            try:
+                clone = keras.models.clone_model(model)
+                if model.built and not clone.built:
+                    clone.build(model.inputs[0].shape)
+                clone.set_weights(model.get_weights())
+            except Exception as exc:  # subclassed models without get_config, ...
+                raise TypeError(f"{type(self).__name__} cannot copy this keras.Model "
+                                f"({type(exc).__name__}: {exc}); pass model= a zero-argument "
+                                "function that builds it instead") from exc
+            return clone, clone
+        if callable(model):
+            return model, model()
+        raise TypeError(f"{type(self).__name__} needs model= a keras.Model or a zero-argument "
+                        f"function that builds one, received {model!r}")
+
+    def _fit(self, dataset):
+        config = self._config()
+        model, inspected = self._fresh_model()
+        task, activation = output_semantics(inspected, config.loss)
+        result = self._train(model, config, dataset)
+        fitted = self._model_class(keras_to_bytes(result.model), result.history)
+        fitted._set(task=task, outputActivation=activation,
+                    numFeatures=int(result.history.info["features"]))
+        return self._copyValues(fitted)
+
+    def _train(self, model, config, dataset):
+        raise NotImplementedError
+
+
+class DownpourEstimator(_KerasEstimator, DownpourParams):
+    """Downpour SGD as a Spark ML Estimator; ``fit`` returns a ``DownpourModel``.
+
+    >>> DownpourEstimator(model=build, loss="sparse_categorical_crossentropy",
+    ...                   featuresCol="scaled", labelCol="label", epochs=30)
+    """
+
+    _config_class = DownpourConfig
+    _model_class = DownpourModel
+    _param_to_knob = {"loss": "loss", "optimizer": "optimizer", "learningRate": "learning_rate",
+                      "batchSize": "batch_size", "epochs": "epochs", "nFetch": "n_fetch",
+                      "nPush": "n_push", "numShards": "num_shards", "seed": "seed"}
+
+    def _train(self, model, config, dataset):
+        from sparkdownpour.downpour import Downpour
+
+        return Downpour(model, config).fit(dataset, self.getFeaturesCol(), self.getLabelCol())
+
+
+class SandblasterEstimator(_KerasEstimator, SandblasterParams):
+    """Sandblaster L-BFGS as a Spark ML Estimator; ``fit`` returns a ``SandblasterModel``."""
+
+    _config_class = SandblasterConfig
+    _model_class = SandblasterModel
+    _param_to_knob = {"loss": "loss", "maxIter": "max_iter", "tol": "tol", "gtol": "gtol",
+                      "l2": "l2", "historySize": "history_size", "numShards": "num_shards"}
+
+    def _train(self, model, config, dataset):
+        from sparkdownpour.sandblaster import Sandblaster
+
+        return Sandblaster(model, config).fit(dataset, self.getFeaturesCol(),
+                                              self.getLabelCol())
+
+
+def output_semantics(model, loss) -> tuple[str, str]:
+    """``(task, activation to apply)`` for turning this model's outputs into Spark ML columns."""
+    name = loss_name(loss)
+    units = output_units(model)
+    last = getattr(getattr(model.layers[-1], "activation", None), "__name__", None) \
+        if model.layers else None
+    from_logits = bool(getattr(loss, "from_logits", False))
+    if name in MULTICLASS_LOSSES:
+        return "multiclass", "softmax" if from_logits or last != "softmax" else "none"
+    if name in BINARY_LOSSES:
+        if units != 1:
+            raise ValueError(f"loss {name!r} with {units} output units is multi-label; the "
+                             "Spark ML estimators predict one label: give the model one "
+                             "sigmoid unit, or use sparse_categorical_crossentropy")
+        return "binary", "sigmoid" if from_logits or last != "sigmoid" else "none"
+    if units != 1:
+        raise ValueError(f"a regression model (loss {name!r}) must have one output unit for "
+                         f"the prediction column; it has {units}")
+    return "regression", "none"

@@ -1,0 +1,174 @@
+"""Spark ML ``Param`` declarations for the Keras estimators and their fitted models.
+
+The shared mixins of ``pyspark.ml.param.shared`` are reused wherever Spark already has the name
+(featuresCol, labelCol, predictionCol, probabilityCol, maxIter, tol, learningRate, batchSize,
+seed), so a ``ParamGridBuilder`` and a ``CrossValidator`` treat these estimators like MLlib's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import (
+    HasBatchSize,
+    HasFeaturesCol,
+    HasLabelCol,
+    HasLearningRate,
+    HasMaxIter,
+    HasPredictionCol,
+    HasProbabilityCol,
+    HasSeed,
+    HasTol,
+)
+
+TASKS = ("multiclass", "binary", "regression")
+
+
+def _positive_int(value: Any) -> int:
+    number = TypeConverters.toInt(value)
+    if number < 1:
+        raise ValueError(f"must be an integer >= 1, received {value!r}")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = TypeConverters.toFloat(value)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"must be a finite number >= 0, received {value!r}")
+    return number
+
+
+def _loss(value: Any):
+    """A Keras loss name, or a callable (a callable loss cannot be saved with the estimator)."""
+    if callable(value) or (isinstance(value, str) and value):
+        return value
+    raise TypeError(f"loss must be a Keras loss name or a callable, received {value!r}")
+
+
+def _options(value: Any) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise TypeError(f"options must be a dict of config field names to values, received "
+                        f"{value!r}")
+    return dict(value)
+
+
+class HasColumns(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol):
+    """The columns an estimator reads and its model writes."""
+
+    def setFeaturesCol(self, value: str):
+        return self._set(featuresCol=value)
+
+    def setLabelCol(self, value: str):
+        return self._set(labelCol=value)
+
+    def setPredictionCol(self, value: str):
+        return self._set(predictionCol=value)
+
+    def setProbabilityCol(self, value: str):
+        return self._set(probabilityCol=value)
+
+
+class HasTrainerCommon(HasColumns):
+    """Params both trainers have: the loss, the shards and the remaining config knobs."""
+
+    loss = Param(Params._dummy(), "loss", "Keras loss name (or a callable) the model minimises",
+                 typeConverter=_loss)
+    numShards = Param(Params._dummy(), "numShards", "parameter server shards",
+                      typeConverter=_positive_int)
+    options = Param(Params._dummy(), "options",
+                    "other fields of the trainer's config (DownpourConfig or SandblasterConfig) "
+                    "as a dict, e.g. {'clip_norm': 1.0}", typeConverter=_options)
+
+    def getLoss(self):
+        return self.getOrDefault(self.loss)
+
+    def getNumShards(self) -> int:
+        return self.getOrDefault(self.numShards)
+
+    def getOptions(self) -> dict:
+        return self.getOrDefault(self.options)
+
+
+class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
+    """Downpour SGD's Params; names follow ``DownpourConfig`` in Spark's camelCase."""
+
+    optimizer = Param(Params._dummy(), "optimizer",
+                      "server-side update rule: adagrad, sgd, momentum or adam",
+                      typeConverter=TypeConverters.toString)
+    epochs = Param(Params._dummy(), "epochs", "passes over the data",
+                   typeConverter=_positive_int)
+    nFetch = Param(Params._dummy(), "nFetch", "mini-batches between parameter fetches",
+                   typeConverter=_positive_int)
+    nPush = Param(Params._dummy(), "nPush", "mini-batches between gradient pushes",
+                  typeConverter=_positive_int)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(loss="sparse_categorical_crossentropy", optimizer="adagrad",
+                         learningRate=0.05, batchSize=32, epochs=10, nFetch=1, nPush=1,
+                         numShards=1, seed=0, options={})
+
+    def getOptimizer(self) -> str:
+        return self.getOrDefault(self.optimizer)
+
+    def getEpochs(self) -> int:
+        return self.getOrDefault(self.epochs)
+
+    def getNFetch(self) -> int:
+        return self.getOrDefault(self.nFetch)
+
+    def getNPush(self) -> int:
+        return self.getOrDefault(self.nPush)
+
+
+class SandblasterParams(HasTrainerCommon, HasMaxIter, HasTol):
+    """Sandblaster L-BFGS's Params; names follow ``SandblasterConfig`` in camelCase."""
+
+    l2 = Param(Params._dummy(), "l2", "L2 strength: the objective adds l2/2 * |kernels|^2",
+               typeConverter=_non_negative_float)
+    gtol = Param(Params._dummy(), "gtol", "stop when the gradient norm is at most this",
+                 typeConverter=_non_negative_float)
+    historySize = Param(Params._dummy(), "historySize", "L-BFGS memory m",
+                        typeConverter=_positive_int)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(loss="binary_crossentropy", maxIter=100, tol=1e-6, gtol=1e-5, l2=0.0,
+                         historySize=10, numShards=1, options={})
+
+    def getL2(self) -> float:
+        return self.getOrDefault(self.l2)
+
+    def getGtol(self) -> float:
+        return self.getOrDefault(self.gtol)
+
+    def getHistorySize(self) -> int:
+        return self.getOrDefault(self.historySize)
+
+
+class KerasModelParams(HasColumns):
+    """What a fitted model needs to turn model outputs into Spark ML columns."""
+
+    task = Param(Params._dummy(), "task",
+                 "multiclass (argmax + probability vector), binary (p > 0.5 + [1-p, p]) or "
+                 "regression (the single output)", typeConverter=TypeConverters.toString)
+    outputActivation = Param(Params._dummy(), "outputActivation",
+                             "activation applied to the model's outputs to get probabilities: "
+                             "none (they already are), softmax or sigmoid (they are logits)",
+                             typeConverter=TypeConverters.toString)
+    numFeatures = Param(Params._dummy(), "numFeatures", "features per row the model takes",
+                        typeConverter=_positive_int)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(task="multiclass", outputActivation="none")
+
+    def getTask(self) -> str:
+        return self.getOrDefault(self.task)
+
+    def getOutputActivation(self) -> str:
+        return self.getOrDefault(self.outputActivation)
+
+    def getNumFeatures(self) -> int:
+        return self.getOrDefault(self.numFeatures)
