@@ -57,7 +57,9 @@ def features_expression(df: DataFrame, features_col: str | Sequence[str]):
     field = _field(df, features_col, "features")
     dtype = field.dataType
     if isinstance(dtype, VectorUDT):
-        return vector_to_array(F.col(features_col), dtype="float32")
+        # vector_to_array throws on a null vector; keep it null so the caller can name it.
+        column = F.col(features_col)
+        return F.when(column.isNotNull(), vector_to_array(column, dtype="float32"))
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, NUMERIC_TYPES):
         return F.col(features_col).cast(T.ArrayType(T.FloatType()))
     if isinstance(dtype, NUMERIC_TYPES):

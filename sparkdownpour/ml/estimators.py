@@ -57,12 +57,18 @@ class _KerasEstimator(Estimator):
             raise ValueError(f"options has unknown key(s) {unknown}; allowed: "
                              f"{sorted(allowed - set(knobs))}")
         try:
-            return self._config_class(**{**knobs, **options, "verbose": options.get("verbose", 0)})
+            config = self._config_class(**{**knobs, **options,
+                                           "verbose": options.get("verbose", 0)})
+            self._check(config)
+            return config
         except (TypeError, ValueError) as exc:
             names = {knob: param for param, knob in self._param_to_knob.items() if param != knob}
             hint = "".join(f"; {knob} is the Param {param}" for knob, param in names.items()
                            if knob in str(exc))
             raise type(exc)(f"{type(self).__name__}: {exc}{hint}") from exc
+
+    def _check(self, config) -> None:
+        """Checks the trainer makes beyond the config's own."""
 
     def _fresh_model(self):
         """An untrained copy (or a builder) for one fit, and a built instance to inspect."""
@@ -111,6 +117,12 @@ class DownpourEstimator(_KerasEstimator, DownpourParams):
     _param_to_knob = {"loss": "loss", "optimizer": "optimizer", "learningRate": "learning_rate",
                       "batchSize": "batch_size", "epochs": "epochs", "nFetch": "n_fetch",
                       "nPush": "n_push", "numShards": "num_shards", "seed": "seed"}
+
+    def _check(self, config) -> None:
+        from sparkdownpour import optimizers
+
+        if isinstance(config.optimizer, str):
+            optimizers.get(config.optimizer, learning_rate=config.learning_rate)
 
     def _train(self, model, config, dataset):
         from sparkdownpour.downpour import Downpour

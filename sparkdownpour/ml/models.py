@@ -112,9 +112,10 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         frame = dataset.withColumn(scratch, udf(features_expression(dataset, features)))
         if "prediction" in outputs:
             frame = frame.withColumn(outputs["prediction"], F.col(f"{scratch}.prediction"))
-        if "probability" in outputs:
+        if "probability" in outputs:  # array_to_vector throws on null: a null row stays null
+            probability = F.col(f"{scratch}.probability")
             frame = frame.withColumn(outputs["probability"],
-                                     array_to_vector(F.col(f"{scratch}.probability")))
+                                     F.when(probability.isNotNull(), array_to_vector(probability)))
         return frame.drop(scratch)
 
     def write(self) -> MLWriter:

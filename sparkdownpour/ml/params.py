@@ -25,18 +25,22 @@ from pyspark.ml.param.shared import (
 TASKS = ("multiclass", "binary", "regression")
 
 
-def _positive_int(value: Any) -> int:
-    number = TypeConverters.toInt(value)
-    if number < 1:
-        raise ValueError(f"must be an integer >= 1, received {value!r}")
-    return number
+def _positive_int(name: str):
+    def convert(value: Any) -> int:
+        number = TypeConverters.toInt(value)
+        if number < 1:
+            raise ValueError(f"{name} must be an integer >= 1, received {value!r}")
+        return number
+    return convert
 
 
-def _non_negative_float(value: Any) -> float:
-    number = TypeConverters.toFloat(value)
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be a finite number >= 0, received {value!r}")
-    return number
+def _non_negative_float(name: str):
+    def convert(value: Any) -> float:
+        number = TypeConverters.toFloat(value)
+        if not 0 <= number < float("inf"):
+            raise ValueError(f"{name} must be a finite number >= 0, received {value!r}")
+        return number
+    return convert
 
 
 def _loss(value: Any):
@@ -75,7 +79,7 @@ class HasTrainerCommon(HasColumns):
     loss = Param(Params._dummy(), "loss", "Keras loss name (or a callable) the model minimises",
                  typeConverter=_loss)
     numShards = Param(Params._dummy(), "numShards", "parameter server shards",
-                      typeConverter=_positive_int)
+                      typeConverter=_positive_int("numShards"))
     options = Param(Params._dummy(), "options",
                     "other fields of the trainer's config (DownpourConfig or SandblasterConfig) "
                     "as a dict, e.g. {'clip_norm': 1.0}", typeConverter=_options)
@@ -97,11 +101,11 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
                       "server-side update rule: adagrad, sgd, momentum or adam",
                       typeConverter=TypeConverters.toString)
     epochs = Param(Params._dummy(), "epochs", "passes over the data",
-                   typeConverter=_positive_int)
+                   typeConverter=_positive_int("epochs"))
     nFetch = Param(Params._dummy(), "nFetch", "mini-batches between parameter fetches",
-                   typeConverter=_positive_int)
+                   typeConverter=_positive_int("nFetch"))
     nPush = Param(Params._dummy(), "nPush", "mini-batches between gradient pushes",
-                  typeConverter=_positive_int)
+                  typeConverter=_positive_int("nPush"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,11 +130,11 @@ class SandblasterParams(HasTrainerCommon, HasMaxIter, HasTol):
     """Sandblaster L-BFGS's Params; names follow ``SandblasterConfig`` in camelCase."""
 
     l2 = Param(Params._dummy(), "l2", "L2 strength: the objective adds l2/2 * |kernels|^2",
-               typeConverter=_non_negative_float)
+               typeConverter=_non_negative_float("l2"))
     gtol = Param(Params._dummy(), "gtol", "stop when the gradient norm is at most this",
-                 typeConverter=_non_negative_float)
+                 typeConverter=_non_negative_float("gtol"))
     historySize = Param(Params._dummy(), "historySize", "L-BFGS memory m",
-                        typeConverter=_positive_int)
+                        typeConverter=_positive_int("historySize"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -158,7 +162,7 @@ class KerasModelParams(HasColumns):
                              "none (they already are), softmax or sigmoid (they are logits)",
                              typeConverter=TypeConverters.toString)
     numFeatures = Param(Params._dummy(), "numFeatures", "features per row the model takes",
-                        typeConverter=_positive_int)
+                        typeConverter=_positive_int("numFeatures"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -109,10 +109,11 @@ def _columns(outputs: np.ndarray, task: str, activation: str) -> tuple[np.ndarra
 
 
 def _struct(prediction: np.ndarray, probability: np.ndarray | None, valid: np.ndarray):
-    mask = None if valid.all() else pa.array(~valid)
+    null = None if valid.all() else ~valid
+    mask = None if null is None else pa.array(null)  # the Arrow form, for nested arrays
     full_prediction = np.full(len(valid), np.nan)
     full_prediction[valid] = prediction
-    arrays, names = [pa.array(full_prediction, mask=mask)], ["prediction"]
+    arrays, names = [pa.array(full_prediction, mask=null)], ["prediction"]
     if probability is not None:
         width = probability.shape[1]
         full = np.zeros((len(valid), width))

@@ -71,6 +71,17 @@ def test_null_feature_row_is_refused(spark):
         fit(df)
 
 
+def test_null_vector_row_is_refused_by_name_not_by_a_spark_stack_trace(spark):
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    df = frame(spark, [(None, 0.0)] + GOOD)
+    df = df.withColumn("features", F.when(F.col("features").isNotNull(),
+                                          array_to_vector("features")))
+    with pytest.raises(ValueError, match=r"features column 'features' is null in 1 of 3 rows"):
+        fit(df)
+
+
 def test_list_of_numeric_columns_with_a_string_among_them(spark):
     df = spark.createDataFrame([(1.0, "x", 0.0)], "a double, b string, label double")
     with pytest.raises(TypeError, match=r"features column 'b' has type string"):
