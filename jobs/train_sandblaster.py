@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ SECTIONS = {
     "sandblaster": None,   # checked by SandblasterConfig.from_dict, which names allowed keys
     "spark": None,
 }
-MODEL_KINDS = ("logistic", "softmax", "mlp")
+MODEL_KINDS = ("logistic", "softmax", "mlp")  # classification kinds of jobmodels
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,40 +69,6 @@ def job_settings(args) -> dict:
     return settings
 
 
-def sample_data_path() -> str:
-    """The sample in Spark's home (pip's pyspark package; spark-submit sets SPARK_HOME, and
-    there pyspark itself is imported from a zip)."""
-    import pyspark
-
-    home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
-    return os.path.join(home, "data", "mllib", "sample_binary_classification_data.txt")
-
-
-def loss_for(kind: str) -> str:
-    return "binary_crossentropy" if kind == "logistic" else "sparse_categorical_crossentropy"
-
-
-def model_builder(kind: str, inputs: int, classes: int, hidden=(64,), activation="relu"):
-    """A zero-argument builder of the chosen model kind."""
-    import keras
-
-    if kind == "logistic" and classes > 2:
-        raise ValueError(f"kind = 'logistic' needs labels 0/1, the data has {classes} classes; "
-                         "use kind = 'softmax'")
-
-    def build():
-        layers = [keras.Input((inputs,))]
-        if kind == "mlp":
-            layers += [keras.layers.Dense(int(h), activation=activation) for h in hidden]
-        if kind == "logistic":
-            layers.append(keras.layers.Dense(1, activation="sigmoid"))
-        else:
-            layers.append(keras.layers.Dense(classes, activation="softmax"))
-        return keras.Sequential(layers)
-
-    return build
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
@@ -111,7 +76,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from sparkdownpour import Sandblaster, SandblasterConfig
-    from sparkdownpour.jobdata import held_out_arrays, load_frame
+    from sparkdownpour.jobdata import held_out_arrays, load_frame, sample_data_path
+    from sparkdownpour.jobmodels import loss_for, model_builder
     from sparkdownpour.session import get_or_create_session
 
     try:  # every setting is checked before Spark starts
@@ -124,7 +90,7 @@ def main(argv=None) -> int:
         spark = get_or_create_session("sparkdownpour-train-sandblaster", settings["spark"])
         spark.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter()
-        path = data.get("path") or sample_data_path()
+        path = data.get("path") or sample_data_path("sample_binary_classification_data.txt")
         df, features = load_frame(spark, path, data.get("format") or None,
                                   data.get("label_col", "label"), data.get("features_col"))
         seed = int(data.get("seed", 0))

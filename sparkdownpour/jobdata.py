@@ -11,6 +11,17 @@ import numpy as np
 FORMATS = ("parquet", "csv", "libsvm")
 
 
+def sample_data_path(name: str) -> str:
+    """A sample data file in Spark's ``data/mllib`` (pip's pyspark package ships them; under
+    spark-submit SPARK_HOME is set, and pyspark itself may be imported from a zip)."""
+    import os
+
+    import pyspark
+
+    home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    return os.path.join(home, "data", "mllib", name)
+
+
 def guess_format(path: str) -> str:
     if path.endswith((".svm", ".libsvm", ".txt")):
         return "libsvm"

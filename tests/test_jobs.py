@@ -1,5 +1,6 @@
 """The spark-submit jobs, run as a user runs them: separate processes, real executors."""
 
+import importlib.util
 import os
 import re
 import shutil
@@ -95,3 +96,91 @@ def test_train_sandblaster_refuses_a_bad_job_file(tmp_path):
                                                 "PYSPARK_PYTHON": sys.executable})
         assert proc.returncode != 0
         assert message in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_generic_toml_job_on_local_cluster_saves_a_pipeline_that_loads(spark, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    from sparkdownpour.jobdata import sample_data_path
+
+    out = run_job([spark_submit(), "--master", "local-cluster[2,1,1024]",
+                   "--conf", "spark.driver.host=127.0.0.1", "jobs/train.py",
+                   "--conf-file", "conf/train.toml", "--quiet", "--output", str(tmp_path / "m")])
+    values = report(out)
+    assert "local-cluster[2,1,1024]" in values["master"]
+    assert values["pipeline"] == "StandardScalerModel -> DownpourModel"
+    assert float(values["held-out accuracy"]) >= 0.85
+    fitted = PipelineModel.load(str(tmp_path / "m"))
+    rows = spark.read.format("libsvm").load(
+        sample_data_path("sample_multiclass_classification_data.txt"))
+    predicted = fitted.transform(rows).select("label", "prediction").collect()
+    assert np.mean([r.label == r.prediction for r in predicted]) >= 0.85
+
+
+@pytest.mark.slow
+def test_generic_toml_job_runs_sandblaster_on_numeric_csv_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (x @ [1.0, -2.0, 0.5] > 0).astype(int)
+    path = tmp_path / "rows.csv"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header="a,b,c,label",
+               comments="", fmt="%.6f")
+    conf = tmp_path / "job.toml"
+    conf.write_text('[model]\nkind = "logistic"\n[train]\nalgorithm = "sandblaster"\n'
+                    '[sandblaster]\nl2 = 1e-3\n[output]\npath = ""\n')
+    values = report(run_job([sys.executable, "jobs/train.py", "--conf-file", str(conf),
+                             "--data", str(path), "--quiet"]))
+    assert values["pipeline"] == "VectorAssembler -> StandardScalerModel -> SandblasterModel"
+    assert float(values["held-out accuracy"]) >= 0.95
+    assert values["saved to"] == "(not saved)"
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('[train]\nalgorithm = "adam"\n', "algorithm = 'adam'; allowed: ('downpour', 'sandblaster')"),
+    ('[downpour]\nepoch = 3\n', "[downpour]: unknown key(s) ['epoch']; allowed:"),
+    ('[downpour]\nlearning_rate = -1.0\n', "learning_rate must be a finite number > 0"),
+    ('[sandblaster]\nhistory_size = 0\n[train]\nalgorithm = "sandblaster"\n',
+     "history_size must be >= 1, received 0"),
+    ('[model]\nhidden = [0]\n', "hidden = [0]; give a list of layer sizes >= 1"),
+    ('[model]\nactivation = "wiggle"\n', "activation 'wiggle' is not a Keras activation"),
+    ('[model]\nkind = "linear"\n', "kind = 'linear' does not do task = 'classification'"),
+    ('[data]\ntest_fraction = 1.5\n', "test_fraction = 1.5; give a share in (0, 1)"),
+    ('[data]\nscale = "yes"\n', "scale = 'yes'; give true or false"),
+    ('[output]\npaht = "x"\n', "[output]: unknown key(s) ['paht']; allowed: ['overwrite', 'path']"),
+    ('[outputs]\npath = "x"\n', "unknown section(s) ['outputs']"),
+])
+def test_generic_job_refuses_a_bad_toml_before_spark(tmp_path, toml, message):
+    path = tmp_path / "job.toml"
+    path.write_text(toml)
+    job = load_job("train")
+    with pytest.raises(ValueError) as info:
+        job.job_settings(job.parse_args(["--conf-file", str(path)]))
+    assert message in str(info.value)
+
+
+def test_generic_job_exits_with_the_message_and_starts_no_spark(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text('[downpour]\nepoch = 3\n')
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--conf-file", str(path), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    assert proc.returncode != 0
+    assert "error: " in proc.stderr and "unknown key(s) ['epoch']" in proc.stderr
+    assert "log4j" not in proc.stderr  # refused before a JVM started
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generic_job_help_documents_every_option():
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for option in ("--conf-file", "--data", "--format", "--features-col", "--label-col",
+                   "--algorithm", "--output", "--quiet"):
+        assert option in proc.stdout

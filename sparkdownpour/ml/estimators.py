@@ -33,6 +33,15 @@ class _KerasEstimator(Estimator):
         self.model = model
         self.setParams(**params)
 
+    @classmethod
+    def from_knobs(cls, model, knobs: dict, **params: Any):
+        """An estimator from the trainer config's snake_case knobs (e.g. a job's TOML section):
+        Params where the estimator has one, the rest in ``options``."""
+        by_knob = {knob: param for param, knob in cls._param_to_knob.items()}
+        as_params = {by_knob[key]: value for key, value in knobs.items() if key in by_knob}
+        options = {key: value for key, value in knobs.items() if key not in by_knob}
+        return cls(model=model, options=options, **as_params, **params)
+
     def setParams(self, **params: Any):
         """Set any Params by name (Spark's camelCase names)."""
         unknown = sorted(name for name in params if not self.hasParam(name))
