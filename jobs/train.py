@@ -53,18 +53,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def job_settings(args) -> dict:
     """The TOML's settings with the command line's overrides, all checked (no Spark yet)."""
     from sparkdownpour.config import DownpourConfig, SandblasterConfig
-    from sparkdownpour.jobdata import FORMATS, read_job_toml
+    from sparkdownpour.jobdata import FORMATS, apply_overrides, read_job_toml
     from sparkdownpour.jobmodels import check_model_spec, loss_for
 
     settings = read_job_toml(args.conf_file, SECTIONS)
     data, model, train = settings["data"], settings["model"], settings["train"]
-    for option, section, key in [("data", data, "path"), ("format", data, "format"),
-                                 ("features_col", data, "features_col"),
-                                 ("label_col", data, "label_col"),
-                                 ("algorithm", train, "algorithm"),
-                                 ("output", settings["output"], "path")]:
-        if getattr(args, option) is not None:
-            section[key] = getattr(args, option)
+    apply_overrides(args, [("data", data, "path"), ("format", data, "format"),
+                           ("features_col", data, "features_col"),
+                           ("label_col", data, "label_col"),
+                           ("algorithm", train, "algorithm"),
+                           ("output", settings["output"], "path")])
     where = f"{args.conf_file}"
     algorithm = train.setdefault("algorithm", "downpour")
     if algorithm not in ALGORITHMS:

@@ -49,18 +49,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def job_settings(args) -> dict:
-    from sparkdownpour.jobdata import read_job_toml
+    from sparkdownpour.jobdata import apply_overrides, read_job_toml
 
     settings = read_job_toml(args.conf_file, SECTIONS)
     data, model, algo = settings["data"], settings["model"], settings["sandblaster"]
-    for option, section, key in [("data", data, "path"), ("format", data, "format"),
-                                 ("features_col", data, "features_col"),
-                                 ("label_col", data, "label_col"), ("model", model, "kind"),
-                                 ("max_iter", algo, "max_iter"), ("l2", algo, "l2"),
-                                 ("tol", algo, "tol"), ("history_size", algo, "history_size"),
-                                 ("num_shards", algo, "num_shards")]:
-        if getattr(args, option) is not None:
-            section[key] = getattr(args, option)
+    apply_overrides(args, [("data", data, "path"), ("format", data, "format"),
+                           ("features_col", data, "features_col"),
+                           ("label_col", data, "label_col"), ("model", model, "kind"),
+                           ("max_iter", algo, "max_iter"), ("l2", algo, "l2"),
+                           ("tol", algo, "tol"), ("history_size", algo, "history_size"),
+                           ("num_shards", algo, "num_shards")])
     if args.quiet:
         algo["verbose"] = 0
     kind = model.get("kind", "logistic")

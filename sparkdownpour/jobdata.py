@@ -66,6 +66,14 @@ def held_out_arrays(frame, features, label_col: str) -> tuple[np.ndarray, np.nda
     return x, table.column("label").to_numpy().astype(np.float32)
 
 
+def apply_overrides(args, overrides) -> None:
+    """Command-line options win over the TOML: ``(option, section dict, key)`` triples."""
+    for option, section, key in overrides:
+        value = getattr(args, option)
+        if value is not None:
+            section[key] = value
+
+
 def read_job_toml(path: str | Path, allowed: dict[str, set[str] | None]) -> dict[str, dict]:
     """The TOML file's sections; an unknown section or key is refused with what is allowed.
 
