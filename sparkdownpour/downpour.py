@@ -22,6 +22,7 @@ from sparkdownpour import data, optimizers
 from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.observe import announce
 from sparkdownpour.progress import ServerProgress
 from sparkdownpour.replica.keras_model import (
     SPARSE_LOSSES,
@@ -37,7 +38,8 @@ from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.runner import tls_context
 from sparkdownpour.session import driver_address, task_cpus
-from sparkdownpour.spark_jobs import job_group
+from sparkdownpour.spark_jobs import describe, job_group
+from sparkdownpour.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,8 @@ class Downpour:
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label", *,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None,
             stop_when: Callable[[dict], bool] | None = None,
-            resume: bool = False) -> TrainingResult:
+            resume: bool = False, log_dir: str | None = None,
+            mlflow: bool = False) -> TrainingResult:
         """Train on ``df``; return ``TrainingResult(model, history)``.
 
         ``resume=True`` continues from the newest valid checkpoint in ``checkpoint_dir``
@@ -74,8 +77,15 @@ class Downpour:
         ``validation_data=(x, y)`` (numpy) is scored on the driver after every epoch
         (``val_loss``, and ``val_accuracy`` for classification). ``stop_when(record)`` ends
         training early when it returns True for an epoch's history record.
+
+        ``log_dir`` writes every epoch's numeric record fields as TensorBoard scalars there;
+        ``mlflow=True`` logs the knobs, per-epoch metrics and the final model to the active
+        MLflow run (one is started if none is active). While it runs, the master model server
+        serves a live dashboard; its one-time link is logged and kept in
+        ``history.info["dashboard"]``.
         """
         cfg = self.config
+        tracking = Tracking(log_dir, mlflow, algorithm="downpour", config=cfg)
         if resume and cfg.checkpoint_dir is None:
             raise ValueError("fit(resume=True) needs checkpoint_dir set in the Downpour config, "
                              "where the interrupted run wrote its checkpoints")
@@ -91,12 +101,16 @@ class Downpour:
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
                                        output_units(driver_model))
             validation = _check_validation(validation_data, summary.num_features)
-            history = History(info={"rows": summary.num_rows,
+            history = History(info={"run_id": uuid.uuid4().hex, "rows": summary.num_rows,
                                     "partitions": prepared.rdd.getNumPartitions(),
                                     "features": summary.num_features, "rule": repr(self._rule)})
-            self._train(prepared, driver_model, spec, history, validation, stop_when, resume)
+            with tracking:
+                history.listeners.append(tracking.record)
+                self._train(prepared, driver_model, spec, history, validation, stop_when, resume)
+                tracking.finish(driver_model, history.info)
         finally:
             prepared.unpersist()
+        history.listeners.clear()  # the result keeps no reference to servers or writers
         history.info["wall_time_s"] = time.perf_counter() - started
         return TrainingResult(driver_model, history)
 
@@ -137,9 +151,11 @@ class Downpour:
                 ServerProgress(store, expected_updates, cfg.verbose) as progress, \
                 (checkpoints or _nothing()):
             history.info["server"] = server.url
+            run_id = history.info["run_id"]
+            announce(server, history, cfg.verbose, f"Downpour run {run_id[:8]}")
             if self._on_server_start is not None:
                 self._on_server_start(server)
-            base = ReplicaSpec(run_id=uuid.uuid4().hex, model=spec, url=server.url,
+            base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, n_fetch=cfg.n_fetch,
                                n_push=cfg.n_push, epoch=0, seed=cfg.seed,
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
@@ -149,15 +165,16 @@ class Downpour:
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)
-                with job_group(spark, f"sparkdownpour downpour warm start ({cfg.warmstart_steps} "
-                                      "steps on one replica)"):
+                with job_group(spark, describe("downpour", run_id, f"warm start "
+                                               f"({cfg.warmstart_steps} steps on one replica)"),
+                               run_id=run_id):
                     _run_job(prepared.coalesce(1), replace(base, max_steps=cfg.warmstart_steps))
             for epoch in range(first_epoch, cfg.epochs + 1):
                 progress.set_epoch(epoch, cfg.epochs)
                 epoch_start = time.perf_counter()
                 store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
-                with job_group(spark, f"sparkdownpour downpour epoch {epoch}/{cfg.epochs} "
-                                      f"({partitions} replicas)"):
+                with job_group(spark, describe("downpour", run_id, f"epoch {epoch}/{cfg.epochs} "
+                                               f"({partitions} replicas)"), run_id=run_id):
                     stats = _run_job(prepared, replace(base, epoch=epoch))
                 epochs_done["n"] = epoch
                 if checkpoints is not None:

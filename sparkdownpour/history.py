@@ -14,8 +14,29 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)  # run-wide facts: rows, partitions, server address
 
+    # Called with each record as it is appended (TensorBoard/MLflow writers, the dashboard).
+    listeners: list = field(default_factory=list, repr=False, compare=False)
+
     def append(self, record: dict) -> None:
         self.epochs.append(record)
+        for listener in self.listeners:
+            listener(record)
+
+    def to_pandas(self):
+        """The records as a ``pandas.DataFrame``, one row per epoch (or L-BFGS iteration)."""
+        from sparkdownpour.history_views import to_pandas
+
+        return to_pandas(self)
+
+    def plot(self, path, *, keys=None) -> str:
+        """Save the training curve(s) as a PNG at ``path`` (matplotlib, Agg); returns the path.
+
+        ``keys`` defaults to the loss-like columns present (``loss``, ``val_loss``,
+        ``val_accuracy`` or ``objective``, ``grad_norm``).
+        """
+        from sparkdownpour.history_views import plot
+
+        return plot(self, path, keys=keys)
 
     def __getitem__(self, key: str) -> list:
         if self.epochs and key not in self.epochs[-1]:

@@ -36,7 +36,9 @@ from sparkdownpour.replica.keras_model import (
     trainable_arrays,
 )
 from sparkdownpour.session import driver_address, task_cpus
-from sparkdownpour.spark_jobs import job_group
+from sparkdownpour.observe import iteration_dashboard
+from sparkdownpour.spark_jobs import describe, job_group
+from sparkdownpour.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +58,29 @@ class Sandblaster:
         self.config = SandblasterConfig.resolve(config, kwargs)
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label",
-            *, num_portions: int | None = None) -> TrainingResult:
+            *, num_portions: int | None = None, log_dir: str | None = None,
+            mlflow: bool = False) -> TrainingResult:
         """Minimise the mean loss (+ L2) over ``df``; return ``TrainingResult(model, history)``.
 
         ``num_portions`` overrides ``portions_per_core x spark.default.parallelism``. The history
         has one record per L-BFGS iteration (objective, grad_norm, step_size, evaluations,
         wall_time_s); ``history.info["stop_reason"]`` says why it stopped.
+
+        ``log_dir`` (TensorBoard scalars per iteration) and ``mlflow`` are as in
+        ``Downpour.fit``. While it runs, a small dashboard server on the driver charts the
+        objective and gradient norm; its one-time link is in ``history.info["dashboard"]``.
         """
         cfg = self.config
+        tracking = Tracking(log_dir, mlflow, algorithm="sandblaster", config=cfg)
+        run_id = uuid.uuid4().hex
         started = time.perf_counter()
         prepared = data.prepare(df, features_col, label_col)
         spark = prepared.sparkSession
         portions = _portions(num_portions, cfg, spark)
         blocks = numpy_blocks(prepared, portions)
         try:
-            with job_group(spark, f"sparkdownpour sandblaster: cache and check {portions} "
-                                  "portions"):
+            with job_group(spark, describe("sandblaster", run_id, f"cache and check {portions} "
+                                           "portions"), run_id=run_id):
                 stats = cache_and_check(blocks)  # one pass: parse, cache and validate
             cached_s = time.perf_counter() - started
             if stats is None or not stats.clean:
@@ -83,20 +92,24 @@ class Sandblaster:
             model, spec = driver_model(self.model, cfg.loss, summary.num_features, features_col)
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
                                        output_units(model), stats.non_integer_labels)
-            history = History(info={"rows": summary.num_rows, "partitions": portions,
+            history = History(info={"run_id": run_id, "rows": summary.num_rows, "partitions": portions,
                                     "features": summary.num_features,
                                     "shards": cfg.num_shards, "cache_s": cached_s,
                                     "setup_s": time.perf_counter() - started})
-            result = self._minimize(blocks, model, spec, history)
+            with tracking:
+                history.listeners.append(tracking.record)
+                result = self._minimize(blocks, model, spec, history)
+                assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
+                for record in result.records:
+                    history.append(record)
+                history.info.update(stop_reason=result.stop_reason, message=result.message,
+                                    objective=result.value, grad_norm=result.grad_norm,
+                                    iterations=result.iterations, evaluations=result.evaluations)
+                tracking.finish(model, history.info)
         finally:
             blocks.unpersist()
-        assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
-        for record in result.records:
-            history.append(record)
-        history.info.update(stop_reason=result.stop_reason, message=result.message,
-                            objective=result.value, grad_norm=result.grad_norm,
-                            iterations=result.iterations, evaluations=result.evaluations,
-                            wall_time_s=time.perf_counter() - started)
+        history.listeners.clear()
+        history.info["wall_time_s"] = time.perf_counter() - started
         logger.info("sandblaster stopped after %d iterations: %s", result.iterations,
                     result.message)
         return TrainingResult(model, history)
@@ -116,9 +129,11 @@ class Sandblaster:
                         max_request_bytes=int(cfg.max_request_mb * 2**20),
                         timeout=cfg.request_timeout,
                         processes=cfg.shard_processes) as shards, \
-                _IterationProgress(cfg.max_iter, cfg.verbose) as progress:
+                _IterationProgress(cfg.max_iter, cfg.verbose) as progress, \
+                iteration_dashboard(driver_address(spark), history, cfg.verbose,
+                                    f"Sandblaster run {history.info['run_id'][:8]}") as view:
             history.info["shard_urls"] = shards.urls
-            base = StageSpec(run_id=uuid.uuid4().hex, model=spec, shard_urls=tuple(shards.urls),
+            base = StageSpec(run_id=history.info["run_id"], model=spec, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark))
             counter = itertools.count(1)
@@ -128,8 +143,10 @@ class Sandblaster:
             def evaluate(point: str) -> tuple[float, np.ndarray]:
                 number = next(counter)
                 stage = replace(base, point=point, version=number)
-                with job_group(spark, f"sparkdownpour sandblaster: evaluation {number} "
-                                      f"({history.info['partitions']} portions)"):
+                with job_group(spark, describe("sandblaster", history.info["run_id"],
+                                               f"evaluation {number} "
+                                               f"({history.info['partitions']} portions)"),
+                               run_id=history.info["run_id"]):
                     loss_sum, grad_sum, rows = (
                         blocks.mapPartitions(functools.partial(evaluate_partition, spec=stage))
                         .treeReduce(combine, depth=depth))
@@ -138,8 +155,11 @@ class Sandblaster:
                                        f"{history.info['rows']}")
                 return loss_sum / rows, grad_sum / rows
 
-            return minimize(shards.space, evaluate, x0, options, mask=mask,
-                            callback=progress.update)
+            def callback(record: dict) -> None:  # None: never asks the coordinator to stop
+                progress.update(record)
+                view.note_record(record)
+
+            return minimize(shards.space, evaluate, x0, options, mask=mask, callback=callback)
 
 
 def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:

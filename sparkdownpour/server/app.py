@@ -8,6 +8,9 @@ Routes (all need ``Authorization: Bearer <token>``)::
     GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N]
                                            -> {"epoch", "partition", "applied"}
     GET  /v1/status                        -> store.status() as JSON
+    GET  /metrics                          -> Prometheus text (``server.metrics``)
+    GET  /, /v1/dashboard, /login?code=    -> the dashboard (``server.dashboard``); a browser
+                                              may use the session cookie instead, GET only
 
 An update whose meta carries a position (epoch, partition, begin, end, attempt) is applied at
 most once: a duplicate, out-of-order or closed-epoch push is answered 409 with
@@ -26,6 +29,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from sparkdownpour.server.browser_auth import LOGIN_PATH
 from sparkdownpour.server.ledger import MAX_INDEX, position_from_meta
 from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
 
@@ -35,6 +39,7 @@ __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_r
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key, set by dashboard.install
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -84,7 +89,7 @@ def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
     def _authenticate() -> Response | None:
         # Runs before routing errors and before any body is read.
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given, expected) and not _browser_allowed(app):
             what = "wrong bearer token" if given else "missing 'Authorization: Bearer <token>'"
             return error_response(401, f"unauthorized: {what}")
         length = request.content_length
@@ -103,6 +108,15 @@ def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
         return error_response(e.code or 500, f"{e.name}: {e.description}")
 
     return app
+
+
+def _browser_allowed(app: Flask) -> bool:
+    """A dashboard's browser (see ``browser_auth``): GET only, with the session cookie, or to
+    the login route, which checks its one-time code itself. Apps without a dashboard: never."""
+    auth = app.extensions.get(BROWSER_AUTH)
+    if auth is None or request.method not in ("GET", "HEAD"):
+        return False
+    return request.path == LOGIN_PATH or auth.cookie_ok(request.cookies.get(auth.cookie_name))
 
 
 def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Flask:
@@ -178,4 +192,8 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
     def status() -> Response:
         return jsonify(store.status())
 
+    # The dashboard at / and Prometheus metrics at /metrics (same token; see README).
+    from sparkdownpour.server.observe_routes import install_downpour
+
+    install_downpour(app, store)
     return app

@@ -150,6 +150,10 @@ class ProgressLedger:
         if len(self._health) > 4096:  # bounded: the oldest replica's record goes first
             self._health.pop(next(iter(self._health)))
 
+    def loss_ema(self) -> dict[str, float]:
+        """Each replica's smoothed recent loss (what the dashboard charts live)."""
+        return {replica: h["ema"] for replica, h in self._health.items()}
+
     def diverging(self) -> dict[str, dict[str, Any]]:
         """Replicas whose loss is non-finite or grew ``divergence_factor`` times its best."""
         out = {}

@@ -140,6 +140,13 @@ class ParameterStore:
                 "diverging": self.ledger.diverging(),
             }
 
+    def live_loss(self) -> float | None:
+        """The mean of the replicas' smoothed recent losses, or None before any report."""
+        with self._lock:
+            losses = [v for v in self.ledger.loss_ema().values()
+                      if v is not None and math.isfinite(v)]
+        return sum(losses) / len(losses) if losses else None
+
     # -- write side ------------------------------------------------------------------------
 
     def _check_grads(self, grads: Sequence[Any]) -> list[np.ndarray]:

@@ -1,0 +1,52 @@
+"""Driver-side glue for watching a run: the dashboard link, Sandblaster's dashboard server.
+
+Kept out of ``downpour.py`` and ``sandblaster.py`` so that they need only a few hook lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+from sparkdownpour.server.dashboard import IterationView, dashboard_link, dashboard_view
+from sparkdownpour.server.observe_routes import create_iteration_app
+from sparkdownpour.server.runner import ParameterServer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["announce", "iteration_dashboard"]
+
+
+def announce(server, history, verbose: int, title: str, *, listen: bool = True) -> None:
+    """Mint the one-time dashboard link, keep it in ``history.info["dashboard"]``, log it and
+    (with ``verbose``) print it above the progress bar; with ``listen`` the history's records
+    go to the dashboard as they are appended."""
+    view = dashboard_view(server)
+    if view is None:
+        return
+    view.title = title
+    if listen:
+        history.listeners.append(view.note_record)
+    link = dashboard_link(server)
+    history.info["dashboard"] = link
+    logger.info("%s: live dashboard at %s (one-time link; it sets a session cookie)", title,
+                link)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{title}: dashboard {link}")
+
+
+@contextlib.contextmanager
+def iteration_dashboard(host: str, history, verbose: int, title: str, *,
+                        max_request_bytes: int = 1 << 20) -> Iterator[IterationView]:
+    """Sandblaster's dashboard: a small read-only server on the driver for the coordinator's
+    per-iteration records (its shards may run in child processes)."""
+    view = IterationView(title, info={"portions": history.info.get("partitions"),
+                                      "shards": history.info.get("shards")})
+    with ParameterServer(view, host=host, max_request_bytes=max_request_bytes,
+                         app_factory=create_iteration_app) as server:
+        history.info["dashboard_server"] = server.url
+        announce(server, history, verbose, title, listen=False)  # fed by the callback
+        yield view
