@@ -1,0 +1,88 @@
+"""The dashboard's door: one-time login codes, the session cookie, and what it does not open."""
+
+import numpy as np
+import pytest
+
+from sparkdownpour import optimizers
+from sparkdownpour.server import ParameterStore
+from sparkdownpour.server.app import BROWSER_AUTH, create_app
+from sparkdownpour.server.dashboard import CSP
+from sparkdownpour.server.protocol import encode_frame
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture()
+def app():
+    store = ParameterStore([np.zeros((2, 2), np.float32)], optimizers.get("sgd"))
+    return create_app(store, token=TOKEN)
+
+
+def login(app, client):
+    code = app.extensions[BROWSER_AUTH].mint_code()
+    return client.get(f"/login?code={code}"), code
+
+
+def test_nothing_without_token_or_cookie(app):
+    client = app.test_client()
+    for route in ("/", "/v1/dashboard", "/metrics", "/static/dashboard.js", "/v1/status"):
+        assert client.get(route).status_code == 401, route
+    assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    forged = app.extensions[BROWSER_AUTH].cookie_name
+    client.set_cookie(forged, "not-the-session")
+    assert client.get("/").status_code == 401
+
+
+def test_one_time_code_sets_a_strict_httponly_cookie_and_redirects_without_it(app):
+    client = app.test_client()
+    resp, code = login(app, client)
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert TOKEN not in cookie and code not in cookie  # a separate secret, not the token
+    page = client.get("/")
+    assert page.status_code == 200 and "<svg" in page.text
+    assert page.headers["Content-Security-Policy"] == CSP
+    assert code not in page.text and TOKEN not in page.text
+    assert client.get("/v1/dashboard").json["sections"]["staleness"].startswith("<svg")
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/static/dashboard.js").headers["Content-Type"].startswith("text/javascript")
+    # The code is spent: a second use (another browser, a leaked log line) is refused.
+    again = app.test_client().get(f"/login?code={code}")
+    assert again.status_code == 403 and "Set-Cookie" not in again.headers
+    assert app.test_client().get("/login").status_code == 403
+
+
+def test_the_cookie_never_writes(app):
+    client = app.test_client()
+    login(app, client)
+    frame = encode_frame([np.ones((2, 2), np.float32)], kind="update", step=0, replica="x")
+    assert client.post("/v1/update", data=frame).status_code == 401
+    assert app.test_client().post("/v1/update", data=frame,
+                                  headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_the_bearer_token_also_reads_the_dashboard_and_size_limits_stay(app):
+    client = app.test_client()
+    assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    login(app, client)
+    assert client.get("/", data=b"x" * 10).status_code == 400  # a GET body is still refused
+
+
+def test_codes_are_bounded_and_each_works_once():
+    from sparkdownpour.server.browser_auth import MAX_OPEN_CODES, BrowserAuth
+
+    auth = BrowserAuth()
+    codes = [auth.mint_code() for _ in range(MAX_OPEN_CODES + 2)]
+    assert not auth.redeem(codes[0]) and not auth.redeem(codes[1])  # the oldest were dropped
+    assert auth.redeem(codes[-1]) and not auth.redeem(codes[-1])
+    assert not auth.redeem("") and not auth.redeem(None) and not auth.redeem("x" * 1000)
+
+
+def test_vector_shard_apps_have_no_browser_door():
+    from sparkdownpour.lbfgs.shard_server import create_vector_app
+    from sparkdownpour.lbfgs.vectors import VectorShard
+
+    app = create_vector_app(VectorShard(4), token=TOKEN, max_request_bytes=1024)
+    assert BROWSER_AUTH not in app.extensions
+    assert app.test_client().get("/login?code=x").status_code == 401
