@@ -5,7 +5,7 @@ share, scaling), the model (kind, hidden layer sizes and activations, task), the
 all its knobs, the output path and Spark settings. Builds the Spark ML pipeline
 [VectorAssembler] -> [StandardScaler] -> DownpourEstimator | SandblasterEstimator, fits it,
 scores the held-out split through the fitted pipeline and saves the PipelineModel (load it with
-``pyspark.ml.PipelineModel.load``). Every setting is checked before Spark starts; an unknown key
+``pyspark.ml.PipelineModel.load``) and, beside it, its training curve ``<path>-history.png``. Every setting is checked before Spark starts; an unknown key
 or a bad value is refused with its name and what is allowed. Run it with ``python jobs/train.py``
 or ``spark-submit [--master ...] jobs/train.py --conf-file conf/train.toml``.
 """
@@ -167,9 +167,12 @@ def main(argv=None) -> int:
     fitted = pipeline.fit(train)
     trained = fitted.stages[-1]
     scores = evaluate(fitted.transform(test), label_col, model["task"])
+    curve = None
     if output.get("path"):
         writer = fitted.write()
         (writer.overwrite() if output.get("overwrite", True) else writer).save(output["path"])
+        if len(trained.history):  # beside the model: <path>-history.png
+            curve = trained.history.plot(f"{output['path'].rstrip('/')}-history.png")
     info = trained.history.info
     print(f"data:               {path}, {info['rows']} training rows")
     print(f"algorithm:          {settings['train']['algorithm']}, model {model['kind']} "
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
     for name, value in scores.items():
         print(f"held-out {name}:{' ' * (10 - len(name))}{value:.4f}")
     print(f"saved to:           {output.get('path') or '(not saved)'}")
+    print(f"training curve:     {curve or '(not saved)'}")
     print(f"wall time:          {time.perf_counter() - started:.1f} s")
     return 0
 

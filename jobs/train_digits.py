@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=4, help="model replicas (data partitions)")
     p.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="save the training curve (loss, val_loss, val_accuracy per "
+                   "epoch) as a PNG here")
+    p.add_argument("--log-dir", help="write TensorBoard scalars per epoch here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -77,7 +80,10 @@ def main(argv=None) -> int:
                       learning_rate=args.learning_rate, batch_size=args.batch_size,
                       epochs=args.epochs, n_fetch=args.n_fetch, n_push=args.n_push, seed=seed,
                       verbose=0 if args.quiet else 1,
-                      ).fit(train, features, args.label_col, validation_data=(x_test, y_test))
+                      ).fit(train, features, args.label_col, validation_data=(x_test, y_test),
+                            log_dir=args.log_dir)
+    if args.plot:
+        result.history.plot(args.plot)
     last = result.history.final
     print(f"data:               {args.data or 'scikit-learn digits (bundled)'}, "
           f"{result.history.info['rows']} training rows, {len(y_test)} held out")
@@ -88,6 +94,8 @@ def main(argv=None) -> int:
     print(f"final train loss:   {last['loss']:.4f}")
     print(f"wall time:          {time.perf_counter() - started:.1f} s")
     print(f"held-out accuracy:  {last['val_accuracy']:.4f}")
+    if args.plot:
+        print(f"training curve:     {args.plot}")
     return 0
 
 

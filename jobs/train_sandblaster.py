@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--portions", type=int, help="data portions (default: portions_per_core x "
                    "cores)")
     p.add_argument("--save-model", help="write the trained Keras model to this .keras file")
+    p.add_argument("--plot", help="save the objective and gradient norm per iteration as a PNG "
+                   "here (default with --save-model: beside it, <model>-history.png)")
+    p.add_argument("--log-dir", help="write TensorBoard scalars per iteration here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -65,6 +68,12 @@ def job_settings(args) -> dict:
     if kind not in MODEL_KINDS:
         raise ValueError(f"{args.conf_file} [model]: kind = {kind!r}; allowed: {MODEL_KINDS}")
     return settings
+
+
+def history_png(model_path: str) -> str:
+    """``models/m.keras`` -> ``models/m-history.png``: the training curve beside the model."""
+    base = model_path[:-len(".keras")] if model_path.endswith(".keras") else model_path
+    return f"{base.rstrip('/')}-history.png"
 
 
 def main(argv=None) -> int:
@@ -102,13 +111,17 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
     result = Sandblaster(build, config).fit(train, features, data.get("label_col", "label"),
-                                            num_portions=args.portions)
+                                            num_portions=args.portions,
+                                            log_dir=args.log_dir)
     info = result.history.info
     probabilities = result.model(x_test).numpy()
     predicted = (probabilities[:, 0] > 0.5) if kind == "logistic" else probabilities.argmax(1)
     accuracy = float(np.mean(predicted == y_test)) if len(y_test) else float("nan")
     if args.save_model:
         result.model.save(args.save_model)
+    plot = args.plot or (args.save_model and history_png(args.save_model))
+    if plot and len(result.history):  # no iteration (x0 already optimal): nothing to draw
+        result.history.plot(plot)
     print(f"data:               {path}, {info['rows']} training rows, {len(y_test)} held out")
     print(f"model:              {kind}, {info['features']} features, loss {loss}, l2 {config.l2}")
     print(f"portions:           {info['partitions']} on {spark.sparkContext.master}, "
@@ -120,6 +133,8 @@ def main(argv=None) -> int:
     print(f"gradient norm:      {info['grad_norm']:.3g}")
     print(f"wall time:          {time.perf_counter() - started:.1f} s")
     print(f"held-out accuracy:  {accuracy:.4f}")
+    if plot and len(result.history):
+        print(f"training curve:     {plot}")
     return 0
 
 

@@ -61,18 +61,23 @@ def test_train_digits_on_a_user_file(tmp_path, fmt):
         path = tmp_path / "digits.libsvm"
         dump_svmlight_file(x, y, str(path), zero_based=False)
     out = run_job([sys.executable, "jobs/train_digits.py", "--data", str(path), "--quiet",
-                   "--epochs", "4", "--partitions", "2"])
+                   "--epochs", "4", "--partitions", "2", "--plot", str(tmp_path / "curve.png")])
     values = report(out)
     assert str(path) in values["data"]
+    assert values["training curve"] == str(tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
     assert float(values["held-out accuracy"]) >= 0.85
 
 
 @pytest.mark.slow
-def test_train_sandblaster_default_job_on_local_cluster():
+def test_train_sandblaster_default_job_on_local_cluster(tmp_path):
     out = run_job([spark_submit(), "--master", "local-cluster[2,1,1024]",
                    "--conf", "spark.driver.host=127.0.0.1",
-                   "jobs/train_sandblaster.py", "--quiet", "--num-shards", "2"])
+                   "jobs/train_sandblaster.py", "--quiet", "--num-shards", "2",
+                   "--save-model", str(tmp_path / "m.keras")])
     values = report(out)
+    # The training curve lands beside the model.
+    assert (tmp_path / "m-history.png").read_bytes().startswith(b"\x89PNG")
     assert "sample_binary_classification_data.txt" in values["data"]
     assert "local-cluster[2,1,1024]" in values["portions"] and "2 shard(s)" in values["portions"]
     assert values["stop reason"].split()[0] in ("tol", "gtol")
@@ -112,6 +117,8 @@ def test_generic_toml_job_on_local_cluster_saves_a_pipeline_that_loads(spark, tm
     assert values["pipeline"] == "StandardScalerModel -> DownpourModel"
     assert float(values["held-out accuracy"]) >= 0.85
     fitted = PipelineModel.load(str(tmp_path / "m"))
+    assert values["training curve"] == str(tmp_path / "m-history.png")
+    assert (tmp_path / "m-history.png").read_bytes().startswith(b"\x89PNG")
     rows = spark.read.format("libsvm").load(
         sample_data_path("sample_multiclass_classification_data.txt"))
     predicted = fitted.transform(rows).select("label", "prediction").collect()
