@@ -104,6 +104,9 @@ class DownpourConfig(_Loadable):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
+    server_port: int = 0              # 0: a free port per run
+    token_file: str | None = None     # None: a fresh random token per run
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -132,7 +135,11 @@ class DownpourConfig(_Loadable):
         if not isinstance(self.skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite must be True or False, received "
                             f"{self.skip_nonfinite!r}")
-        for name in ("checkpoint_dir", "tls_cert", "tls_key", "tls_ca"):
+        _integer("server_port", self.server_port, minimum=0)
+        if self.server_port > 65535:
+            raise ValueError(f"server_port must be in 0..65535 (0: any free port), received "
+                             f"{self.server_port!r}")
+        for name in ("checkpoint_dir", "tls_cert", "tls_key", "tls_ca", "token_file"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (str, Path)) and str(value)):
                 raise TypeError(f"{name} must be a path (str) or None, received {value!r}")

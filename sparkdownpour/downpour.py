@@ -22,7 +22,7 @@ from sparkdownpour import data, optimizers
 from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import History, TrainingResult
-from sparkdownpour.observe import announce
+from sparkdownpour.observe import announce, read_token_file
 from sparkdownpour.progress import ServerProgress
 from sparkdownpour.replica.keras_model import (
     SPARSE_LOSSES,
@@ -147,6 +147,7 @@ class Downpour:
                                    extra=lambda: {"epochs_done": epochs_done["n"]}) \
             if cfg.checkpoint_dir is not None else None
         with ParameterServer(store, host=driver_address(spark), ssl_context=ssl_context,
+                             port=cfg.server_port, token=read_token_file(cfg.token_file),
                              max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
                 ServerProgress(store, expected_updates, cfg.verbose) as progress, \
                 (checkpoints or _nothing()):

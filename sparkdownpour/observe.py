@@ -15,7 +15,25 @@ from sparkdownpour.server.runner import ParameterServer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["announce", "iteration_dashboard"]
+__all__ = ["announce", "iteration_dashboard", "read_token_file"]
+
+MIN_TOKEN_CHARS = 16
+
+
+def read_token_file(path) -> str | None:
+    """The run's bearer token from the first line of ``path`` (None: a random one per run)."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read token_file {str(path)!r}: {e}") from e
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or not token.isprintable():
+        raise ValueError(f"token_file {str(path)!r} must start with a printable ASCII token of "
+                         f"at least {MIN_TOKEN_CHARS} characters; make one with: python -c "
+                         "'import secrets; print(secrets.token_urlsafe(32))' > token.txt")
+    return token
 
 
 def announce(server, history, verbose: int, title: str, *, listen: bool = True) -> None:

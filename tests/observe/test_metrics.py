@@ -111,3 +111,23 @@ def test_per_shard_and_device_families_from_a_status_that_has_them():
     assert m[("sparkdownpour_shard_staleness_count", frozenset({("shard", "0")}))] == 3
     assert m[("sparkdownpour_replica_device", frozenset({("replica", "p0-a0"),
                                                          ("device", "GPU:0")}))] == 1
+
+
+def test_a_token_file_gives_prometheus_a_fixed_credential(tmp_path):
+    from sparkdownpour.config import DownpourConfig
+    from sparkdownpour.observe import read_token_file
+
+    path = tmp_path / "token"
+    path.write_text("a-long-enough-scrape-token-1234\n")
+    token = read_token_file(path)
+    assert token == "a-long-enough-scrape-token-1234"
+    with ParameterServer(new_store(), token=token) as server:
+        assert "sparkdownpour_updates_applied_total 0.0" in get(server, "/metrics", token)[1]
+    path.write_text("short\n")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        read_token_file(path)
+    with pytest.raises(ValueError, match="cannot read token_file"):
+        read_token_file(tmp_path / "missing")
+    assert DownpourConfig(server_port=9400, token_file=str(path)).server_port == 9400
+    with pytest.raises(ValueError, match="server_port must be in 0..65535"):
+        DownpourConfig(server_port=70000)
