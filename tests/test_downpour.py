@@ -57,9 +57,12 @@ def test_stop_when_ends_training_early(digits):
 
 def test_progress_bar_shows_epochs_and_updates(digits, capsys):
     frame, _ = digits
-    Downpour(build_digits_mlp, epochs=1, verbose=1).fit(frame)
-    err = capsys.readouterr().err
+    result = Downpour(build_digits_mlp, epochs=1, verbose=1).fit(frame)
+    captured = capsys.readouterr()
+    err = captured.out + captured.err  # tqdm.write prints the dashboard link above the bar
     assert "epoch 1/1" in err and "upd" in err and "stale=" in err
+    link = result.history.info["dashboard"]
+    assert f"Downpour run {result.history.info['run_id'][:8]}: dashboard {link}" in err
 
 
 def test_failure_in_a_replica_stops_the_server_and_raises(digits, spark):

@@ -86,3 +86,39 @@ def test_vector_shard_apps_have_no_browser_door():
     app = create_vector_app(VectorShard(4), token=TOKEN, max_request_bytes=1024)
     assert BROWSER_AUTH not in app.extensions
     assert app.test_client().get("/login?code=x").status_code == 401
+
+
+def test_sandblaster_iteration_dashboard_server_charts_what_the_coordinator_reports():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sparkdownpour.server.dashboard import IterationView
+    from sparkdownpour.server.observe_routes import create_iteration_app
+
+    view = IterationView("Sandblaster run 1234abcd", info={"portions": 8})
+    app = create_iteration_app(view, token=TOKEN, max_request_bytes=1024)
+    client = app.test_client()
+    assert client.get("/").status_code == 401
+    login(app, client)
+    empty = client.get("/v1/dashboard").json["sections"]
+    assert 'data-points="0"' in empty["objective"]
+    for i, (f, g) in enumerate([(0.69, 0.3), (0.41, 0.05), (0.40, 0.004)], start=1):
+        view.note_record({"iteration": i, "objective": f, "grad_norm": g, "evaluations": 2 * i})
+    page = client.get("/").text
+    assert "Sandblaster run 1234abcd" in page and 'data-points="3"' in page
+    sections = client.get("/v1/dashboard").json["sections"]
+    assert "last 0.4" in sections["objective"] and "last 0.004" in sections["grad_norm"]
+    metrics = {s.name: s.value for f in text_string_to_metric_families(client.get("/metrics").text)
+               for s in f.samples}
+    assert metrics["sparkdownpour_lbfgs_iterations_total"] == 3
+    assert metrics["sparkdownpour_lbfgs_evaluations_total"] == 6
+    assert metrics["sparkdownpour_lbfgs_objective"] == 0.40
+    assert client.get("/v1/status").json["iterations"] == 3
+
+
+def test_labels_from_executors_are_escaped(app):
+    store = app.extensions["sparkdownpour.dashboard_view"].store
+    store.push([np.ones((2, 2), np.float32)], replica="<script>alert(1)</script>", base_step=0)
+    client = app.test_client()
+    login(app, client)
+    page = client.get("/").text
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
