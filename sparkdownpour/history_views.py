@@ -56,14 +56,11 @@ def plot(history, path, *, keys: Sequence[str] | None = None) -> str:
     if not path.lower().endswith(".png"):
         raise ValueError(f"plot writes PNG files; the path must end in .png, got {path!r}")
 
-    import matplotlib
-
     # Agg draws to files without a display; the Figure API below never touches pyplot's global
     # backend or figure registry, so a notebook's own matplotlib setup is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    del matplotlib
     x_key = _x_key(history)
     figure = Figure(figsize=(4.0 * len(keys), 3.2), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
