@@ -15,7 +15,8 @@ from tests.server.conftest import SHAPES, PlainSGD, full, reseal, zeros
 pytestmark = pytest.mark.timeout(30)
 
 ROUTES = [("GET", "/v1/params"), ("POST", "/v1/update"), ("POST", "/v1/update?return_params=1"),
-          ("GET", "/v1/status"), ("GET", "/nope")]
+          ("GET", "/v1/status"), ("GET", "/nope"), ("GET", "/"), ("GET", "/v1/dashboard"),
+          ("GET", "/metrics"), ("GET", "/static/dashboard.js")]
 
 
 def request(server, method, path, body=None, token=None, headers=None):
