@@ -22,7 +22,7 @@ from sparkdownpour import tree
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.client import ParameterClient
 from sparkdownpour.session import driver_address, get_or_create_session
-from sparkdownpour.spark_jobs import job_group
+from sparkdownpour.spark_jobs import describe, job_group
 
 
 class _DescentRule:
@@ -106,7 +106,8 @@ class DeepDist:
             timeout=self._timeout)
         started = time.perf_counter()
         before = self._store.status()["updates_applied"]
-        with job_group(rdd.context, "sparkdownpour DeepDist.train"):
+        with job_group(rdd.context, describe("deepdist", None, f"train "
+                                             f"({rdd.getNumPartitions()} partitions)")):
             counts = rdd.mapPartitionsWithIndex(worker).collect()
         status = self._store.status()
         return {"partitions": len(counts), "rows": int(sum(counts)),

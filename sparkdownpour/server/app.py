@@ -91,6 +91,8 @@ def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected) and not _browser_allowed(app):
             what = "wrong bearer token" if given else "missing 'Authorization: Bearer <token>'"
+            if BROWSER_AUTH in app.extensions and not given:  # a browser, most likely
+                what += " (browsers: open the one-time dashboard link from the driver log)"
             return error_response(401, f"unauthorized: {what}")
         length = request.content_length
         if length is not None and length > max_request_bytes:
