@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from sparkdownpour.replica.devices import DeviceOptions, place
 from sparkdownpour.replica.keras_model import SPARSE_LOSSES, ModelSpec, loss_name, output_units
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
@@ -35,16 +36,18 @@ class StageSpec:
     version: int = 0        # evaluation number: "trial" names a different point every time
     task_cpus: int = 1
     chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
+    devices: DeviceOptions = DeviceOptions()  # see replica.devices; always float32
 
 
 class _Evaluator:
     """A built model and its compiled loss-and-gradient sum, kept per Python worker."""
 
-    def __init__(self, spec: ModelSpec, task_cpus: int) -> None:
+    def __init__(self, spec: ModelSpec, task_cpus: int, device: str = "/CPU:0") -> None:
         import tensorflow as tf
 
         configure_threads(task_cpus)
-        self.model = model = spec.build()
+        with tf.device(device):  # the variables live where the evaluation runs
+            self.model = model = spec.build()
         self.point: tuple | None = None
         self.frozen = False  # see freeze_long_lived_objects: done after the first evaluation
         per_example, label_shape, label_dtype = _per_example_loss(model, spec.loss)
@@ -57,7 +60,7 @@ class _Evaluator:
         @tf.function(input_signature=[tf.TensorSpec([None, spec.num_features], tf.float32),
                                       tf.TensorSpec(label_shape, label_dtype)])
         def loss_and_gradient(x, y):
-            with tf.GradientTape() as tape:
+            with tf.device(device), tf.GradientTape() as tape:
                 losses = per_example(y, model(x, training=False))
                 total = tf.reduce_sum(losses)
             grads = tape.gradient(total, variables)
@@ -112,17 +115,19 @@ def _per_example_loss(model, loss):
     return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
 
 
-_EVALUATORS: "OrderedDict[str, _Evaluator]" = OrderedDict()
+_EVALUATORS: "OrderedDict[tuple[str, str], _Evaluator]" = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 
 def _evaluator_for(spec: StageSpec) -> _Evaluator:
-    evaluator = _EVALUATORS.get(spec.run_id)
+    device = place(spec.devices).device  # before anything initialises TensorFlow here
+    key = (spec.run_id, device)
+    evaluator = _EVALUATORS.get(key)
     if evaluator is None:
-        evaluator = _EVALUATORS[spec.run_id] = _Evaluator(spec.model, spec.task_cpus)
+        evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, device)
         while len(_EVALUATORS) > 2:
             _EVALUATORS.popitem(last=False)
-    _EVALUATORS.move_to_end(spec.run_id)
+    _EVALUATORS.move_to_end(key)
     return evaluator
 
 
