@@ -276,6 +276,7 @@ def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -
         "devices": {str(s["partition"]): {
             "device": s["device"], "gpu_addresses": s["gpu_addresses"], "visible": s["visible"],
             "note": s["device_note"], "variable_device": s["variable_device"], "pid": s["pid"],
+            "compute_dtype": s["compute_dtype"],
         } for s in sorted(stats, key=lambda s: (s["partition"], s["attempt"]))},
     }
 

@@ -45,11 +45,13 @@ STATS_SCHEMA = pa.schema([
     ("clipped", pa.int64()),
     ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
     ("device_note", pa.string()), ("variable_device", pa.string()),
+    ("compute_dtype", pa.string()),
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
              "skipped long, duplicates long, nonfinite long, clipped long, device string, "
-             "gpu_addresses string, visible string, device_note string, variable_device string")
+             "gpu_addresses string, visible string, device_note string, variable_device string, "
+             "compute_dtype string")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class _Replica:
         # Where TensorFlow really put the weights (a Keras variable wraps a tf.Variable).
         self.variable_device = str(getattr(getattr(variables[0], "value", None), "device", "")) \
             if variables else ""
+        self.compute_dtype = str(next((layer.compute_dtype for layer in self.model.layers
+                                       if layer.weights), self.model.compute_dtype))
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
@@ -269,7 +273,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
         "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s, **stats,
         "device": placement.device, "gpu_addresses": ",".join(placement.addresses),
         "visible": placement.visible, "device_note": placement.note,
-        "variable_device": replica.variable_device,
+        "variable_device": replica.variable_device, "compute_dtype": replica.compute_dtype,
     }], schema=STATS_SCHEMA)
 
 
