@@ -96,15 +96,27 @@ def cuda_visible_value(addresses: tuple[str, ...], inherited: str | None) -> str
 
 
 def _tf_initialised(tf) -> bool:
-    from tensorflow.python.eager import context
-
+    """Whether TensorFlow's runtime is up in this process (its devices are then fixed). A
+    private attribute, so callers still catch the RuntimeError TensorFlow raises if it lies."""
+    try:
+        from tensorflow.python.eager import context
+    except ImportError:
+        return False
     return bool(getattr(context.context(), "_initialized", False))
+
+
+def _ordinal(address: str, inherited: str | None) -> int | None:
+    """The index of Spark's ``address`` among the GPUs TensorFlow lists in this process."""
+    entries = [e.strip() for e in (inherited or "").split(",") if e.strip()]
+    if entries and entries != ["-1"] and address in entries:
+        return entries.index(address)
+    return int(address) if address.isdigit() else None
 
 
 def _apply_visibility(options: DeviceOptions, addresses: tuple[str, ...]) -> str:
     """Restrict this fresh worker's TensorFlow; returns the setting applied, in words."""
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # read by CUDA when it starts
     if "tensorflow" not in sys.modules and (addresses or options.device == "cpu"):
-        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         value = "-1" if options.device == "cpu" else \
             cuda_visible_value(addresses, os.environ.get("CUDA_VISIBLE_DEVICES"))
         os.environ["CUDA_VISIBLE_DEVICES"] = value
@@ -118,15 +130,20 @@ def _apply_visibility(options: DeviceOptions, addresses: tuple[str, ...]) -> str
     if options.device == "cpu":
         chosen, what = [], "none"
     elif addresses:
-        if not all(a.isdigit() for a in addresses):
+        inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ordinals = [_ordinal(a, inherited) for a in addresses]
+        if None in ordinals:
             return (f"unchanged: GPU address(es) {list(addresses)} are not indices; TensorFlow "
                     "was imported before the task started, so CUDA_VISIBLE_DEVICES came too late")
-        chosen = [physical[int(a)] for a in addresses if int(a) < len(physical)]
+        chosen = [physical[i] for i in ordinals if i < len(physical)]
         what = "GPU " + ",".join(addresses)
     else:  # no scheduling: one GPU, so this worker never opens contexts on the others
         chosen, what = physical[:1], "GPU 0" if physical else "none"
-    tf.config.set_visible_devices(chosen, "GPU")
-    _configure_memory(options)
+    try:
+        tf.config.set_visible_devices(chosen, "GPU")
+        _configure_memory(options)
+    except RuntimeError:  # initialised after all (see _tf_initialised)
+        return "unchanged: TensorFlow was already initialised in this worker"
     return f"tf.config.set_visible_devices({what})"
 
 
@@ -149,8 +166,10 @@ def place(options: DeviceOptions, addresses: tuple[str, ...] | None = None) -> P
     addresses = task_gpu_addresses() if addresses is None else tuple(addresses)
     note = ""
     if not _APPLIED:
-        _APPLIED.update(addresses=addresses, visible=_apply_visibility(options, addresses),
-                        device=options.device)
+        visibility = _apply_visibility(options, addresses)
+        # "narrowed": the addresses TensorFlow now numbers GPU:0, GPU:1, ... in this worker.
+        _APPLIED.update(addresses=addresses, visible=visibility, device=options.device,
+                        narrowed=() if visibility.startswith("unchanged") else addresses)
     elif (_APPLIED["addresses"], _APPLIED["device"]) != (addresses, options.device):
         note = (f"this Python worker kept the setting of its first task (device="
                 f"{_APPLIED['device']!r}, spark gpu {list(_APPLIED['addresses'])}); TensorFlow's "
@@ -158,7 +177,7 @@ def place(options: DeviceOptions, addresses: tuple[str, ...] | None = None) -> P
     import tensorflow as tf
 
     visible = tf.config.get_visible_devices("GPU")
-    applied = _APPLIED["addresses"]
+    applied = _APPLIED["narrowed"]
     device, why = "/CPU:0", ""
     if options.device == "cpu" or not (visible or addresses or options.device == "gpu"):
         pass  # the CPU, as asked, or "auto" on a machine without GPUs: nothing to explain
@@ -172,9 +191,9 @@ def place(options: DeviceOptions, addresses: tuple[str, ...] | None = None) -> P
                f"was set up for gpu {list(applied)}; give each executor one GPU "
                "(spark.executor.resource.gpu.amount=1) or set spark.python.worker.reuse=false")
     else:
-        index = applied.index(addresses[0]) if addresses and addresses[0] in applied else \
-            int(addresses[0]) if addresses and addresses[0].isdigit() and not applied else 0
-        if index < len(visible):
+        index = 0 if not addresses else applied.index(addresses[0]) if applied else \
+            _ordinal(addresses[0], os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if index is not None and index < len(visible):
             device = f"/GPU:{index}"
         else:
             why = f"GPU {index} is not among the {len(visible)} visible to TensorFlow"
@@ -211,7 +230,11 @@ def driver_cpu():
     if not _DRIVER_HID and not _tf_initialised(tf):
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
-            tf.config.set_visible_devices([], "GPU")
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError:  # initialised after all: placing on the CPU is all we can do
+                gpus = []
+        if gpus:
             logger.info("hid %d GPU(s) from TensorFlow in the driver process, so the driver "
                         "holds no GPU memory (initialise TensorFlow before fit to keep them)",
                         len(gpus))

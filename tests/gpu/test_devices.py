@@ -5,7 +5,13 @@ import pytest
 
 from sparkdownpour import Downpour, DownpourConfig, SandblasterConfig, optimizers
 from sparkdownpour.examples import build_digits_mlp, build_mlp
-from sparkdownpour.replica.devices import NO_GPU, DeviceOptions, cuda_visible_value, place
+from sparkdownpour.replica.devices import (
+    NO_GPU,
+    DeviceOptions,
+    _ordinal,
+    cuda_visible_value,
+    place,
+)
 from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, trainable_arrays
 from sparkdownpour.replica.precision import LossScale, build_model
 from sparkdownpour.server import ParameterServer, ParameterStore
@@ -20,6 +26,13 @@ from tests.replica.test_loop import batches, spec
 ])
 def test_cuda_visible_devices_narrows_to_spark_addresses(addresses, inherited, expected):
     assert cuda_visible_value(addresses, inherited) == expected
+
+
+@pytest.mark.parametrize("address,inherited,expected", [
+    ("1", None, 1), ("3", "2,3", 1), ("1", "GPU-aaa,GPU-bbb", 1), ("GPU-bbb", None, None),
+])
+def test_a_spark_address_maps_to_tensorflows_gpu_number(address, inherited, expected):
+    assert _ordinal(address, inherited) == expected
 
 
 def test_an_address_outside_the_executors_visible_gpus_is_refused():
