@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     print(f"data:               {args.data or 'scikit-learn digits (bundled)'}, "
           f"{result.history.info['rows']} training rows, {len(y_test)} held out")
     print(f"replicas:           {result.history.info['partitions']} on {spark.sparkContext.master}")
-    print(f"devices:            {', '.join(result.history.info['devices'])}, "
+    print(f"devices:            {'; '.join(result.history.info['devices'])}, "
           f"precision {args.precision}")
     print(f"epochs:             {len(result.history)}")
     print(f"updates applied:    {last['updates']}")

@@ -35,6 +35,7 @@ from sparkdownpour.replica.keras_model import (
 from sparkdownpour.replica.devices import (
     DeviceOptions,
     check_gpu_on_driver,
+    device_label,
     driver_cpu,
     raise_if_no_gpu,
 )
@@ -182,8 +183,9 @@ class Downpour:
                     with driver_cpu():
                         record.update(_evaluate(model, cfg.loss, *validation))
                 history.append(record)
-                history.info["devices"] = sorted(set(history.info.get("devices", [])) |
-                                                 {d["device"] for d in record["devices"].values()})
+                history.info["devices"] = sorted(set(history.info.get("devices", [])) | {
+                    device_label(d["device"], d["gpu_addresses"])
+                    for d in record["devices"].values()})
                 progress.set_epoch(epoch, cfg.epochs, loss=f"{record['loss']:.4f}",
                                    val_acc=(f"{record['val_accuracy']:.4f}"
                                             if "val_accuracy" in record else None))

@@ -137,13 +137,15 @@ class Sandblaster:
                 with job_group(spark, f"sparkdownpour sandblaster: evaluation {number} "
                                       f"({history.info['partitions']} portions)"):
                     try:
-                        loss_sum, grad_sum, rows = (
+                        loss_sum, grad_sum, rows, devices = (
                             blocks.mapPartitions(functools.partial(evaluate_partition,
                                                                    spec=stage))
                             .treeReduce(combine, depth=depth))
                     except Exception as e:
                         raise_if_no_gpu(e, f"evaluation {number}")
                         raise
+                history.info["devices"] = sorted(set(history.info.get("devices", [])) |
+                                                 set(devices))
                 if rows != history.info["rows"]:  # a lost or doubled portion must not pass
                     raise RuntimeError(f"evaluation {number} covered {rows} rows, the data has "
                                        f"{history.info['rows']}")

@@ -3,7 +3,8 @@
 The data arrives as the cached RDD of numpy blocks built by ``lbfgs.blocks``, so an evaluation
 re-reads raw float32 bytes instead of re-parsing rows. Every evaluation is one stage: each partition fetches the evaluation point from the
 shards (once per Python worker and point), runs the Keras model over its blocks in chunks with
-TensorFlow, and yields ``(loss sum, gradient sum, rows)``; ``treeReduce`` adds them up. No zero
+TensorFlow, and yields ``(loss sum, gradient sum, rows, devices)``; ``treeReduce`` adds them up
+(and collects the set of devices the evaluators ran on, for the history). No zero
 vector is ever shipped in a closure (SPARK-18471): an empty partition yields ``None``.
 """
 
@@ -42,10 +43,12 @@ class StageSpec:
 class _Evaluator:
     """A built model and its compiled loss-and-gradient sum, kept per Python worker."""
 
-    def __init__(self, spec: ModelSpec, task_cpus: int, device: str = "/CPU:0") -> None:
+    def __init__(self, spec: ModelSpec, task_cpus: int, device: str = "/CPU:0",
+                 label: str = "CPU:0") -> None:
         import tensorflow as tf
 
         configure_threads(task_cpus)
+        self.label = label  # where it runs, for the history (Placement.describe)
         with tf.device(device):  # the variables live where the evaluation runs
             self.model = model = spec.build()
         self.point: tuple | None = None
@@ -120,11 +123,12 @@ _CLIENTS: dict[tuple, list] = {}
 
 
 def _evaluator_for(spec: StageSpec) -> _Evaluator:
-    device = place(spec.devices).device  # before anything initialises TensorFlow here
-    key = (spec.run_id, device)
+    placement = place(spec.devices)  # before anything initialises TensorFlow here
+    key = (spec.run_id, placement.describe())
     evaluator = _EVALUATORS.get(key)
     if evaluator is None:
-        evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, device)
+        evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, placement.device,
+                                                  placement.describe())
         while len(_EVALUATORS) > 2:
             _EVALUATORS.popitem(last=False)
     _EVALUATORS.move_to_end(key)
@@ -147,8 +151,9 @@ def _clients_for(spec: StageSpec) -> list:
 
 
 def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
-                       ) -> Iterator[tuple[float, np.ndarray | None, int]]:
-    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows)`` for the partition."""
+                       ) -> Iterator[tuple[float, np.ndarray | None, int, tuple[str, ...]]]:
+    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows, devices)`` for the
+    partition; ``devices`` names where it ran, e.g. ``("GPU:0 (spark gpu 1)",)``."""
     from sparkdownpour.lbfgs.shard_server import fetch_vector
 
     loss_sum, grad_sum, rows = 0.0, None, 0
@@ -169,11 +174,11 @@ def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
     if evaluator is not None and not evaluator.frozen:
         freeze_long_lived_objects()
         evaluator.frozen = True
-    yield loss_sum, grad_sum, rows
+    yield loss_sum, grad_sum, rows, (evaluator.label,) if evaluator is not None else ()
 
 
 def combine(a: tuple, b: tuple) -> tuple:
     """``treeReduce`` operator; ``None`` stands for an empty partition's gradient."""
     grad = b[1] if a[1] is None else a[1] if b[1] is None else a[1] + b[1]
-    return a[0] + b[0], grad, a[2] + b[2]
+    return a[0] + b[0], grad, a[2] + b[2], tuple(sorted(set(a[3]) | set(b[3])))
 

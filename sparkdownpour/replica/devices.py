@@ -57,10 +57,12 @@ class Placement:
 
     def describe(self) -> str:
         """A short label such as ``GPU:0 (spark gpu 1)`` or ``CPU:0``."""
-        text = self.device.lstrip("/")
-        if self.addresses:
-            text += f" (spark gpu {','.join(self.addresses)})"
-        return text
+        return device_label(self.device, ",".join(self.addresses))
+
+
+def device_label(device: str, addresses: str) -> str:
+    """``GPU:0 (spark gpu 1)``: the TensorFlow device and the Spark address(es) it stands for."""
+    return device.lstrip("/") + (f" (spark gpu {addresses})" if addresses else "")
 
 
 _APPLIED: dict = {}  # process-wide: what the first task in this worker applied

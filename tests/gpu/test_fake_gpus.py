@@ -60,7 +60,7 @@ def test_each_task_narrows_tensorflow_to_its_spark_gpu_and_falls_back_to_cpu(fak
                                 f"tf.config.set_visible_devices(GPU {address})"), t
         assert t["device"] == "/CPU:0" and t["variable_device"].endswith("CPU:0"), t
         assert "sees no GPU" in t["note"] and "physical GPUs: 0" in t["note"], t
-    assert auto["info_devices"] == ["/CPU:0"]
+    assert auto["info_devices"] == ["CPU:0 (spark gpu 0)", "CPU:0 (spark gpu 1)"]
     assert auto["val_accuracy"] >= 0.8  # two epochs; it trained, on the CPU
 
     gpu = checks["gpu"]
