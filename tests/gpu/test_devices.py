@@ -56,13 +56,23 @@ def test_device_knobs_are_validated_quoting_the_value(knob, value, message):
         SandblasterConfig(precision="mixed_bfloat16")
 
 
-def test_a_gpu_demand_without_a_gpu_is_a_clear_error_naming_what_was_found():
+def test_a_gpu_demand_without_a_gpu_is_a_clear_error_naming_what_was_found(monkeypatch):
+    import tensorflow as tf
+
+    from sparkdownpour.replica import devices
+
+    # This process is not a Spark worker: keep its environment (a Spark JVM started later would
+    # inherit it) and the module's per-worker record as they were.
+    tf.constant(0.0)  # TensorFlow up, so place() reads devices instead of narrowing CUDA
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    monkeypatch.setattr(devices, "_APPLIED", {})
     with pytest.raises(RuntimeError, match=rf"{NO_GPU}: .*Spark assigned|{NO_GPU}: .*sees no GPU"):
         place(DeviceOptions(device="gpu"), addresses=("1",))
     placement = place(DeviceOptions(device="auto"), addresses=("1",))
     assert placement.device == "/CPU:0" and placement.addresses == ("1",)
     assert "GPU" in placement.note and placement.describe() == "CPU:0 (spark gpu 1)"
     assert place(DeviceOptions(device="cpu"), addresses=()).device == "/CPU:0"
+    assert placement.visible.startswith("unchanged: TensorFlow was already initialised")
 
 
 def test_device_gpu_is_refused_on_the_driver_before_any_spark_job(spark, digits):
