@@ -140,3 +140,17 @@ def test_mixed_bfloat16_trains_digits_on_the_cpu(digits):
     # The server's master weights and the driver's model stay float32.
     assert {w.dtype for w in result.model.get_weights()} == {np.dtype("float32")}
     assert {layer.dtype_policy.name for layer in result.model.layers} == {"float32"}
+
+
+def test_the_progress_route_refuses_a_device_label_that_is_not_short_printable_text():
+    from sparkdownpour.server.app import create_app
+
+    store = ParameterStore(trainable_arrays(build_mlp(4, 8, 3)), optimizers.get("sgd"))
+    client = create_app(store, token="t").test_client()
+    headers = {"Authorization": "Bearer t"}
+    route = "/v1/progress?epoch=1&partition=0&device="
+    assert client.get(route + "GPU:0%20(spark%20gpu%201)", headers=headers).status_code == 200
+    for bad in ("x" * 121, "GPU%0A0", "%1B[31m"):
+        answer = client.get(route + bad, headers=headers)
+        assert answer.status_code == 400 and "'device'" in answer.get_json()["error"]
+    assert store.status()["devices"] == {"p0-a0": "GPU:0 (spark gpu 1)"}
