@@ -87,8 +87,8 @@ class Downpour:
             raise ValueError("fit(resume=True) needs checkpoint_dir set in the Downpour config, "
                              "where the interrupted run wrote its checkpoints")
         started = time.perf_counter()
-        check_devices_on_driver(cfg.device, df.sparkSession)
-        prepared = data.prepare(df, features_col, label_col)
+        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
+        check_devices_on_driver(cfg.device, prepared.sparkSession)
         if cfg.num_replicas is not None:
             prepared = prepared.repartition(cfg.num_replicas)
         prepared = prepared.cache()  # parsed once; every epoch re-reads the cache, not the source

@@ -67,9 +67,9 @@ class Sandblaster:
         """
         cfg = self.config
         started = time.perf_counter()
-        check_devices_on_driver(cfg.device, df.sparkSession)
-        prepared = data.prepare(df, features_col, label_col)
+        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
         spark = prepared.sparkSession
+        check_devices_on_driver(cfg.device, spark)
         portions = _portions(num_portions, cfg, spark)
         blocks = numpy_blocks(prepared, portions)
         try:
