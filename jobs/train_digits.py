@@ -37,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", help="save the training curve (loss, val_loss, val_accuracy per "
                    "epoch) as a PNG here")
     p.add_argument("--log-dir", help="write TensorBoard scalars per epoch here")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where replicas compute (Spark's GPU scheduling picks which GPU)")
+    p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   default="float32", help="replicas' compute precision (weights stay float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -79,6 +83,7 @@ def main(argv=None) -> int:
                       loss="sparse_categorical_crossentropy", optimizer=args.optimizer,
                       learning_rate=args.learning_rate, batch_size=args.batch_size,
                       epochs=args.epochs, n_fetch=args.n_fetch, n_push=args.n_push, seed=seed,
+                      device=args.device, precision=args.precision,
                       verbose=0 if args.quiet else 1,
                       ).fit(train, features, args.label_col, validation_data=(x_test, y_test),
                             log_dir=args.log_dir)
@@ -88,6 +93,8 @@ def main(argv=None) -> int:
     print(f"data:               {args.data or 'scikit-learn digits (bundled)'}, "
           f"{result.history.info['rows']} training rows, {len(y_test)} held out")
     print(f"replicas:           {result.history.info['partitions']} on {spark.sparkContext.master}")
+    print(f"devices:            {'; '.join(result.history.info['devices'])}, "
+          f"precision {args.precision}")
     print(f"epochs:             {len(result.history)}")
     print(f"updates applied:    {last['updates']}")
     print(f"staleness:          mean {last['staleness_mean']:.2f}, max {last['staleness_max']}")

@@ -34,6 +34,23 @@ def _check_loss(loss: Any) -> None:
         raise TypeError(f"loss must be a Keras loss name or a callable, received {loss!r}")
 
 
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _check_device_knobs(config) -> None:
+    """``device``, ``gpu_memory_growth`` and ``gpu_memory_limit_mb`` (see README "Running on
+    GPUs"); kept in step with ``replica.devices``, which config does not import, to stay light."""
+    if config.device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)} ('auto': a GPU if TensorFlow "
+                         f"can use one, else the CPU), received {config.device!r}")
+    if not isinstance(config.gpu_memory_growth, bool):
+        raise TypeError(f"gpu_memory_growth must be true or false, received "
+                        f"{config.gpu_memory_growth!r}")
+    if config.gpu_memory_limit_mb is not None:
+        _integer("gpu_memory_limit_mb", config.gpu_memory_limit_mb, minimum=1)
+
+
 class _Loadable:
     """``replace``, ``from_dict`` and ``from_toml`` for the frozen config dataclasses."""
 
@@ -107,9 +124,18 @@ class DownpourConfig(_Loadable):
     # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
     server_port: int = 0              # 0: a free port per run
     token_file: str | None = None     # None: a fresh random token per run
+    # Devices and precision on executors (README "Running on GPUs").
+    device: str = "auto"              # "auto" | "cpu" | "gpu"; Spark's GPU scheduling wins
+    precision: str | None = None      # None/"float32", "mixed_float16", "mixed_bfloat16"
+    gpu_memory_growth: bool = True    # TensorFlow allocates GPU memory as needed
+    gpu_memory_limit_mb: int | None = None  # a per-task cap on GPU memory (None: no cap)
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
+        _check_device_knobs(self)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)} (mixed: float32 "
+                             f"weights, low-precision compute), received {self.precision!r}")
         if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
             raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
                             f"received {self.optimizer!r}")
@@ -180,9 +206,15 @@ class SandblasterConfig(_Loadable):
     request_timeout: float = 60.0
     max_request_mb: float = 512.0
     verbose: int = 1
+    # Evaluations' device (README "Running on GPUs"); they always compute in float32, since
+    # the line search compares objectives to about 1e-7 (f_noise).
+    device: str = "auto"
+    gpu_memory_growth: bool = True
+    gpu_memory_limit_mb: int | None = None
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
+        _check_device_knobs(self)
         for name in ("max_iter", "history_size", "num_shards", "portions_per_core",
                      "max_line_search"):
             _integer(name, getattr(self, name), minimum=1)

@@ -33,6 +33,13 @@ from sparkdownpour.replica.keras_model import (
     resolve_loss,
     trainable_arrays,
 )
+from sparkdownpour.replica.devices import (
+    DeviceOptions,
+    check_gpu_on_driver,
+    device_label,
+    driver_cpu,
+    raise_if_no_gpu,
+)
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
@@ -90,14 +97,16 @@ class Downpour:
             raise ValueError("fit(resume=True) needs checkpoint_dir set in the Downpour config, "
                              "where the interrupted run wrote its checkpoints")
         started = time.perf_counter()
-        prepared = data.prepare(df, features_col, label_col)
+        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
+        check_devices_on_driver(cfg.device, prepared.sparkSession)
         if cfg.num_replicas is not None:
             prepared = prepared.repartition(cfg.num_replicas)
         prepared = prepared.cache()  # parsed once; every epoch re-reads the cache, not the source
         try:
             summary = data.validate(prepared, features_col, label_col)
-            driver_model, spec = build_driver_model(self.model, cfg.loss, summary.num_features,
-                                                    features_col)
+            with driver_cpu():  # the driver never opens a GPU context (replica.devices)
+                driver_model, spec = build_driver_model(self.model, cfg.loss,
+                                                        summary.num_features, features_col)
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
                                        output_units(driver_model))
             validation = _check_validation(validation_data, summary.num_features)
@@ -162,7 +171,8 @@ class Downpour:
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
-                               tls_ca=tls_ca)
+                               tls_ca=tls_ca, devices=device_options(cfg),
+                               precision=cfg.precision)
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)
@@ -181,14 +191,19 @@ class Downpour:
                 if checkpoints is not None:
                     checkpoints.write()
                 _, params = store.fetch()
-                assign_trainable(model, params)
+                with driver_cpu():
+                    assign_trainable(model, params)
                 status = store.status()
                 record = _epoch_record(epoch, stats, status, time.perf_counter() - epoch_start)
                 if status["diverging"]:
                     logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
                 if validation is not None:
-                    record.update(_evaluate(model, cfg.loss, *validation))
+                    with driver_cpu():
+                        record.update(_evaluate(model, cfg.loss, *validation))
                 history.append(record)
+                history.info["devices"] = sorted(set(history.info.get("devices", [])) | {
+                    device_label(d["device"], d["gpu_addresses"])
+                    for d in record["devices"].values()})
                 progress.set_epoch(epoch, cfg.epochs, loss=f"{record['loss']:.4f}",
                                    val_acc=(f"{record['val_accuracy']:.4f}"
                                             if "val_accuracy" in record else None))
@@ -196,7 +211,21 @@ class Downpour:
                 if stop_when is not None and stop_when(record):
                     break
             _, params = store.fetch()
-            assign_trainable(model, params)
+            with driver_cpu():
+                assign_trainable(model, params)
+
+
+def device_options(cfg) -> DeviceOptions:
+    """The device knobs of a Downpour or Sandblaster config, for executors."""
+    return DeviceOptions(device=cfg.device, memory_growth=cfg.gpu_memory_growth,
+                         memory_limit_mb=cfg.gpu_memory_limit_mb or 0)
+
+
+def check_devices_on_driver(device: str, spark) -> None:
+    """Refuse ``device="gpu"`` before any Spark job where the driver can tell it cannot work."""
+    sc = spark.sparkContext
+    check_gpu_on_driver(device, sc.master, sc.getConf().get("spark.task.resource.gpu.amount",
+                                                             None))
 
 
 def _nothing():
@@ -233,6 +262,7 @@ def _run_job(frame, spec: ReplicaSpec) -> list[dict]:
     except Exception as e:
         # A replica that lost the server fails its task (and its retries) with a
         # ParameterServerError; say so on the driver with the same type, not as a Py4J error.
+        raise_if_no_gpu(e, f"epoch {spec.epoch}")  # device="gpu" where no GPU is usable
         text = str(e)
         if "ParameterServerError" in text:
             start = text.find("ParameterServerError")
@@ -262,6 +292,12 @@ def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -
         "duplicates_refused": status.get("duplicates_refused", 0),
         "nonfinite_skipped": status.get("nonfinite_skipped", 0),
         "diverging_replicas": sorted(status.get("diverging", {})),
+        # Per replica (partition): the device it ran on and how it got there (replica.devices).
+        "devices": {str(s["partition"]): {
+            "device": s["device"], "gpu_addresses": s["gpu_addresses"], "visible": s["visible"],
+            "note": s["device_note"], "variable_device": s["variable_device"], "pid": s["pid"],
+            "compute_dtype": s["compute_dtype"],
+        } for s in sorted(stats, key=lambda s: (s["partition"], s["attempt"]))},
     }
 
 

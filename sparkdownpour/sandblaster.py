@@ -35,6 +35,8 @@ from sparkdownpour.replica.keras_model import (
     output_units,
     trainable_arrays,
 )
+from sparkdownpour.downpour import check_devices_on_driver, device_options
+from sparkdownpour.replica.devices import driver_cpu, raise_if_no_gpu
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.observe import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
@@ -74,8 +76,9 @@ class Sandblaster:
         tracking = Tracking(log_dir, mlflow, algorithm="sandblaster", config=cfg)
         run_id = uuid.uuid4().hex
         started = time.perf_counter()
-        prepared = data.prepare(df, features_col, label_col)
+        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
         spark = prepared.sparkSession
+        check_devices_on_driver(cfg.device, spark)
         portions = _portions(num_portions, cfg, spark)
         blocks = numpy_blocks(prepared, portions)
         try:
@@ -89,17 +92,21 @@ class Sandblaster:
                                  "data.validate; please report this")
             summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min,
                                        stats.label_max)
-            model, spec = driver_model(self.model, cfg.loss, summary.num_features, features_col)
+            with driver_cpu():  # the driver never opens a GPU context (replica.devices)
+                model, spec = driver_model(self.model, cfg.loss, summary.num_features,
+                                           features_col)
             data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
                                        output_units(model), stats.non_integer_labels)
-            history = History(info={"run_id": run_id, "rows": summary.num_rows, "partitions": portions,
+            history = History(info={"run_id": run_id, "rows": summary.num_rows,
+                                    "partitions": portions,
                                     "features": summary.num_features,
                                     "shards": cfg.num_shards, "cache_s": cached_s,
                                     "setup_s": time.perf_counter() - started})
             with tracking:
                 history.listeners.append(tracking.record)
                 result = self._minimize(blocks, model, spec, history)
-                assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
+                with driver_cpu():
+                    assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
                 for record in result.records:
                     history.append(record)
                 history.info.update(stop_reason=result.stop_reason, message=result.message,
@@ -135,7 +142,7 @@ class Sandblaster:
             history.info["shard_urls"] = shards.urls
             base = StageSpec(run_id=history.info["run_id"], model=spec, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
-                             task_cpus=task_cpus(spark))
+                             task_cpus=task_cpus(spark), devices=device_options(cfg))
             counter = itertools.count(1)
             depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
             history.info["aggregation_depth"] = depth
@@ -147,9 +154,16 @@ class Sandblaster:
                                                f"evaluation {number} "
                                                f"({history.info['partitions']} portions)"),
                                run_id=history.info["run_id"]):
-                    loss_sum, grad_sum, rows = (
-                        blocks.mapPartitions(functools.partial(evaluate_partition, spec=stage))
-                        .treeReduce(combine, depth=depth))
+                    try:
+                        loss_sum, grad_sum, rows, devices = (
+                            blocks.mapPartitions(functools.partial(evaluate_partition,
+                                                                   spec=stage))
+                            .treeReduce(combine, depth=depth))
+                    except Exception as e:
+                        raise_if_no_gpu(e, f"evaluation {number}")
+                        raise
+                history.info["devices"] = sorted(set(history.info.get("devices", [])) |
+                                                 set(devices))
                 if rows != history.info["rows"]:  # a lost or doubled portion must not pass
                     raise RuntimeError(f"evaluation {number} covered {rows} rows, the data has "
                                        f"{history.info['rows']}")

@@ -65,8 +65,11 @@ class Tracking:
         if self.log_dir is not None:
             import tensorflow as tf
 
+            from sparkdownpour.replica.devices import driver_cpu
+
             os.makedirs(self.log_dir, exist_ok=True)
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            with driver_cpu():  # summaries are TensorFlow ops: never a GPU context on the driver
+                self._writer = tf.summary.create_file_writer(self.log_dir)
             logger.info("TensorBoard scalars go to %s (tensorboard --logdir %s)",
                         self.log_dir, self.log_dir)
         if self._mlflow is not None:
@@ -84,7 +87,9 @@ class Tracking:
         if self._writer is not None:
             import tensorflow as tf
 
-            with self._writer.as_default():
+            from sparkdownpour.replica.devices import driver_cpu
+
+            with driver_cpu(), self._writer.as_default():
                 for key, value in values.items():
                     tf.summary.scalar(key, value, step=step or 0)
             self._writer.flush()  # an interrupted fit keeps what it logged

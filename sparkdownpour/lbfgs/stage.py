@@ -3,7 +3,8 @@
 The data arrives as the cached RDD of numpy blocks built by ``lbfgs.blocks``, so an evaluation
 re-reads raw float32 bytes instead of re-parsing rows. Every evaluation is one stage: each partition fetches the evaluation point from the
 shards (once per Python worker and point), runs the Keras model over its blocks in chunks with
-TensorFlow, and yields ``(loss sum, gradient sum, rows)``; ``treeReduce`` adds them up. No zero
+TensorFlow, and yields ``(loss sum, gradient sum, rows, devices)``; ``treeReduce`` adds them up
+(and collects the set of devices the evaluators ran on, for the history). No zero
 vector is ever shipped in a closure (SPARK-18471): an empty partition yields ``None``.
 """
 
@@ -15,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from sparkdownpour.replica.devices import DeviceOptions, place
 from sparkdownpour.replica.keras_model import SPARSE_LOSSES, ModelSpec, loss_name, output_units
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
@@ -35,16 +37,20 @@ class StageSpec:
     version: int = 0        # evaluation number: "trial" names a different point every time
     task_cpus: int = 1
     chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
+    devices: DeviceOptions = DeviceOptions()  # see replica.devices; always float32
 
 
 class _Evaluator:
     """A built model and its compiled loss-and-gradient sum, kept per Python worker."""
 
-    def __init__(self, spec: ModelSpec, task_cpus: int) -> None:
+    def __init__(self, spec: ModelSpec, task_cpus: int, device: str = "/CPU:0",
+                 label: str = "CPU:0") -> None:
         import tensorflow as tf
 
         configure_threads(task_cpus)
-        self.model = model = spec.build()
+        self.label = label  # where it runs, for the history (Placement.describe)
+        with tf.device(device):  # the variables live where the evaluation runs
+            self.model = model = spec.build()
         self.point: tuple | None = None
         self.frozen = False  # see freeze_long_lived_objects: done after the first evaluation
         per_example, label_shape, label_dtype = _per_example_loss(model, spec.loss)
@@ -57,7 +63,7 @@ class _Evaluator:
         @tf.function(input_signature=[tf.TensorSpec([None, spec.num_features], tf.float32),
                                       tf.TensorSpec(label_shape, label_dtype)])
         def loss_and_gradient(x, y):
-            with tf.GradientTape() as tape:
+            with tf.device(device), tf.GradientTape() as tape:
                 losses = per_example(y, model(x, training=False))
                 total = tf.reduce_sum(losses)
             grads = tape.gradient(total, variables)
@@ -112,17 +118,20 @@ def _per_example_loss(model, loss):
     return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
 
 
-_EVALUATORS: "OrderedDict[str, _Evaluator]" = OrderedDict()
+_EVALUATORS: "OrderedDict[tuple[str, str], _Evaluator]" = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 
 def _evaluator_for(spec: StageSpec) -> _Evaluator:
-    evaluator = _EVALUATORS.get(spec.run_id)
+    placement = place(spec.devices)  # before anything initialises TensorFlow here
+    key = (spec.run_id, placement.describe())
+    evaluator = _EVALUATORS.get(key)
     if evaluator is None:
-        evaluator = _EVALUATORS[spec.run_id] = _Evaluator(spec.model, spec.task_cpus)
+        evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, placement.device,
+                                                  placement.describe())
         while len(_EVALUATORS) > 2:
             _EVALUATORS.popitem(last=False)
-    _EVALUATORS.move_to_end(spec.run_id)
+    _EVALUATORS.move_to_end(key)
     return evaluator
 
 
@@ -142,8 +151,9 @@ def _clients_for(spec: StageSpec) -> list:
 
 
 def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
-                       ) -> Iterator[tuple[float, np.ndarray | None, int]]:
-    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows)`` for the partition."""
+                       ) -> Iterator[tuple[float, np.ndarray | None, int, tuple[str, ...]]]:
+    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows, devices)`` for the
+    partition; ``devices`` names where it ran, e.g. ``("GPU:0 (spark gpu 1)",)``."""
     from sparkdownpour.lbfgs.shard_server import fetch_vector
 
     loss_sum, grad_sum, rows = 0.0, None, 0
@@ -164,11 +174,11 @@ def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
     if evaluator is not None and not evaluator.frozen:
         freeze_long_lived_objects()
         evaluator.frozen = True
-    yield loss_sum, grad_sum, rows
+    yield loss_sum, grad_sum, rows, (evaluator.label,) if evaluator is not None else ()
 
 
 def combine(a: tuple, b: tuple) -> tuple:
     """``treeReduce`` operator; ``None`` stands for an empty partition's gradient."""
     grad = b[1] if a[1] is None else a[1] if b[1] is None else a[1] + b[1]
-    return a[0] + b[0], grad, a[2] + b[2]
+    return a[0] + b[0], grad, a[2] + b[2], tuple(sorted(set(a[3]) | set(b[3])))
 

@@ -26,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
+from sparkdownpour.replica.devices import DeviceOptions, Placement, place
 from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assign_trainable
+from sparkdownpour.replica.precision import build_model
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 from sparkdownpour.server.client import ParameterClient
@@ -41,10 +43,15 @@ STATS_SCHEMA = pa.schema([
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
     ("clipped", pa.int64()),
+    ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
+    ("device_note", pa.string()), ("variable_device", pa.string()),
+    ("compute_dtype", pa.string()),
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long")
+             "skipped long, duplicates long, nonfinite long, clipped long, device string, "
+             "gpu_addresses string, visible string, device_note string, variable_device string, "
+             "compute_dtype string")
 
 
 @dataclass(frozen=True)
@@ -72,30 +79,43 @@ class ReplicaSpec:
     # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
     fail_first_attempt_after: int = 0
     fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
+    devices: DeviceOptions = DeviceOptions()  # see replica.devices
+    precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
 
 
 class _Replica:
     """A built model and its compiled gradient, kept per Python worker and reused."""
 
-    def __init__(self, spec: ModelSpec, task_cpus: int) -> None:
-        configure_threads(task_cpus)
-        self.model = spec.build()
-        self.gradient = GradientFunction(self.model, spec.loss)
+    def __init__(self, spec: ReplicaSpec, placement: Placement) -> None:
+        import tensorflow as tf
+
+        configure_threads(spec.task_cpus)
+        with tf.device(placement.device):  # the variables live where the gradient runs
+            self.model = build_model(spec.model, spec.precision)
+        self.gradient = GradientFunction(self.model, spec.model.loss, placement.device,
+                                         spec.precision)
+        variables = self.model.trainable_variables
+        # Where TensorFlow really put the weights (a Keras variable wraps a tf.Variable).
+        self.variable_device = str(getattr(getattr(variables[0], "value", None), "device", "")) \
+            if variables else ""
+        self.compute_dtype = str(next((layer.compute_dtype for layer in self.model.layers
+                                       if layer.weights), self.model.compute_dtype))
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
-_REPLICAS: "OrderedDict[str, _Replica]" = OrderedDict()
+_REPLICAS: "OrderedDict[tuple[str, str], _Replica]" = OrderedDict()
 _KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
 
 
-def _replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
-    cached = _REPLICAS.get(spec.run_id)
+def _replica_for(spec: ReplicaSpec, placement: Placement) -> tuple[_Replica, float]:
+    key = (spec.run_id, placement.device)
+    cached = _REPLICAS.get(key)
     if cached is not None:
-        _REPLICAS.move_to_end(spec.run_id)
+        _REPLICAS.move_to_end(key)
         return cached, 0.0
     start = time.perf_counter()
-    replica = _Replica(spec.model, spec.task_cpus)
-    _REPLICAS[spec.run_id] = replica
+    replica = _Replica(spec, placement)
+    _REPLICAS[key] = replica
     while len(_REPLICAS) > _KEEP:
         _REPLICAS.popitem(last=False)
     return replica, time.perf_counter() - start
@@ -157,7 +177,8 @@ class _Pending:
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """Train on one partition against the server; yield one row of statistics."""
     partition, attempt = _task_identity()
-    replica, build_s = _replica_for(spec)
+    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
+    replica, build_s = _replica_for(spec, placement)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
     client = ParameterClient(spec.url, spec.token, timeout=spec.request_timeout,
@@ -167,8 +188,8 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     loss_sum = compute_s = comm_s = 0.0
     try:
         t0 = time.perf_counter()
-        resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid()) \
-            if spec.exactly_once else 0
+        resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid(),
+                                    device=placement.describe()) if spec.exactly_once else 0
         comm_s += time.perf_counter() - t0
         base_step, fresh, since_sync = 0, False, 0
         pending = _Pending(resume_at)
@@ -250,6 +271,9 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     yield pa.RecordBatch.from_pylist([{
         "partition": partition, "attempt": attempt, "pid": os.getpid(), "loss_sum": loss_sum,
         "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s, **stats,
+        "device": placement.device, "gpu_addresses": ",".join(placement.addresses),
+        "visible": placement.visible, "device_note": placement.note,
+        "variable_device": replica.variable_device, "compute_dtype": replica.compute_dtype,
     }], schema=STATS_SCHEMA)
 
 

@@ -5,7 +5,7 @@ Routes (all need ``Authorization: Bearer <token>``)::
     GET  /v1/params                        -> params frame
     POST /v1/update                        -> {"step", "staleness", "applied", "progress"}
     POST /v1/update?return_params=1        -> params frame right after the update
-    GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N]
+    GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N&device=D]
                                            -> {"epoch", "partition", "applied"}
     GET  /v1/status                        -> store.status() as JSON
     GET  /metrics                          -> Prometheus text (``server.metrics``)
@@ -30,7 +30,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sparkdownpour.server.browser_auth import LOGIN_PATH
-from sparkdownpour.server.ledger import MAX_INDEX, position_from_meta
+from sparkdownpour.server.ledger import DEVICE_MAX, MAX_INDEX, position_from_meta
 from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_response",
@@ -185,8 +185,12 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
                 return error_response(400, f"query parameter {key!r} must be a non-negative integer, "
                                    f"got {raw[:40]!r}")
             values[key] = int(raw)
+        device = request.args.get("device")
+        if device is not None and not (len(device) <= DEVICE_MAX and device.isprintable()):
+            return error_response(400, f"query parameter 'device' must be printable text of at "
+                                       f"most {DEVICE_MAX} characters, got {device[:40]!r}")
         applied = store.progress(values["epoch"], values["partition"],
-                                 attempt=values["attempt"], pid=values["pid"])
+                                 attempt=values["attempt"], pid=values["pid"], device=device)
         return jsonify({"epoch": values["epoch"], "partition": values["partition"],
                         "applied": applied})
 

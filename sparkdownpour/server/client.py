@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 from typing import Any, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from sparkdownpour.server.protocol import (
     decode_frame,
     encode_frame_parts,
 )
-from sparkdownpour.server.ledger import Position
+from sparkdownpour.server.ledger import DEVICE_MAX, Position
 
 __all__ = ["ParameterClient"]
 
@@ -299,10 +299,14 @@ class ParameterClient:
                               "progress": None, "refusal": None}
         return step, arrays
 
-    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0) -> int:
-        """How many mini-batches of ``partition`` the server applied in ``epoch``."""
+    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0,
+                 device: str | None = None) -> int:
+        """How many mini-batches of ``partition`` the server applied in ``epoch``; ``device``
+        (e.g. ``"GPU:0 (spark gpu 1)"``) is shown in the server's status."""
         route = (f"/v1/progress?epoch={int(epoch)}&partition={int(partition)}"
                  f"&attempt={int(attempt)}&pid={int(pid)}")
+        if device:
+            route += "&device=" + quote(device[:DEVICE_MAX], safe="")
         _, data = self._request("GET", route, idempotent=True)
         try:
             return int(json.loads(data)["applied"])

@@ -52,10 +52,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _device(status: dict, partition: str) -> str:
     """The device of a partition's latest attempt, where the status reports devices
-    (``{"p<partition>-a<attempt>": device}``); empty otherwise."""
+    (``attempts[partition]["device"]`` or ``devices["p<partition>-a<attempt>"]``); else empty."""
+    latest = status.get("attempts", {}).get(partition, {})
+    if latest.get("device"):
+        return str(latest["device"])
     devices = status.get("devices") or {}
-    attempt = status.get("attempts", {}).get(partition, {}).get("attempt", 0)
-    return str(devices.get(f"p{partition}-a{attempt}", ""))
+    return str(devices.get(f"p{partition}-a{latest.get('attempt', 0)}", ""))
 
 
 class DownpourView:

@@ -33,6 +33,7 @@ __all__ = ["Position", "ProgressLedger", "position_from_meta"]
 POSITION_KEYS = ("epoch", "partition", "begin", "end", "attempt")
 REPORT_KEYS = ("loss", "nonfinite", "clipped")
 MAX_INDEX = 2**53  # JSON numbers beyond this lose precision in other languages' parsers
+DEVICE_MAX = 120  # characters of a replica's device label kept for status
 
 
 class Position(NamedTuple):
@@ -92,7 +93,8 @@ class ProgressLedger:
         self.epoch: int | None = None          # the open epoch; positioned pushes need it
         self.progress: dict[tuple[int, int], int] = {}  # (epoch, partition) -> batches applied
         self.refused = {"duplicate": 0, "out_of_order": 0, "closed_epoch": 0}
-        self.attempts: dict[str, dict[str, int]] = {}  # partition -> latest attempt seen
+        self.attempts: dict[str, dict[str, Any]] = {}  # partition -> latest attempt seen
+        self.devices: dict[str, str] = {}  # replica ("p<partition>-a<attempt>") -> its device
         self._divergence_factor, self._min_reports = divergence_factor, min_reports
         self._health: dict[str, dict[str, float]] = {}  # replica -> loss EMA, best, reports
         self.nonfinite_skipped = 0
@@ -129,8 +131,14 @@ class ProgressLedger:
         """``{"<epoch>/<partition>": applied}`` for status (the open epoch's, normally)."""
         return {f"{e}/{p}": n for (e, p), n in sorted(self.progress.items())}
 
-    def note_attempt(self, epoch: int, partition: int, attempt: int, pid: int) -> None:
+    def note_attempt(self, epoch: int, partition: int, attempt: int, pid: int,
+                     device: str | None = None) -> None:
         self.attempts[str(partition)] = {"epoch": epoch, "attempt": attempt, "pid": pid}
+        if device:
+            self.attempts[str(partition)]["device"] = device
+            self.devices[f"p{partition}-a{attempt}"] = device
+            if len(self.devices) > 4096:  # bounded, like the health records
+                self.devices.pop(next(iter(self.devices)))
 
     # -- health ------------------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class ParameterStore:
                 "refused": dict(self.ledger.refused),
                 "duplicates_refused": self.ledger.refused["duplicate"],
                 "attempts": {k: dict(v) for k, v in self.ledger.attempts.items()},
+                "devices": dict(self.ledger.devices),
                 "nonfinite_skipped": self.ledger.nonfinite_skipped,
                 "clipped": self.ledger.clipped,
                 "diverging": self.ledger.diverging(),
@@ -218,10 +219,12 @@ class ParameterStore:
         with self._lock:
             self.ledger.open_epoch(epoch)
 
-    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0) -> int:
-        """Mini-batches of ``partition`` already applied in ``epoch``; records the attempt."""
+    def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0,
+                 device: str | None = None) -> int:
+        """Mini-batches of ``partition`` already applied in ``epoch``; records the attempt (and
+        the device it runs on, for status)."""
         with self._lock:
-            self.ledger.note_attempt(epoch, partition, attempt, pid)
+            self.ledger.note_attempt(epoch, partition, attempt, pid, device)
             return self.ledger.applied(epoch, partition)
 
     def _adopt(self, new_params: Sequence[Any]) -> list[np.ndarray]:

@@ -93,6 +93,7 @@ def test_softmax_regression_matches_scipy_lbfgsb(spark):
         frame, "features", "label", num_portions=3)
     expected = scipy_minimum(softmax_objective(x, y, 10, L2), 650)
     assert abs(result.history.info["objective"] - expected) <= 1e-6 * abs(expected)
+    assert result.history.info["devices"] == ["CPU:0"]  # device="auto" on a machine without GPUs
 
 
 @pytest.mark.parametrize("shards", [1, 3])
@@ -109,11 +110,11 @@ def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, 
                 stage = StageSpec(run_id=f"gradient-test-{shards}", model=spec,
                                   shard_urls=tuple(group.urls), token=group.token,
                                   request_timeout=30.0, point="p", version=version)
-                loss_sum, grad_sum, rows = blocks.mapPartitions(
+                loss_sum, grad_sum, rows, devices = blocks.mapPartitions(
                     functools.partial(evaluate_partition, spec=stage)).treeReduce(combine, 2)
                 # The shards carry float32 on the wire: compare at the point executors used.
                 value, grad = logistic_objective(x, y, 0.0)(params.astype(np.float32))
-                assert rows == len(y)
+                assert rows == len(y) and devices == ("CPU:0",)
                 assert loss_sum / rows == pytest.approx(value, rel=1e-6)
                 np.testing.assert_allclose(grad_sum / rows, grad, rtol=1e-5,
                                            atol=1e-5 * np.abs(grad).max())
