@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_r
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
-BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key, set by dashboard.install_dashboard
+BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key (install_dashboard)
 _TRUE = {"1", "true", "yes", "on"}
 
 
