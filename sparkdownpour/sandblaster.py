@@ -140,7 +140,8 @@ class Sandblaster:
                 iteration_dashboard(driver_address(spark), history, cfg.verbose,
                                     f"Sandblaster run {history.info['run_id'][:8]}") as view:
             history.info["shard_urls"] = shards.urls
-            base = StageSpec(run_id=history.info["run_id"], model=spec, shard_urls=tuple(shards.urls),
+            base = StageSpec(run_id=history.info["run_id"], model=spec,
+                             shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg))
             counter = itertools.count(1)
