@@ -113,6 +113,9 @@ class _KerasEstimator(Estimator):
     def _train(self, model, config, dataset):
         raise NotImplementedError
 
+    def _tracking(self) -> dict:
+        return {"log_dir": self.getLogDir() or None, "mlflow": self.getMlflow()}
+
 
 class DownpourEstimator(_KerasEstimator, DownpourParams):
     """Downpour SGD as a Spark ML Estimator; ``fit`` returns a ``DownpourModel``.
@@ -136,7 +139,8 @@ class DownpourEstimator(_KerasEstimator, DownpourParams):
     def _train(self, model, config, dataset):
         from sparkdownpour.downpour import Downpour
 
-        return Downpour(model, config).fit(dataset, self.getFeaturesCol(), self.getLabelCol())
+        return Downpour(model, config).fit(dataset, self.getFeaturesCol(), self.getLabelCol(),
+                                           **self._tracking())
 
 
 class SandblasterEstimator(_KerasEstimator, SandblasterParams):
@@ -151,7 +155,7 @@ class SandblasterEstimator(_KerasEstimator, SandblasterParams):
         from sparkdownpour.sandblaster import Sandblaster
 
         return Sandblaster(model, config).fit(dataset, self.getFeaturesCol(),
-                                              self.getLabelCol())
+                                              self.getLabelCol(), **self._tracking())
 
 
 def output_semantics(model, loss) -> tuple[str, str]:

@@ -134,6 +134,11 @@ class SandblasterModel(KerasPredictionModel):
     """What ``SandblasterEstimator.fit`` returns."""
 
 
+# Addresses of servers that stopped with the fit, and the dashboard's one-time login link:
+# meaningless once saved, and a login code has no business in a model directory.
+_RUN_ONLY_INFO = ("dashboard", "server", "shard_urls")
+
+
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str, allow_nan=True))
 
@@ -153,7 +158,8 @@ class _KerasModelWriter(MLWriter):
             extraMetadata={"kerasFormat": FORMAT, "kerasVersion": keras.__version__,
                            "kerasSha256": digest_of(payload),
                            "history": _jsonable({"epochs": history.epochs,
-                                                 "info": history.info})})
+                                                 "info": {k: v for k, v in history.info.items()
+                                                          if k not in _RUN_ONLY_INFO}})})
         frame = self.sparkSession.createDataFrame([(bytearray(payload),)], "keras binary")
         frame.coalesce(1).write.parquet(os.path.join(path, "keras"))
 

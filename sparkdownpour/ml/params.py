@@ -84,6 +84,19 @@ class HasTrainerCommon(HasColumns):
                     "other fields of the trainer's config (DownpourConfig or SandblasterConfig) "
                     "as a dict, e.g. {'clip_norm': 1.0}", typeConverter=_options)
 
+    logDir = Param(Params._dummy(), "logDir",
+                   "write TensorBoard scalars of the fit here (empty: none)",
+                   typeConverter=TypeConverters.toString)
+    mlflow = Param(Params._dummy(), "mlflow",
+                   "log params, metrics and the model to the active MLflow run",
+                   typeConverter=TypeConverters.toBoolean)
+
+    def getLogDir(self) -> str:
+        return self.getOrDefault(self.logDir)
+
+    def getMlflow(self) -> bool:
+        return self.getOrDefault(self.mlflow)
+
     def getLoss(self):
         return self.getOrDefault(self.loss)
 
@@ -111,7 +124,7 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
         super().__init__(*args, **kwargs)
         self._setDefault(loss="sparse_categorical_crossentropy", optimizer="adagrad",
                          learningRate=0.05, batchSize=32, epochs=10, nFetch=1, nPush=1,
-                         numShards=1, seed=0, options={})
+                         numShards=1, seed=0, options={}, logDir="", mlflow=False)
 
     def getOptimizer(self) -> str:
         return self.getOrDefault(self.optimizer)
@@ -139,7 +152,8 @@ class SandblasterParams(HasTrainerCommon, HasMaxIter, HasTol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._setDefault(loss="binary_crossentropy", maxIter=100, tol=1e-6, gtol=1e-5, l2=0.0,
-                         historySize=10, numShards=1, options={})
+                         historySize=10, numShards=1, options={}, logDir="",
+                         mlflow=False)
 
     def getL2(self) -> float:
         return self.getOrDefault(self.l2)

@@ -72,7 +72,9 @@ def test_copy_with_extra_params_leaves_the_original_alone():
 
 def test_sandblaster_binary_model_predicts_and_saves(binary, tmp_path):
     frame, _, _ = binary
-    fitted = SandblasterEstimator(model=dense(3, 1, "sigmoid"), l2=1e-3, maxIter=50).fit(frame)
+    fitted = SandblasterEstimator(model=dense(3, 1, "sigmoid"), l2=1e-3, maxIter=50,
+                                  logDir=str(tmp_path / "tb")).fit(frame)
+    assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))  # logDir reached the fit
     assert isinstance(fitted, SandblasterModel) and fitted.getTask() == "binary"
     assert fitted.history.info["stop_reason"] in ("gtol", "tol", "precision")
     rows = fitted.transform(frame).collect()  # row order: the frame's, not the arrays'
@@ -87,6 +89,8 @@ def test_sandblaster_binary_model_predicts_and_saves(binary, tmp_path):
     fitted.write().save(str(tmp_path / "model"))
     loaded = SandblasterModel.load(str(tmp_path / "model"))
     assert loaded.uid == fitted.uid and loaded.getNumFeatures() == 3
+    assert "dashboard" in fitted.history.info and "dashboard" not in loaded.history.info
+    assert loaded.history.info["stop_reason"] == fitted.history.info["stop_reason"]
     np.testing.assert_array_equal(loaded.keras_model(x).numpy()[:, 0], p)
 
 
