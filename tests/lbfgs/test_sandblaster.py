@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from sparkdownpour import Sandblaster
+from sparkdownpour import Sandblaster, SandblasterConfig
 from sparkdownpour import data as sdp_data
 from sparkdownpour.examples import (
     arrays_to_frame,
@@ -81,7 +81,10 @@ def test_logistic_regression_matches_scipy_lbfgsb(binary):
     records = result.history.epochs
     assert set(records[0]) >= {"objective", "grad_norm", "step_size", "evaluations",
                                "wall_time_s"}
-    assert all(b["objective"] <= a["objective"] for a, b in zip(records, records[1:]))
+    # Non-increasing, but for approximate-Wolfe steps, which may rise by float32 rounding.
+    slack = SandblasterConfig().f_noise
+    assert all(b["objective"] <= a["objective"] * (1 + slack) for a, b in zip(records,
+                                                                               records[1:]))
 
 
 def test_softmax_regression_matches_scipy_lbfgsb(spark):
