@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 from typing import Any, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
@@ -238,10 +238,14 @@ class ParameterClient:
             raise self._fail(method, route, f"expected a 'params' frame, got {frame.kind!r}")
         return frame.step, frame.arrays
 
-    def fetch(self) -> tuple[int, list[np.ndarray]]:
-        """``(step, params)`` from the server (writable float32 arrays, no extra copy)."""
-        resp, data = self._request("GET", "/v1/params", idempotent=True)
-        return self._params("GET", "/v1/params", resp, data)
+    def fetch(self, replica: str | None = None) -> tuple[int, list[np.ndarray]]:
+        """``(step, params)`` from the server (writable float32 arrays, no extra copy).
+
+        ``replica`` names the reader, so delay-aware rules (DC-ASGD, AdaRevision) can keep
+        what they need of this read for its next push."""
+        route = "/v1/params" if replica is None else f"/v1/params?replica={quote(replica)}"
+        resp, data = self._request("GET", route, idempotent=True)
+        return self._params("GET", route, resp, data)
 
     def push(
         self,
@@ -260,7 +264,8 @@ class ParameterClient:
         With a ``position`` (see ``ledger.Position``) the server applies the push at most
         once, so it is retried on connection errors; a refused duplicate returns
         ``{"applied": False, "progress": <mini-batches applied>, "refusal": ...}`` even with
-        ``return_params``. ``self.last_push`` keeps the outcome either way.
+        ``return_params``; so does a push refused as staler than the server's
+        ``max_staleness`` (``refusal: "stale"``). ``self.last_push`` keeps the outcome.
         """
         meta = dict(report or {})
         if position is not None:
@@ -272,8 +277,9 @@ class ParameterClient:
         except ProtocolError as e:
             raise ValueError(f"cannot encode the update: {e}") from e
         route = "/v1/update?return_params=1" if return_params else "/v1/update"
+        # 409: refused (a duplicate position, or staler than the server's max_staleness).
         resp, data = self._request("POST", route, body, idempotent=position is not None,
-                                   accept=(200, 409) if position is not None else (200,))
+                                   accept=(200, 409))
         if resp.status == 409 or not return_params:
             try:
                 result = json.loads(data)
