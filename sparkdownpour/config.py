@@ -104,6 +104,8 @@ class DownpourConfig(_Loadable):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    # Parameter server at scale (README "Shards and staleness").
+    max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -142,9 +144,8 @@ class DownpourConfig(_Loadable):
                              f"tls_key={self.tls_key!r}")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
-        if self.num_shards != 1:
-            raise ValueError(f"num_shards={self.num_shards}: this release serves the parameters "
-                             "from one shard; use num_shards=1")
+        if self.max_staleness is not None:
+            _integer("max_staleness", self.max_staleness, minimum=0)
 
 
 

@@ -36,6 +36,7 @@ from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.runner import tls_context
+from sparkdownpour.server.shards import ShardedServer, ShardedStore
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import job_group
 
@@ -103,8 +104,11 @@ class Downpour:
     def _train(self, prepared, model, spec, history, validation, stop_when, resume) -> None:
         cfg = self.config
         spark = prepared.sparkSession
-        store = ParameterStore(trainable_arrays(model), self._rule,
-                               divergence_factor=cfg.divergence_factor)
+        store_kwargs = {"divergence_factor": cfg.divergence_factor,
+                        "max_staleness": cfg.max_staleness}
+        store = ParameterStore(trainable_arrays(model), self._rule, **store_kwargs) \
+            if cfg.num_shards == 1 else \
+            ShardedStore(trainable_arrays(model), self._rule, cfg.num_shards, **store_kwargs)
         partitions = history.info["partitions"]
         first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
         config_hash = _config_hash(cfg, self._rule, store.shapes, history.info)
@@ -132,11 +136,15 @@ class Downpour:
                                    every_s=cfg.checkpoint_every_s,
                                    extra=lambda: {"epochs_done": epochs_done["n"]}) \
             if cfg.checkpoint_dir is not None else None
-        with ParameterServer(store, host=driver_address(spark), ssl_context=ssl_context,
-                             max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
+        serve = ParameterServer if cfg.num_shards == 1 else ShardedServer
+        with serve(store, host=driver_address(spark), ssl_context=ssl_context,
+                   max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
                 ServerProgress(store, expected_updates, cfg.verbose) as progress, \
                 (checkpoints or _nothing()):
             history.info["server"] = server.url
+            shard_urls = tuple(getattr(server, "urls", ()))
+            if shard_urls:
+                history.info["shards"] = list(shard_urls)
             if self._on_server_start is not None:
                 self._on_server_start(server)
             base = ReplicaSpec(run_id=uuid.uuid4().hex, model=spec, url=server.url,
@@ -145,7 +153,7 @@ class Downpour:
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
-                               tls_ca=tls_ca)
+                               tls_ca=tls_ca, shard_urls=shard_urls)
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)
@@ -206,6 +214,8 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
                  "loss": str(loss_name(cfg.loss)), "batch_size": cfg.batch_size,
                  "n_push": cfg.n_push, "seed": cfg.seed, "rows": info["rows"],
                  "partitions": info["partitions"], "warmstart_steps": cfg.warmstart_steps}
+    if cfg.num_shards != 1:  # (absent for one shard: earlier checkpoints stay resumable)
+        described["num_shards"] = cfg.num_shards
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -242,6 +252,7 @@ def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -
         "comm_s": sum(s["comm_s"] for s in stats),
         "skipped_steps": sum(s["skipped"] for s in stats),
         "duplicates_refused": status.get("duplicates_refused", 0),
+        "stale_refused": status.get("stale_refused", 0),
         "nonfinite_skipped": status.get("nonfinite_skipped", 0),
         "diverging_replicas": sorted(status.get("diverging", {})),
     }

@@ -7,6 +7,11 @@ push is immediately followed by a fetch, one request does both (the server answe
 the fresh parameters), which halves the round trips of the common ``n_fetch = n_push = 1`` case.
 Yields one statistics row per partition.
 
+Sharded servers: ``spec.shard_urls`` lists every shard; ``ShardedClient`` fetches from and pushes
+to all of them at once, so the base step is a tuple (one step per shard). A push staler than the
+server's ``max_staleness`` is refused (its mini-batches count as consumed): the replica refetches
+before its next mini-batch.
+
 Exactly once: every push names the mini-batches it covers (epoch, partition, [begin, end)). An
 attempt first asks the server how far its partition got and skips those mini-batches without
 computing them (the order is deterministic: cached data, a seeded shuffle); a push refused as a
@@ -29,7 +34,7 @@ from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assign_trainable
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
-from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.sharded_client import ShardedClient
 from sparkdownpour.server.ledger import Position
 
 logger = logging.getLogger(__name__)
@@ -40,11 +45,11 @@ STATS_SCHEMA = pa.schema([
     ("fetches", pa.int64()), ("pushes", pa.int64()),
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
-    ("clipped", pa.int64()),
+    ("clipped", pa.int64()), ("stale", pa.int64()),
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long")
+             "skipped long, duplicates long, nonfinite long, clipped long, stale long")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class ReplicaSpec:
     # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
     fail_first_attempt_after: int = 0
     fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
+    shard_urls: tuple = ()  # every shard's URL, in shard order; () = the one server at url
 
 
 class _Replica:
@@ -81,6 +87,7 @@ class _Replica:
         configure_threads(task_cpus)
         self.model = spec.build()
         self.gradient = GradientFunction(self.model, spec.loss)
+        self.shapes = [tuple(v.shape) for v in self.model.trainable_variables]
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
@@ -160,17 +167,18 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     replica, build_s = _replica_for(spec)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
-    client = ParameterClient(spec.url, spec.token, timeout=spec.request_timeout,
-                             retries=spec.request_retries, ca_data=spec.tls_ca)
+    client = ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
+                           timeout=spec.request_timeout, retries=spec.request_retries,
+                           ca_data=spec.tls_ca)
     stats = dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
-                           "nonfinite", "clipped"), 0)
+                           "nonfinite", "clipped", "stale"), 0)
     loss_sum = compute_s = comm_s = 0.0
     try:
         t0 = time.perf_counter()
         resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid()) \
             if spec.exactly_once else 0
         comm_s += time.perf_counter() - t0
-        base_step, fresh, since_sync = 0, False, 0
+        base_step, fresh, since_sync = (0,) * len(client.clients), False, 0
         pending = _Pending(resume_at)
         for index, ((x, y), last) in enumerate(_with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
@@ -182,7 +190,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                 continue
             if since_sync % spec.n_fetch == 0 and not fresh:
                 t0 = time.perf_counter()
-                base_step, params = client.fetch()
+                base_step, params = client.fetch(replica_id)
                 assign_trainable(replica.model, params)
                 comm_s += time.perf_counter() - t0
                 stats["fetches"] += 1
@@ -231,6 +239,9 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                         base_step, params = result
                         assign_trainable(replica.model, params)
                         stats["fetches"], fresh = stats["fetches"] + 1, True
+                elif outcome["refusal"] == "stale":  # dropped as too stale: refetch, go on
+                    stats["stale"] += 1
+                    since_sync, fresh = 0, False
                 else:
                     stats["duplicates"] += 1
                     if last or not _continue_after_refusal(outcome, position, replica_id):

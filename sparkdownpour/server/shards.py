@@ -21,7 +21,7 @@ import numpy as np
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.store import ParameterStore
 
-__all__ = ["ShardedStore", "serve_all"]
+__all__ = ["ShardedServer", "ShardedStore", "serve_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +133,38 @@ class ShardedStore:
                 "counters": state["counters"]["shards"][i],
                 "ledger": state["ledger"]["shards"][i]})
             start += count
+
+
+class ShardedServer:
+    """One ``ParameterServer`` per shard of ``store``, one token, started and stopped together.
+
+    ``server_kwargs`` go to every ``ParameterServer`` (host, TLS, request limit); each binds
+    its own free port. ``url`` is shard 0's, ``urls`` all of them in shard order."""
+
+    def __init__(self, store: ShardedStore, **server_kwargs: Any) -> None:
+        from sparkdownpour.server.runner import ParameterServer  # runner imports Flask
+
+        self.store = store
+        first = ParameterServer(store.stores[0], **server_kwargs)
+        server_kwargs["token"] = first.token
+        self.servers = [first] + [ParameterServer(s, **server_kwargs) for s in store.stores[1:]]
+        self.token = first.token
+        self._stack: ExitStack | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def __enter__(self) -> "ShardedServer":
+        self._stack = serve_all(self.servers)
+        logger.info("%d parameter shards listening on %s", len(self.servers), self.urls)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
