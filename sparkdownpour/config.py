@@ -106,6 +106,8 @@ class DownpourConfig(_Loadable):
     tls_ca: str | None = None
     # Parameter server at scale (README "Shards and staleness").
     max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
+    compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
+    topk_ratio: float = 0.01          # share of each array a "topk" push sends
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -146,6 +148,9 @@ class DownpourConfig(_Loadable):
             raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
         if self.max_staleness is not None:
             _integer("max_staleness", self.max_staleness, minimum=0)
+        from sparkdownpour.server.compression import check_compression
+
+        check_compression(self.compression, self.topk_ratio)
 
 
 

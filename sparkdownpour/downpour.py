@@ -153,7 +153,8 @@ class Downpour:
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
-                               tls_ca=tls_ca, shard_urls=shard_urls)
+                               tls_ca=tls_ca, shard_urls=shard_urls,
+                               compression=cfg.compression, topk_ratio=cfg.topk_ratio)
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)

@@ -38,3 +38,11 @@ def test_dc_asgd_with_max_staleness_counts_what_it_refused(digits):
         assert shard["staleness"]["max"] == 0
     assert np.isfinite(result.history["loss"]).all()
     assert accuracy(result.model, x_test, y_test) > 0.5
+
+
+def test_topk_compressed_pushes_to_two_shards_still_learn(digits):
+    frame, (x_test, y_test) = digits
+    result = Downpour(build_digits_mlp, epochs=2, num_shards=2, compression="topk",
+                      topk_ratio=0.1, verbose=0).fit(frame)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert accuracy(result.model, x_test, y_test) > 0.6

@@ -78,6 +78,8 @@ class ReplicaSpec:
     fail_first_attempt_after: int = 0
     fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
     shard_urls: tuple = ()  # every shard's URL, in shard order; () = the one server at url
+    compression: str | None = None  # "fp16", "bf16" or "topk" pushes (see server.compression)
+    topk_ratio: float = 0.01
 
 
 class _Replica:
@@ -169,7 +171,8 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
     client = ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
                            timeout=spec.request_timeout, retries=spec.request_retries,
-                           ca_data=spec.tls_ca)
+                           ca_data=spec.tls_ca, compression=spec.compression,
+                           topk_ratio=spec.topk_ratio)
     stats = dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
                            "nonfinite", "clipped", "stale"), 0)
     loss_sum = compute_s = comm_s = 0.0

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.server.compression import Compressor
 from sparkdownpour.server.protocol import (
     FRAME_CONTENT_TYPE,
     ProtocolError,
@@ -77,6 +78,8 @@ class ParameterClient:
         backoff: float = 0.2,
         ca_data: str | None = None,
         ca_file: str | None = None,
+        compression: str | None = None,
+        topk_ratio: float = 0.01,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -93,6 +96,8 @@ class ParameterClient:
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
         if not backoff >= 0:
             raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
+        # Pushes only; fetches stay exact float32 (see server.compression).
+        self._compressor = Compressor(compression, topk_ratio) if compression else None
         self.url = url.rstrip("/")
         self._tls = None
         if parts.scheme == "https":
@@ -272,6 +277,8 @@ class ParameterClient:
             meta.update(position._asdict())
         try:
             # Parts alias the grads: the update is written to the socket without a copy.
+            if self._compressor is not None:
+                grads = self._compressor.encode(grads)
             body = encode_frame_parts(grads, kind="update", step=base_step, replica=replica,
                                       meta=meta)
         except ProtocolError as e:
