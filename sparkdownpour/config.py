@@ -69,6 +69,9 @@ class _Loadable:
         return cls(**values)
 
 
+MODES = ("async", "sync", "easgd")
+
+
 @dataclass(frozen=True)
 class DownpourConfig(_Loadable):
     """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
@@ -108,6 +111,7 @@ class DownpourConfig(_Loadable):
     max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
     compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
     topk_ratio: float = 0.01          # share of each array a "topk" push sends
+    mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -151,6 +155,11 @@ class DownpourConfig(_Loadable):
         from sparkdownpour.server.compression import check_compression
 
         check_compression(self.compression, self.topk_ratio)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
+        if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
+            raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
+                             f"must be 1, received {self.n_fetch} and {self.n_push}")
 
 
 

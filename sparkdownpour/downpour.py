@@ -33,6 +33,7 @@ from sparkdownpour.replica.keras_model import (
     trainable_arrays,
 )
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
+from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.runner import tls_context
@@ -130,10 +131,13 @@ class Downpour:
         expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
         ssl_context, tls_ca = _tls(cfg)
         epochs_done = {"n": first_epoch - 1}
+        # Sync rounds carry no exactly-once positions: only epoch-end checkpoints are
+        # consistent (a resume redoes the interrupted epoch from the last one).
+        sync = cfg.mode == "sync"
         checkpoints = Checkpointer(store, cfg.checkpoint_dir, config_hash=config_hash,
                                    keep=cfg.checkpoint_keep,
-                                   every_updates=cfg.checkpoint_every_updates,
-                                   every_s=cfg.checkpoint_every_s,
+                                   every_updates=0 if sync else cfg.checkpoint_every_updates,
+                                   every_s=float("inf") if sync else cfg.checkpoint_every_s,
                                    extra=lambda: {"epochs_done": epochs_done["n"]}) \
             if cfg.checkpoint_dir is not None else None
         serve = ParameterServer if cfg.num_shards == 1 else ShardedServer
@@ -166,8 +170,8 @@ class Downpour:
                 epoch_start = time.perf_counter()
                 store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
                 with job_group(spark, f"sparkdownpour downpour epoch {epoch}/{cfg.epochs} "
-                                      f"({partitions} replicas)"):
-                    stats = _run_job(prepared, replace(base, epoch=epoch))
+                                      f"({partitions} replicas, {cfg.mode})"):
+                    stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
                 epochs_done["n"] = epoch
                 if checkpoints is not None:
                     checkpoints.write()
@@ -220,9 +224,13 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_job(frame, spec: ReplicaSpec) -> list[dict]:
+def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
+    function = {"async": run_partition, "sync": run_sync_partition}[mode]
     try:
-        rows = frame.mapInArrow(functools.partial(run_partition, spec=spec), STATS_DDL).collect()
+        # sync: a barrier stage, every replica's task running at once (Spark refuses to start
+        # one with more partitions than free task slots).
+        rows = frame.mapInArrow(functools.partial(function, spec=spec), STATS_DDL,
+                                barrier=mode == "sync").collect()
     except Exception as e:
         # A replica that lost the server fails its task (and its retries) with a
         # ParameterServerError; say so on the driver with the same type, not as a Py4J error.

@@ -97,7 +97,7 @@ _REPLICAS: "OrderedDict[str, _Replica]" = OrderedDict()
 _KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
 
 
-def _replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
+def replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
     cached = _REPLICAS.get(spec.run_id)
     if cached is not None:
         _REPLICAS.move_to_end(spec.run_id)
@@ -110,7 +110,7 @@ def _replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
     return replica, time.perf_counter() - start
 
 
-def _task_identity() -> tuple[int, int]:
+def task_identity() -> tuple[int, int]:
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
@@ -165,16 +165,12 @@ class _Pending:
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """Train on one partition against the server; yield one row of statistics."""
-    partition, attempt = _task_identity()
-    replica, build_s = _replica_for(spec)
+    partition, attempt = task_identity()
+    replica, build_s = replica_for(spec)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
-    client = ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
-                           timeout=spec.request_timeout, retries=spec.request_retries,
-                           ca_data=spec.tls_ca, compression=spec.compression,
-                           topk_ratio=spec.topk_ratio)
-    stats = dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
-                           "nonfinite", "clipped", "stale"), 0)
+    client = client_for(spec, replica)
+    stats = new_stats()
     loss_sum = compute_s = comm_s = 0.0
     try:
         t0 = time.perf_counter()
@@ -258,13 +254,28 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                 break
     finally:
         client.close()
+    yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
+                      compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)
+
+
+def new_stats() -> dict[str, int]:
+    return dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
+                          "nonfinite", "clipped", "stale"), 0)
+
+
+def stats_batch(replica: _Replica, **row) -> pa.RecordBatch:
+    """The task's one statistics row; also freezes the worker's long-lived objects once."""
     if not replica.frozen:
         freeze_long_lived_objects()
         replica.frozen = True
-    yield pa.RecordBatch.from_pylist([{
-        "partition": partition, "attempt": attempt, "pid": os.getpid(), "loss_sum": loss_sum,
-        "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s, **stats,
-    }], schema=STATS_SCHEMA)
+    return pa.RecordBatch.from_pylist([{"pid": os.getpid(), **row}], schema=STATS_SCHEMA)
+
+
+def client_for(spec: ReplicaSpec, replica: _Replica) -> ShardedClient:
+    return ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
+                         timeout=spec.request_timeout, retries=spec.request_retries,
+                         ca_data=spec.tls_ca, compression=spec.compression,
+                         topk_ratio=spec.topk_ratio)
 
 
 def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) -> bool:

@@ -28,6 +28,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sparkdownpour.server.ledger import MAX_INDEX, position_from_meta
+from sparkdownpour.server.sync import split_sync_meta
 from sparkdownpour.server.protocol import (
     FRAME_CONTENT_TYPE,
     MAX_REPLICA_CHARS,
@@ -136,7 +137,8 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
             store.note_rejected()
             return error_response(400, f"bad update frame: {e}")
         try:
-            position, report = position_from_meta(frame.meta)
+            sync, meta = split_sync_meta(frame.meta)
+            position, report = position_from_meta(meta)
         except ValueError as e:
             store.note_rejected()
             return error_response(400, f"bad update frame: {e}")
@@ -144,10 +146,18 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
         try:
             # The store checks finiteness and counts its own rejections.
             result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step,
-                                position=position, report=report, reread=want_params)
+                                position=position, report=report, reread=want_params,
+                                sync=sync)
         except (ValueError, TypeError) as e:
             return error_response(400, f"update rejected: {e}")
         store.note_traffic(received=len(body))
+        if not result.applied and sync is not None:
+            resp = jsonify({"error": f"synchronous push refused ({result.refusal}): round "
+                                     f"{sync.round} of epoch {sync.epoch}, the server has applied "
+                                     f"{result.progress} rounds", "refusal": result.refusal,
+                            "progress": result.progress, "step": result.step, "applied": False})
+            resp.status_code = 409
+            return resp
         if not result.applied and result.refusal == "stale":
             resp = jsonify({"error": f"update refused (stale): staleness {result.staleness} is over "
                                      f"max_staleness {store.max_staleness}; refetch",

@@ -261,6 +261,7 @@ class ParameterClient:
         return_params: bool = False,
         position: Position | None = None,
         report: dict[str, Any] | None = None,
+        sync: dict[str, int] | None = None,
     ) -> dict[str, Any] | tuple[int, list[np.ndarray]]:
         """Send one update computed against params of ``base_step``.
 
@@ -275,6 +276,8 @@ class ParameterClient:
         meta = dict(report or {})
         if position is not None:
             meta.update(position._asdict())
+        if sync is not None:  # mode="sync": {"sync_epoch", "sync_round", "sync_size", "sync_rows"}
+            meta.update(sync)
         try:
             # Parts alias the grads: the update is written to the socket without a copy.
             if self._compressor is not None:

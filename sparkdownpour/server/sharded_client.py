@@ -75,7 +75,7 @@ class ShardedClient:
 
     def push(self, grads: Sequence[Any], *, base_step: Sequence[int], replica: str,
              return_params: bool = False, position: Position | None = None,
-             report: dict[str, Any] | None = None):
+             report: dict[str, Any] | None = None, sync: dict[str, int] | None = None):
         """Push each shard its range of ``grads``; returns like ``ParameterClient.push``.
 
         With ``return_params`` the answer holds the full fresh params: a shard that refused
@@ -88,7 +88,8 @@ class ShardedClient:
 
         def one(client, part, step):
             return client.push(part, base_step=int(step), replica=replica,
-                               return_params=return_params, position=position, report=report)
+                               return_params=return_params, position=position, report=report,
+                               sync=sync)
 
         results = self._each(one, parts, list(base_step))
         self.last_push = combine_outcomes([c.last_push for c in self.clients])

@@ -23,6 +23,7 @@ import numpy as np
 
 from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.server.sync import SyncRounds, SyncTag
 
 __all__ = ["ParameterStore", "PushResult"]
 
@@ -86,6 +87,7 @@ class ParameterStore:
         self._stale_refused = 0
         self._delay_aware = bool(getattr(rule, "delay_aware", False))
         self._backups: dict[str, Any] = {}  # replica -> rule.backup(...) at its last read
+        self._sync = SyncRounds()  # mode="sync": one averaged update per round
         self.label = dict(label or {})  # e.g. {"index": 1, "of": 4, "range": [lo, hi]} for a shard
 
     # -- read side -------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class ParameterStore:
                 "stale_refused": self._stale_refused,
                 "max_staleness": self.max_staleness,
                 **({"shard": dict(self.label)} if self.label else {}),
+                "sync": self._sync.status(),
                 "replicas": dict(self._replicas),
                 "staleness": {
                     "mean": self._stale_sum / applied if applied else 0.0,
@@ -177,7 +180,7 @@ class ParameterStore:
 
     def push(self, grads: Sequence[Any], *, replica: str, base_step: int,
              position: Position | None = None, report: dict | None = None,
-             reread: bool = False) -> PushResult:
+             reread: bool = False, sync: SyncTag | None = None) -> PushResult:
         """Validate ``grads`` and apply them with the rule; returns the new step and staleness.
 
         Raises ``ValueError`` (and counts a rejection) for the wrong number, shape or
@@ -189,6 +192,8 @@ class ParameterStore:
         position is recorded, so its mini-batches count as consumed (their gradient is dropped)
         and the replica goes on after refetching. ``reread``: the replica receives the new
         params in the answer (``return_params``), which is a read for the backups.
+        A ``sync`` push joins its round (``server.sync``) and is applied, averaged with the
+        round's other pushes, by the round's last one.
         """
         try:
             if not isinstance(base_step, int) or isinstance(base_step, bool) or base_step < 0:
@@ -212,6 +217,15 @@ class ParameterStore:
             # A base step from the future (e.g. after the driver reset the store) counts as
             # fresh rather than negative.
             staleness = max(0, self._step - base_step)
+            if sync is not None:
+                refusal = self._sync.verdict(sync)
+                if refusal is not None:
+                    self.ledger.refuse(refusal)
+                    return PushResult(self._step, -1, False, self._sync.round, refusal)
+                mean = self._sync.add(checked, sync)
+                if mean is None:  # waiting for the round's other replicas
+                    return PushResult(self._step, 0, True, None)
+                checked, staleness = mean, 0
             if self.max_staleness is not None and staleness > self.max_staleness:
                 self._stale_refused += 1
                 if position is not None:
