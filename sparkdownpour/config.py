@@ -112,6 +112,8 @@ class DownpourConfig(_Loadable):
     compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
     topk_ratio: float = 0.01          # share of each array a "topk" push sends
     mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
+    easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
+    easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -157,6 +159,12 @@ class DownpourConfig(_Loadable):
         check_compression(self.compression, self.topk_ratio)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
+        _integer("easgd_tau", self.easgd_tau, minimum=1)
+        if self.easgd_alpha is not None:
+            _positive_number("easgd_alpha", self.easgd_alpha)
+            if self.easgd_alpha > 1:
+                raise ValueError(f"easgd_alpha is a moving rate in (0, 1], received "
+                                 f"{self.easgd_alpha!r}")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")

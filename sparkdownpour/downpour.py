@@ -33,6 +33,7 @@ from sparkdownpour.replica.keras_model import (
     trainable_arrays,
 )
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
+from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
@@ -107,9 +108,11 @@ class Downpour:
         spark = prepared.sparkSession
         store_kwargs = {"divergence_factor": cfg.divergence_factor,
                         "max_staleness": cfg.max_staleness}
-        store = ParameterStore(trainable_arrays(model), self._rule, **store_kwargs) \
+        # easgd: the server holds the center variable; the replicas run the rule themselves.
+        rule = optimizers.ElasticAverage() if cfg.mode == "easgd" else self._rule
+        store = ParameterStore(trainable_arrays(model), rule, **store_kwargs) \
             if cfg.num_shards == 1 else \
-            ShardedStore(trainable_arrays(model), self._rule, cfg.num_shards, **store_kwargs)
+            ShardedStore(trainable_arrays(model), rule, cfg.num_shards, **store_kwargs)
         partitions = history.info["partitions"]
         first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
         config_hash = _config_hash(cfg, self._rule, store.shapes, history.info)
@@ -158,7 +161,8 @@ class Downpour:
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
                                tls_ca=tls_ca, shard_urls=shard_urls,
-                               compression=cfg.compression, topk_ratio=cfg.topk_ratio)
+                               compression=cfg.compression, topk_ratio=cfg.topk_ratio,
+                               **_easgd_fields(cfg, self._rule, partitions))
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)
@@ -194,6 +198,17 @@ class Downpour:
             assign_trainable(model, params)
 
 
+def _easgd_fields(cfg: DownpourConfig, rule, replicas: int) -> dict:
+    if cfg.mode != "easgd":
+        return {}
+    if not callable(getattr(rule, "get_config", None)):
+        raise TypeError(f"mode='easgd' runs the rule on the replicas and needs an UpdateRule "
+                        f"from sparkdownpour.optimizers (or its name), received {rule!r}")
+    alpha = cfg.easgd_alpha if cfg.easgd_alpha is not None else 0.9 / replicas
+    return {"local_rule": rule.get_config(), "easgd_tau": cfg.easgd_tau,
+            "easgd_alpha": float(alpha)}
+
+
 def _nothing():
     import contextlib
 
@@ -225,7 +240,8 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
 
 
 def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
-    function = {"async": run_partition, "sync": run_sync_partition}[mode]
+    function = {"async": run_partition, "sync": run_sync_partition,
+                "easgd": run_easgd_partition}[mode]
     try:
         # sync: a barrier stage, every replica's task running at once (Spark refuses to start
         # one with more partitions than free task slots).

@@ -10,7 +10,7 @@ import functools
 
 from sparkdownpour.optimizers.base import UpdateRule
 from sparkdownpour.optimizers.delay import DCASGD, DelayTolerantAdagrad, StalenessAware
-from sparkdownpour.optimizers.rules import SGD, Adagrad, Adam, Momentum
+from sparkdownpour.optimizers.rules import SGD, Adagrad, Adam, ElasticAverage, Momentum
 
 RULES: dict = {cls.name: cls for cls in (SGD, Momentum, Adagrad, Adam, StalenessAware, DCASGD,
                                          DelayTolerantAdagrad)}
@@ -37,5 +37,5 @@ def get(identifier: str | UpdateRule, **kwargs) -> UpdateRule:
     return RULES[key](**kwargs)
 
 
-__all__ = ["SGD", "Momentum", "Adagrad", "Adam", "StalenessAware", "DCASGD",
+__all__ = ["SGD", "Momentum", "Adagrad", "Adam", "ElasticAverage", "StalenessAware", "DCASGD",
            "DelayTolerantAdagrad", "UpdateRule", "RULES", "get"]

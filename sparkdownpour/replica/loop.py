@@ -80,6 +80,11 @@ class ReplicaSpec:
     shard_urls: tuple = ()  # every shard's URL, in shard order; () = the one server at url
     compression: str | None = None  # "fp16", "bf16" or "topk" pushes (see server.compression)
     topk_ratio: float = 0.01
+    # mode="easgd": the replica's own rule (UpdateRule.get_config()), exchange every
+    # easgd_tau mini-batches with moving rate easgd_alpha
+    local_rule: dict | None = None
+    easgd_tau: int = 4
+    easgd_alpha: float = 0.5
 
 
 class _Replica:
