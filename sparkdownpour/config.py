@@ -112,6 +112,7 @@ class DownpourConfig(_Loadable):
     compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
     topk_ratio: float = 0.01          # share of each array a "topk" push sends
     mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
+    overlap: bool = False             # async: push on a background thread while the next batch computes
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
     easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
 
@@ -159,6 +160,8 @@ class DownpourConfig(_Loadable):
         check_compression(self.compression, self.topk_ratio)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
+        if not isinstance(self.overlap, bool):
+            raise TypeError(f"overlap must be True or False, received {self.overlap!r}")
         _integer("easgd_tau", self.easgd_tau, minimum=1)
         if self.easgd_alpha is not None:
             _positive_number("easgd_alpha", self.easgd_alpha)

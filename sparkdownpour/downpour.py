@@ -162,6 +162,7 @@ class Downpour:
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
                                tls_ca=tls_ca, shard_urls=shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
+                               overlap=cfg.overlap,
                                **_easgd_fields(cfg, self._rule, partitions))
             base = replace(base, **self._replica_overrides)
             if warm_start:

@@ -20,10 +20,12 @@ duplicate (a speculative twin got there first) makes it skip ahead the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -85,6 +87,7 @@ class ReplicaSpec:
     local_rule: dict | None = None
     easgd_tau: int = 4
     easgd_alpha: float = 0.5
+    overlap: bool = False  # push on a background thread while the next mini-batch computes
 
 
 class _Replica:
@@ -169,14 +172,56 @@ class _Pending:
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
-    """Train on one partition against the server; yield one row of statistics."""
+    """Train on one partition against the server; yield one row of statistics.
+
+    With ``spec.overlap`` a push (answered with the fresh parameters when the next step
+    fetches) runs on a background thread while the next mini-batch computes on the parameters
+    at hand (DistBelief's weakly synchronized threads): at most one push in flight, collected
+    before the next push or fetch, so pushes stay in order and exactly-once; each gradient
+    pushes the base step it was computed on, so the extra staleness is counted.
+    """
     partition, attempt = task_identity()
     replica, build_s = replica_for(spec)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
     client = client_for(spec, replica)
+    courier = ThreadPoolExecutor(1, "sparkdownpour-push") if spec.overlap else None
     stats = new_stats()
     loss_sum = compute_s = comm_s = 0.0
+    in_flight = None  # (future, want_params, position) of the push on the background thread
+
+    def settle(result, want_params: bool, position) -> str:
+        """Act on a push's outcome: "ok", "skip" (resume at the server's progress) or "stop"."""
+        nonlocal base_step, fresh, since_sync, resume_at, pending
+        outcome = client.last_push
+        if outcome["applied"]:
+            stats["pushes"] += 1
+            if want_params:
+                base_step, params = result
+                assign_trainable(replica.model, params)
+                stats["fetches"], fresh = stats["fetches"] + 1, True
+            return "ok"
+        if outcome["refusal"] == "stale":  # dropped as too stale: refetch, go on
+            stats["stale"] += 1
+            since_sync, fresh = 0, False
+            return "ok"
+        stats["duplicates"] += 1
+        if not _continue_after_refusal(outcome, position, replica_id):
+            return "stop"
+        resume_at, since_sync, fresh = outcome["progress"], 0, False  # fetch before computing
+        pending = _Pending(resume_at)
+        return "skip"
+
+    def collect() -> str:
+        nonlocal in_flight, comm_s
+        if in_flight is None:
+            return "ok"
+        (future, want_params, position), in_flight = in_flight, None
+        t0 = time.perf_counter()
+        result = future.result()
+        comm_s += time.perf_counter() - t0  # only the wait the computation did not hide
+        return settle(result, want_params, position)
+
     try:
         t0 = time.perf_counter()
         resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid()) \
@@ -187,6 +232,8 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
         for index, ((x, y), last) in enumerate(_with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
             last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
+            if since_sync % spec.n_fetch == 0 and not fresh and collect() == "stop":
+                break
             if index < resume_at:  # applied already, by an earlier or a concurrent attempt
                 stats["skipped"] += 1
                 if last:
@@ -199,6 +246,7 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                 comm_s += time.perf_counter() - t0
                 stats["fetches"] += 1
             fresh = False
+            computed_on = base_step
             t0 = time.perf_counter()
             loss, grads = replica.gradient(x, y)
             usable = True
@@ -228,36 +276,37 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
             if pending.count < spec.n_push and not last:
                 continue
             if pending.grads is not None:
-                t0 = time.perf_counter()
+                action = collect()  # the previous push first: pushes stay in order
+                if action == "stop":
+                    break
+                if action == "skip":
+                    continue
                 want_params = since_sync % spec.n_fetch == 0 and not last  # the next step fetches
                 position = Position(spec.epoch, partition, pending.begin, index + 1, attempt) \
                     if spec.exactly_once else None
-                result = client.push(pending.grads, base_step=base_step, replica=replica_id,
-                                     return_params=want_params, position=position,
-                                     report=pending.report())
-                comm_s += time.perf_counter() - t0
-                outcome = client.last_push
-                if outcome["applied"]:
-                    stats["pushes"] += 1
-                    if want_params:
-                        base_step, params = result
-                        assign_trainable(replica.model, params)
-                        stats["fetches"], fresh = stats["fetches"] + 1, True
-                elif outcome["refusal"] == "stale":  # dropped as too stale: refetch, go on
-                    stats["stale"] += 1
-                    since_sync, fresh = 0, False
+                send = functools.partial(client.push, pending.grads, base_step=computed_on,
+                                         replica=replica_id, return_params=want_params,
+                                         position=position, report=pending.report())
+                if courier is not None and not last:
+                    in_flight = (courier.submit(send), want_params, position)
+                    fresh = want_params  # the parameters are on their way: no fetch
                 else:
-                    stats["duplicates"] += 1
-                    if last or not _continue_after_refusal(outcome, position, replica_id):
+                    t0 = time.perf_counter()
+                    result = send()
+                    comm_s += time.perf_counter() - t0
+                    action = settle(result, want_params, position)
+                    if action == "stop" or (action == "skip" and last):
                         break
-                    resume_at, since_sync = outcome["progress"], 0  # fetch before computing
-                    pending = _Pending(resume_at)
-                    continue
+                    if action == "skip":
+                        continue
             pending = _Pending(index + 1) if pending.grads is not None else pending
             pending.count = 0
             if last:
                 break
+        collect()
     finally:
+        if courier is not None:
+            courier.shutdown(wait=True)
         client.close()
     yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
                       compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)
