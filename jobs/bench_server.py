@@ -49,8 +49,10 @@ def _store(shapes: list) -> tuple[ParameterStore, Any]:
     return ParameterStore([np.zeros(s, np.float32) for s in shapes], rule), create_app
 
 
-def _replica(urls: list[str], shapes: list, start_at: float, seconds: float) -> int:
-    """One replica process: push+fetch round trips until the deadline; returns how many."""
+def _replica(urls: list[str], shapes: list, start_at: float, seconds: float) -> float:
+    """One replica process: push+fetch round trips until the deadline; returns its rate
+    (round trips per second, over the time until its last one finished, so a trip cut off by
+    the deadline neither counts nor dilutes)."""
     from sparkdownpour.server.sharded_client import ShardedClient
 
     key = sum(int(np.prod(s)) for s in shapes)
@@ -63,12 +65,12 @@ def _replica(urls: list[str], shapes: list, start_at: float, seconds: float) -> 
     with ShardedClient(urls, TOKEN, shapes, timeout=120) as client:
         steps, _ = client.fetch()
         time.sleep(max(0.0, start_at - time.time()))
-        deadline = start_at + seconds
+        deadline, finished = start_at + seconds, time.time()
         while time.time() < deadline:
             steps, _ = client.push(grads, base_step=steps, replica=f"r{os.getpid()}",
                                    return_params=True)
-            done += 1
-    return done
+            done, finished = done + 1, time.time()
+    return done / max(finished - start_at, 1e-9)
 
 
 def _warm(_: object = None) -> int:
@@ -122,10 +124,9 @@ def measure(num_floats: int, shard_counts: list[int], replica_counts: list[int],
                         start_at = time.time() + 1.5  # every replica connected and waiting
                         jobs = [pool.apply_async(_replica, (urls, shapes, start_at, seconds))
                                 for _ in range(replicas)]
-                        trips = sum(job.get(seconds + 300) for job in jobs)
-                        Bps = 2 * model_bytes * trips / seconds
+                        rate = sum(job.get(seconds + 300) for job in jobs)
                         rows.append({"mode": mode, "shards": shards, "replicas": replicas,
-                                     "updates_per_s": trips / seconds, "Bps": Bps})
+                                     "updates_per_s": rate, "Bps": 2 * model_bytes * rate})
                 # The socket before and after this shard count's runs, so that load from
                 # anything else on the machine weighs on both sides alike.
                 socket_Bps = (before + _socket_Bps(model_bytes, min(seconds, 2.0))) / 2

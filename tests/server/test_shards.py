@@ -157,3 +157,26 @@ def test_checkpoint_of_a_sharded_store_round_trips(tmp_path):
     with pytest.raises(ValueError, match="3-shard"):
         ShardedStore([np.zeros(s, np.float32) for s in SHAPES], rule, 2).restore_state(
             read_checkpoint(path))
+
+
+def test_stale_pushes_are_refused_over_http_and_counted_per_shard():
+    store = ShardedStore([np.zeros(s, np.float32) for s in SHAPES], PlainSGD(1.0), 2,
+                         max_staleness=0)
+    servers = [ParameterServer(s, host="127.0.0.1", token="t0k") for s in store.stores]
+    grads = [np.ones(s, np.float32) for s in SHAPES]
+    with serve_all(servers), ShardedClient([s.url for s in servers], "t0k", SHAPES) as a, \
+            ShardedClient([s.url for s in servers], "t0k", SHAPES) as b:
+        steps_a, _ = a.fetch("a")
+        steps_b, _ = b.fetch("b")
+        a.push(grads, base_step=steps_a, replica="a")
+        out = b.push(grads, base_step=steps_b, replica="b", return_params=True)
+        assert isinstance(out, dict)  # refused everywhere: no parameters come back
+        assert (out["applied"], out["refusal"], out["staleness"]) == (False, "stale", 1)
+        steps_b, _ = b.fetch("b")  # the replica refetches, then its push is fresh again
+        b.push(grads, base_step=steps_b, replica="b")
+        assert b.last_push["applied"]
+    status = store.status()
+    assert [s["stale_refused"] for s in status["shards"]] == [1, 1]
+    assert status["stale_refused"] == 2 and status["updates_applied"] == 2
+    for p in store.snapshot():
+        np.testing.assert_array_equal(p, -2.0)
