@@ -106,8 +106,10 @@ class Downpour:
     def _train(self, prepared, model, spec, history, validation, stop_when, resume) -> None:
         cfg = self.config
         spark = prepared.sparkSession
+        # A sync round's answers wait for its last push: give up before the replicas do.
         store_kwargs = {"divergence_factor": cfg.divergence_factor,
-                        "max_staleness": cfg.max_staleness}
+                        "max_staleness": cfg.max_staleness,
+                        "sync_timeout": 0.8 * cfg.request_timeout}
         # easgd: the server holds the center variable; the replicas run the rule themselves.
         rule = optimizers.ElasticAverage() if cfg.mode == "easgd" else self._rule
         store = ParameterStore(trainable_arrays(model), rule, **store_kwargs) \

@@ -52,7 +52,8 @@ class ParameterStore:
     """
 
     def __init__(self, params: Sequence[Any], rule: Any, *, divergence_factor: float = 4.0,
-                 max_staleness: int | None = None, label: dict | None = None) -> None:
+                 max_staleness: int | None = None, label: dict | None = None,
+                 sync_timeout: float = 600.0) -> None:
         if not callable(getattr(rule, "init", None)) or not callable(getattr(rule, "update", None)):
             raise TypeError(
                 f"rule must have init(params) and update(grads, state, params) methods, "
@@ -88,6 +89,8 @@ class ParameterStore:
         self._delay_aware = bool(getattr(rule, "delay_aware", False))
         self._backups: dict[str, Any] = {}  # replica -> rule.backup(...) at its last read
         self._sync = SyncRounds()  # mode="sync": one averaged update per round
+        self._round_done = threading.Condition(self._lock)
+        self.sync_timeout = float(sync_timeout)
         self.label = dict(label or {})  # e.g. {"index": 1, "of": 4, "range": [lo, hi]} for a shard
 
     # -- read side -------------------------------------------------------------------------
@@ -193,7 +196,9 @@ class ParameterStore:
         and the replica goes on after refetching. ``reread``: the replica receives the new
         params in the answer (``return_params``), which is a read for the backups.
         A ``sync`` push joins its round (``server.sync``) and is applied, averaged with the
-        round's other pushes, by the round's last one.
+        round's other pushes, by the round's last one; the others' answers wait (the lock
+        released) until then, so every answer means "the round is applied". A round not
+        complete within ``sync_timeout`` seconds is abandoned (``refusal="sync_timeout"``).
         """
         try:
             if not isinstance(base_step, int) or isinstance(base_step, bool) or base_step < 0:
@@ -223,8 +228,15 @@ class ParameterStore:
                     self.ledger.refuse(refusal)
                     return PushResult(self._step, -1, False, self._sync.round, refusal)
                 mean = self._sync.add(checked, sync)
-                if mean is None:  # waiting for the round's other replicas
-                    return PushResult(self._step, 0, True, None)
+                if mean is None:  # wait for the round's other replicas
+                    self._round_done.wait_for(lambda: not self._sync.pending(sync),
+                                              self.sync_timeout)
+                    if self._sync.applied(sync):
+                        return PushResult(self._step, 0, True, None)
+                    if self._sync.pending(sync):  # timed out: nobody else will finish it
+                        self._sync.abandon()
+                        self._round_done.notify_all()
+                    return PushResult(self._step, -1, False, self._sync.round, "sync_timeout")
                 checked, staleness = mean, 0
             if self.max_staleness is not None and staleness > self.max_staleness:
                 self._stale_refused += 1
@@ -249,6 +261,8 @@ class ParameterStore:
             self._stale_max = max(self._stale_max, staleness)
             bucket = str(staleness) if staleness <= HISTOGRAM_MAX else f">{HISTOGRAM_MAX}"
             self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
+            if sync is not None:
+                self._round_done.notify_all()
             if reread:
                 self._note_read(replica)
             progress = None if position is None else position.end

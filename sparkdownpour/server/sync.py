@@ -7,7 +7,8 @@ in the round (those with a k-th mini-batch, agreed with ``allGather``) and ``r``
 in this replica's batch. The round's gradient is the row-weighted mean, i.e. the gradient of
 the mean loss over all the round's rows, exactly what one process would get from the rows of
 every replica's batch put together. Rounds are applied in order; a round already applied (a
-retried barrier stage re-pushing it) is refused as a duplicate.
+retried barrier stage re-pushing it) is refused as a duplicate. The store holds each push's
+answer until its round is applied, which is what keeps the replicas in step.
 
 Not thread-safe: ``ParameterStore`` calls it with its lock held.
 """
@@ -92,6 +93,17 @@ class SyncRounds:
         self.round += 1
         self._sum, self._count, self._rows = None, 0, 0
         return mean
+
+    def pending(self, tag: SyncTag) -> bool:
+        """Whether ``tag``'s round is still open (not applied, not abandoned)."""
+        return self.epoch == tag.epoch and self.round == tag.round and self._count > 0
+
+    def applied(self, tag: SyncTag) -> bool:
+        return self.epoch == tag.epoch and self.round > tag.round
+
+    def abandon(self) -> None:
+        """Drop the open round's partial sum (a replica never came; the stage will fail)."""
+        self._sum, self._count, self._rows = None, 0, 0
 
     def status(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "rounds": self.round, "pending": self._count}

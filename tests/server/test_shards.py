@@ -180,3 +180,27 @@ def test_stale_pushes_are_refused_over_http_and_counted_per_shard():
     assert status["stale_refused"] == 2 and status["updates_applied"] == 2
     for p in store.snapshot():
         np.testing.assert_array_equal(p, -2.0)
+
+
+def test_sync_round_answers_wait_for_the_last_push_and_time_out_alone():
+    """Two replicas' round: the first answer comes only once the second push applied the
+    mean; a round whose other replica never comes is abandoned after sync_timeout."""
+    from sparkdownpour.server import ParameterStore
+    from sparkdownpour.server.sync import SyncTag
+
+    store = ParameterStore([np.zeros(2, np.float32)], PlainSGD(1.0), sync_timeout=5.0)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(store.push(
+        [np.full(2, 1.0, np.float32)], replica="a", base_step=0, sync=SyncTag(1, 0, 2, 1))))
+    first.start()
+    first.join(0.3)
+    assert first.is_alive() and store.step == 0  # waiting for replica b
+    store.push([np.full(2, 4.0, np.float32)], replica="b", base_step=0, sync=SyncTag(1, 0, 2, 3))
+    first.join(5)
+    assert answers[0].applied and store.step == 1
+    np.testing.assert_allclose(store.snapshot()[0], -(1 * 1 + 4 * 3) / 4)  # row-weighted mean
+    lonely = ParameterStore([np.zeros(2, np.float32)], PlainSGD(1.0), sync_timeout=0.2)
+    result = lonely.push([np.ones(2, np.float32)], replica="a", base_step=0,
+                         sync=SyncTag(1, 0, 2, 1))
+    assert (result.applied, result.refusal, lonely.step) == (False, "sync_timeout", 0)
+    assert lonely.status()["sync"]["pending"] == 0
