@@ -7,8 +7,8 @@ push it; the server applies the row-weighted mean once the round's last push arr
 update. The barrier stage is what makes this safe: all replicas run at once (a round never
 waits for a task Spark has not scheduled), and ``allGather`` first agrees on how many replicas
 have a batch for each round. (A ``BarrierTaskContext.barrier()`` per round did the same job at
-about 0.3 s per round here, an RPC through the driver; the server's answer is the cheaper
-barrier.) A replica that has run out of mini-batches is done.
+0.28 s or more per round on this project's loaded 2-core machine, an RPC through the driver;
+the server's answer is the cheaper barrier.) A replica that has run out of mini-batches is done.
 
 A retried barrier stage (Spark retries all its tasks together) asks the server how many rounds
 of the epoch it applied and skips them.
