@@ -75,15 +75,22 @@ def main(argv=None) -> int:
     parser.add_argument("--max-epochs", type=int, default=4)
     parser.add_argument("--replicas", default="2,4")
     parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--master", default="local[4]")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors: this environment
 
     from sparkdownpour.examples import arrays_to_frame
     from sparkdownpour.session import get_or_create_session
 
-    spark = get_or_create_session("sparkdownpour-bench-staleness",
-                                  {"spark.master": "local[4]"})
+    from pyspark.sql import SparkSession
+
+    # local[4] before anything else: sync's barrier stage needs a task slot per replica
+    # (get_or_create_session would start local[*], two slots on this machine).
+    SparkSession.builder.master(args.master).config("spark.driver.host", "127.0.0.1") \
+        .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate()
+    spark = get_or_create_session("sparkdownpour-bench-staleness")
     spark.sparkContext.setLogLevel("ERROR")
     x, y = generate(args.rows)
     split = int(0.9 * len(y))
