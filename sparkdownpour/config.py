@@ -168,6 +168,10 @@ class DownpourConfig(_Loadable):
             if self.easgd_alpha > 1:
                 raise ValueError(f"easgd_alpha is a moving rate in (0, 1], received "
                                  f"{self.easgd_alpha!r}")
+        if self.mode == "easgd" and self.warmstart_steps:
+            raise ValueError(f"warmstart_steps={self.warmstart_steps} pushes gradients, but in "
+                             "mode='easgd' the server adds elastic differences; use "
+                             "warmstart_steps=0 with easgd")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")

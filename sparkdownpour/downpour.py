@@ -237,8 +237,11 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
                  "loss": str(loss_name(cfg.loss)), "batch_size": cfg.batch_size,
                  "n_push": cfg.n_push, "seed": cfg.seed, "rows": info["rows"],
                  "partitions": info["partitions"], "warmstart_steps": cfg.warmstart_steps}
-    if cfg.num_shards != 1:  # (absent for one shard: earlier checkpoints stay resumable)
+    # Absent at their defaults, so checkpoints written before these knobs stay resumable.
+    if cfg.num_shards != 1:
         described["num_shards"] = cfg.num_shards
+    if cfg.mode != "async":
+        described["mode"] = cfg.mode
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
