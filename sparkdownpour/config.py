@@ -86,6 +86,9 @@ class _Loadable:
         return cls(**values)
 
 
+MODES = ("async", "sync", "easgd")
+
+
 @dataclass(frozen=True)
 class DownpourConfig(_Loadable):
     """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
@@ -129,6 +132,14 @@ class DownpourConfig(_Loadable):
     precision: str | None = None      # None/"float32", "mixed_float16", "mixed_bfloat16"
     gpu_memory_growth: bool = True    # TensorFlow allocates GPU memory as needed
     gpu_memory_limit_mb: int | None = None  # a per-task cap on GPU memory (None: no cap)
+    # Parameter server at scale (README "Shards and staleness").
+    max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
+    compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
+    topk_ratio: float = 0.01          # share of each array a "topk" push sends
+    mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
+    overlap: bool = False             # async: push on a background thread while the next batch computes
+    easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
+    easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -175,9 +186,28 @@ class DownpourConfig(_Loadable):
                              f"tls_key={self.tls_key!r}")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
-        if self.num_shards != 1:
-            raise ValueError(f"num_shards={self.num_shards}: this release serves the parameters "
-                             "from one shard; use num_shards=1")
+        if self.max_staleness is not None:
+            _integer("max_staleness", self.max_staleness, minimum=0)
+        from sparkdownpour.server.compression import check_compression
+
+        check_compression(self.compression, self.topk_ratio)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
+        if not isinstance(self.overlap, bool):
+            raise TypeError(f"overlap must be True or False, received {self.overlap!r}")
+        _integer("easgd_tau", self.easgd_tau, minimum=1)
+        if self.easgd_alpha is not None:
+            _positive_number("easgd_alpha", self.easgd_alpha)
+            if self.easgd_alpha > 1:
+                raise ValueError(f"easgd_alpha is a moving rate in (0, 1], received "
+                                 f"{self.easgd_alpha!r}")
+        if self.mode == "easgd" and self.warmstart_steps:
+            raise ValueError(f"warmstart_steps={self.warmstart_steps} pushes gradients, but in "
+                             "mode='easgd' the server adds elastic differences; use "
+                             "warmstart_steps=0 with easgd")
+        if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
+            raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
+                             f"must be 1, received {self.n_fetch} and {self.n_push}")
 
 
 

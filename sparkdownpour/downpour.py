@@ -41,9 +41,12 @@ from sparkdownpour.replica.devices import (
     raise_if_no_gpu,
 )
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
+from sparkdownpour.replica.easgd import run_easgd_partition
+from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.runner import tls_context
+from sparkdownpour.server.shards import ShardedServer, ShardedStore
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.tracking import Tracking
@@ -126,8 +129,15 @@ class Downpour:
     def _train(self, prepared, model, spec, history, validation, stop_when, resume) -> None:
         cfg = self.config
         spark = prepared.sparkSession
-        store = ParameterStore(trainable_arrays(model), self._rule,
-                               divergence_factor=cfg.divergence_factor)
+        # A sync round's answers wait for its last push: give up before the replicas do.
+        store_kwargs = {"divergence_factor": cfg.divergence_factor,
+                        "max_staleness": cfg.max_staleness,
+                        "sync_timeout": 0.8 * cfg.request_timeout}
+        # easgd: the server holds the center variable; the replicas run the rule themselves.
+        rule = optimizers.ElasticAverage() if cfg.mode == "easgd" else self._rule
+        store = ParameterStore(trainable_arrays(model), rule, **store_kwargs) \
+            if cfg.num_shards == 1 else \
+            ShardedStore(trainable_arrays(model), rule, cfg.num_shards, **store_kwargs)
         partitions = history.info["partitions"]
         first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
         config_hash = _config_hash(cfg, self._rule, store.shapes, history.info)
@@ -149,18 +159,25 @@ class Downpour:
         expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
         ssl_context, tls_ca = _tls(cfg)
         epochs_done = {"n": first_epoch - 1}
+        # Sync rounds carry no exactly-once positions: only epoch-end checkpoints are
+        # consistent (a resume redoes the interrupted epoch from the last one).
+        sync = cfg.mode == "sync"
         checkpoints = Checkpointer(store, cfg.checkpoint_dir, config_hash=config_hash,
                                    keep=cfg.checkpoint_keep,
-                                   every_updates=cfg.checkpoint_every_updates,
-                                   every_s=cfg.checkpoint_every_s,
+                                   every_updates=0 if sync else cfg.checkpoint_every_updates,
+                                   every_s=float("inf") if sync else cfg.checkpoint_every_s,
                                    extra=lambda: {"epochs_done": epochs_done["n"]}) \
             if cfg.checkpoint_dir is not None else None
-        with ParameterServer(store, host=driver_address(spark), ssl_context=ssl_context,
-                             port=cfg.server_port, token=read_token_file(cfg.token_file),
-                             max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
+        serve = ParameterServer if cfg.num_shards == 1 else ShardedServer
+        with serve(store, host=driver_address(spark), ssl_context=ssl_context,
+                   port=cfg.server_port, token=read_token_file(cfg.token_file),
+                   max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
                 ServerProgress(store, expected_updates, cfg.verbose) as progress, \
                 (checkpoints or _nothing()):
             history.info["server"] = server.url
+            shard_urls = tuple(getattr(server, "urls", ()))
+            if shard_urls:
+                history.info["shards"] = list(shard_urls)
             run_id = history.info["run_id"]
             announce(server, history, cfg.verbose, f"Downpour run {run_id[:8]}")
             if self._on_server_start is not None:
@@ -172,7 +189,10 @@ class Downpour:
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
                                tls_ca=tls_ca, devices=device_options(cfg),
-                               precision=cfg.precision)
+                               precision=cfg.precision, shard_urls=shard_urls,
+                               compression=cfg.compression, topk_ratio=cfg.topk_ratio,
+                               overlap=cfg.overlap,
+                               **_easgd_fields(cfg, self._rule, partitions))
             base = replace(base, **self._replica_overrides)
             if warm_start:
                 store.open_epoch(0)
@@ -185,8 +205,9 @@ class Downpour:
                 epoch_start = time.perf_counter()
                 store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
                 with job_group(spark, describe("downpour", run_id, f"epoch {epoch}/{cfg.epochs} "
-                                               f"({partitions} replicas)"), run_id=run_id):
-                    stats = _run_job(prepared, replace(base, epoch=epoch))
+                                               f"({partitions} replicas, {cfg.mode})"),
+                               run_id=run_id):
+                    stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
                 epochs_done["n"] = epoch
                 if checkpoints is not None:
                     checkpoints.write()
@@ -228,6 +249,17 @@ def check_devices_on_driver(device: str, spark) -> None:
                                                              None))
 
 
+def _easgd_fields(cfg: DownpourConfig, rule, replicas: int) -> dict:
+    if cfg.mode != "easgd":
+        return {}
+    if not callable(getattr(rule, "get_config", None)):
+        raise TypeError(f"mode='easgd' runs the rule on the replicas and needs an UpdateRule "
+                        f"from sparkdownpour.optimizers (or its name), received {rule!r}")
+    alpha = cfg.easgd_alpha if cfg.easgd_alpha is not None else 0.9 / replicas
+    return {"local_rule": rule.get_config(), "easgd_tau": cfg.easgd_tau,
+            "easgd_alpha": float(alpha)}
+
+
 def _nothing():
     import contextlib
 
@@ -253,12 +285,22 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
                  "loss": str(loss_name(cfg.loss)), "batch_size": cfg.batch_size,
                  "n_push": cfg.n_push, "seed": cfg.seed, "rows": info["rows"],
                  "partitions": info["partitions"], "warmstart_steps": cfg.warmstart_steps}
+    # Absent at their defaults, so checkpoints written before these knobs stay resumable.
+    if cfg.num_shards != 1:
+        described["num_shards"] = cfg.num_shards
+    if cfg.mode != "async":
+        described["mode"] = cfg.mode
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _run_job(frame, spec: ReplicaSpec) -> list[dict]:
+def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
+    function = {"async": run_partition, "sync": run_sync_partition,
+                "easgd": run_easgd_partition}[mode]
     try:
-        rows = frame.mapInArrow(functools.partial(run_partition, spec=spec), STATS_DDL).collect()
+        # sync: a barrier stage, every replica's task running at once (Spark refuses to start
+        # one with more partitions than free task slots).
+        rows = frame.mapInArrow(functools.partial(function, spec=spec), STATS_DDL,
+                                barrier=mode == "sync").collect()
     except Exception as e:
         # A replica that lost the server fails its task (and its retries) with a
         # ParameterServerError; say so on the driver with the same type, not as a Py4J error.
@@ -290,6 +332,7 @@ def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -
         "comm_s": sum(s["comm_s"] for s in stats),
         "skipped_steps": sum(s["skipped"] for s in stats),
         "duplicates_refused": status.get("duplicates_refused", 0),
+        "stale_refused": status.get("stale_refused", 0),
         "nonfinite_skipped": status.get("nonfinite_skipped", 0),
         "diverging_replicas": sorted(status.get("diverging", {})),
         # Per replica (partition): the device it ran on and how it got there (replica.devices).

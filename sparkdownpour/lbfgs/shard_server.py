@@ -37,6 +37,7 @@ from sparkdownpour.server.app import error_response, frame_response, guarded_app
 from sparkdownpour.server.client import ParameterClient
 from sparkdownpour.server.protocol import ProtocolError, decode_frame, encode_frame, encode_frame_parts
 from sparkdownpour.server.runner import ParameterServer
+from sparkdownpour.server.shards import serve_all
 
 
 class _Counters:
@@ -184,9 +185,7 @@ class ShardGroup:
         return [server.url for server in self.servers]
 
     def __enter__(self) -> "ShardGroup":
-        with ExitStack() as stack:
-            for server in self.servers:
-                stack.enter_context(server)
+        with serve_all(self.servers) as stack:
             self.space = RemoteVectors(self.urls, self.token, self.size, timeout=self.timeout)
             stack.callback(self.space.close)
             self._stack = stack.pop_all()

@@ -26,26 +26,13 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from sparkdownpour.server.layout import shard_bounds
+
 MAX_NAME_CHARS = 64
 
 
 class VectorOpError(ValueError):
     """A program asked for something impossible: an unknown vector, operation or shape."""
-
-
-def shard_bounds(size: int, num_shards: int) -> list[tuple[int, int]]:
-    """``num_shards`` contiguous near-equal ranges covering ``range(size)`` (sizes differ by <= 1)."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, received {num_shards}")
-    if num_shards > max(size, 1):
-        raise ValueError(f"num_shards={num_shards} is more than the {size} parameters to split")
-    base, extra = divmod(size, num_shards)
-    bounds, start = [], 0
-    for i in range(num_shards):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
 
 
 @dataclass

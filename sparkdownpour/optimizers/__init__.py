@@ -6,10 +6,16 @@ tests on their own.
 
 from __future__ import annotations
 
-from sparkdownpour.optimizers.base import UpdateRule
-from sparkdownpour.optimizers.rules import SGD, Adagrad, Adam, Momentum
+import functools
 
-RULES: dict[str, type[UpdateRule]] = {cls.name: cls for cls in (SGD, Momentum, Adagrad, Adam)}
+from sparkdownpour.optimizers.base import UpdateRule
+from sparkdownpour.optimizers.delay import DCASGD, DelayTolerantAdagrad, StalenessAware
+from sparkdownpour.optimizers.rules import SGD, Adagrad, Adam, ElasticAverage, Momentum
+
+RULES: dict = {cls.name: cls for cls in (SGD, Momentum, Adagrad, Adam, StalenessAware, DCASGD,
+                                         DelayTolerantAdagrad)}
+# The adaptive DC-ASGD by name, so a TOML file or a string knob can select it.
+RULES["dc_asgd_adaptive"] = functools.partial(DCASGD, adaptive=True)
 
 
 def get(identifier: str | UpdateRule, **kwargs) -> UpdateRule:
@@ -31,4 +37,5 @@ def get(identifier: str | UpdateRule, **kwargs) -> UpdateRule:
     return RULES[key](**kwargs)
 
 
-__all__ = ["SGD", "Momentum", "Adagrad", "Adam", "UpdateRule", "RULES", "get"]
+__all__ = ["SGD", "Momentum", "Adagrad", "Adam", "ElasticAverage", "StalenessAware", "DCASGD",
+           "DelayTolerantAdagrad", "UpdateRule", "RULES", "get"]

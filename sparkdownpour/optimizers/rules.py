@@ -159,3 +159,24 @@ class Adam(UpdateRule):
         eps = np.float32(self.epsilon)
         new = [p - step * m_ / (np.sqrt(v_) + eps) for p, m_, v_ in zip(params, m, v)]
         return new, AdamState(count, m, v)
+
+
+class ElasticAverage(UpdateRule):
+    """The center variable's rule in elastic averaging (``mode="easgd"``): a push is the
+    elastic difference ``alpha * (x_replica - x_center)`` and is added as it is.
+
+        w = w + d
+
+    The replicas run the configured rule locally; ``learning_rate`` is unused (kept at 1).
+    """
+
+    name = "elastic_average"
+
+    def __init__(self, learning_rate: float = 1.0) -> None:
+        super().__init__(learning_rate)
+
+    def init(self, params: Arrays) -> None:
+        return None
+
+    def update(self, grads: Arrays, state: None, params: Arrays):
+        return [p + d for p, d in zip(params, grads)], state

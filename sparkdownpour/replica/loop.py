@@ -7,6 +7,11 @@ push is immediately followed by a fetch, one request does both (the server answe
 the fresh parameters), which halves the round trips of the common ``n_fetch = n_push = 1`` case.
 Yields one statistics row per partition.
 
+Sharded servers: ``spec.shard_urls`` lists every shard; ``ShardedClient`` fetches from and pushes
+to all of them at once, so the base step is a tuple (one step per shard). A push staler than the
+server's ``max_staleness`` is refused (its mini-batches count as consumed): the replica refetches
+before its next mini-batch.
+
 Exactly once: every push names the mini-batches it covers (epoch, partition, [begin, end)). An
 attempt first asks the server how far its partition got and skips those mini-batches without
 computing them (the order is deterministic: cached data, a seeded shuffle); a push refused as a
@@ -15,10 +20,12 @@ duplicate (a speculative twin got there first) makes it skip ahead the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -31,7 +38,7 @@ from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assig
 from sparkdownpour.replica.precision import build_model
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
-from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.sharded_client import ShardedClient
 from sparkdownpour.server.ledger import Position
 
 logger = logging.getLogger(__name__)
@@ -42,16 +49,16 @@ STATS_SCHEMA = pa.schema([
     ("fetches", pa.int64()), ("pushes", pa.int64()),
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
-    ("clipped", pa.int64()),
+    ("clipped", pa.int64()), ("stale", pa.int64()),
     ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
     ("device_note", pa.string()), ("variable_device", pa.string()),
     ("compute_dtype", pa.string()),
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long, device string, "
-             "gpu_addresses string, visible string, device_note string, variable_device string, "
-             "compute_dtype string")
+             "skipped long, duplicates long, nonfinite long, clipped long, stale long, "
+             "device string, gpu_addresses string, visible string, device_note string, "
+             "variable_device string, compute_dtype string")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,15 @@ class ReplicaSpec:
     # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
     fail_first_attempt_after: int = 0
     fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
+    shard_urls: tuple = ()  # every shard's URL, in shard order; () = the one server at url
+    compression: str | None = None  # "fp16", "bf16" or "topk" pushes (see server.compression)
+    topk_ratio: float = 0.01
+    # mode="easgd": the replica's own rule (UpdateRule.get_config()), exchange every
+    # easgd_tau mini-batches with moving rate easgd_alpha
+    local_rule: dict | None = None
+    easgd_tau: int = 4
+    easgd_alpha: float = 0.5
+    overlap: bool = False  # push on a background thread while the next mini-batch computes
     devices: DeviceOptions = DeviceOptions()  # see replica.devices
     precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
 
@@ -95,11 +111,13 @@ class _Replica:
         self.gradient = GradientFunction(self.model, spec.model.loss, placement.device,
                                          spec.precision)
         variables = self.model.trainable_variables
+        self.shapes = [tuple(v.shape) for v in variables]
         # Where TensorFlow really put the weights (a Keras variable wraps a tf.Variable).
         self.variable_device = str(getattr(getattr(variables[0], "value", None), "device", "")) \
             if variables else ""
         self.compute_dtype = str(next((layer.compute_dtype for layer in self.model.layers
                                        if layer.weights), self.model.compute_dtype))
+        self.placement = placement  # the current task's (tasks of a worker run one at a time)
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
@@ -107,11 +125,14 @@ _REPLICAS: "OrderedDict[tuple[str, str], _Replica]" = OrderedDict()
 _KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
 
 
-def _replica_for(spec: ReplicaSpec, placement: Placement) -> tuple[_Replica, float]:
+def replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
+    """This worker's replica for the run, on the device this task was given (see devices)."""
+    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
     key = (spec.run_id, placement.device)
     cached = _REPLICAS.get(key)
     if cached is not None:
         _REPLICAS.move_to_end(key)
+        cached.placement = placement
         return cached, 0.0
     start = time.perf_counter()
     replica = _Replica(spec, placement)
@@ -121,7 +142,7 @@ def _replica_for(spec: ReplicaSpec, placement: Placement) -> tuple[_Replica, flo
     return replica, time.perf_counter() - start
 
 
-def _task_identity() -> tuple[int, int]:
+def task_identity() -> tuple[int, int]:
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
@@ -175,27 +196,69 @@ class _Pending:
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
-    """Train on one partition against the server; yield one row of statistics."""
-    partition, attempt = _task_identity()
-    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
-    replica, build_s = _replica_for(spec, placement)
+    """Train on one partition against the server; yield one row of statistics.
+
+    With ``spec.overlap`` a push (answered with the fresh parameters when the next step
+    fetches) runs on a background thread while the next mini-batch computes on the parameters
+    at hand (DistBelief's weakly synchronized threads): at most one push in flight, collected
+    before the next push or fetch, so pushes stay in order and exactly-once; each gradient
+    pushes the base step it was computed on, so the extra staleness is counted.
+    """
+    partition, attempt = task_identity()
+    replica, build_s = replica_for(spec)
     replica_id = f"p{partition}-a{attempt}"
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
-    client = ParameterClient(spec.url, spec.token, timeout=spec.request_timeout,
-                             retries=spec.request_retries, ca_data=spec.tls_ca)
-    stats = dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
-                           "nonfinite", "clipped"), 0)
+    client = client_for(spec, replica)
+    courier = ThreadPoolExecutor(1, "sparkdownpour-push") if spec.overlap else None
+    stats = new_stats()
     loss_sum = compute_s = comm_s = 0.0
+    in_flight = None  # (future, want_params, position) of the push on the background thread
+
+    def settle(result, want_params: bool, position) -> str:
+        """Act on a push's outcome: "ok", "skip" (resume at the server's progress) or "stop"."""
+        nonlocal base_step, fresh, since_sync, resume_at, pending
+        outcome = client.last_push
+        if outcome["applied"]:
+            stats["pushes"] += 1
+            if want_params:
+                base_step, params = result
+                assign_trainable(replica.model, params)
+                stats["fetches"], fresh = stats["fetches"] + 1, True
+            return "ok"
+        if outcome["refusal"] == "stale":  # dropped as too stale: refetch, go on
+            stats["stale"] += 1
+            since_sync, fresh = 0, False
+            return "ok"
+        stats["duplicates"] += 1
+        if not _continue_after_refusal(outcome, position, replica_id):
+            return "stop"
+        resume_at, since_sync, fresh = outcome["progress"], 0, False  # fetch before computing
+        pending = _Pending(resume_at)
+        return "skip"
+
+    def collect() -> str:
+        nonlocal in_flight, comm_s
+        if in_flight is None:
+            return "ok"
+        (future, want_params, position), in_flight = in_flight, None
+        t0 = time.perf_counter()
+        result = future.result()
+        comm_s += time.perf_counter() - t0  # only the wait the computation did not hide
+        return settle(result, want_params, position)
+
     try:
         t0 = time.perf_counter()
         resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid(),
-                                    device=placement.describe()) if spec.exactly_once else 0
+                                    device=replica.placement.describe()) \
+            if spec.exactly_once else 0
         comm_s += time.perf_counter() - t0
-        base_step, fresh, since_sync = 0, False, 0
+        base_step, fresh, since_sync = (0,) * len(client.clients), False, 0
         pending = _Pending(resume_at)
         for index, ((x, y), last) in enumerate(_with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
             last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
+            if since_sync % spec.n_fetch == 0 and not fresh and collect() == "stop":
+                break
             if index < resume_at:  # applied already, by an earlier or a concurrent attempt
                 stats["skipped"] += 1
                 if last:
@@ -203,11 +266,12 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
                 continue
             if since_sync % spec.n_fetch == 0 and not fresh:
                 t0 = time.perf_counter()
-                base_step, params = client.fetch()
+                base_step, params = client.fetch(replica_id)
                 assign_trainable(replica.model, params)
                 comm_s += time.perf_counter() - t0
                 stats["fetches"] += 1
             fresh = False
+            computed_on = base_step
             t0 = time.perf_counter()
             loss, grads = replica.gradient(x, y)
             usable = True
@@ -237,44 +301,65 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
             if pending.count < spec.n_push and not last:
                 continue
             if pending.grads is not None:
-                t0 = time.perf_counter()
+                action = collect()  # the previous push first: pushes stay in order
+                if action == "stop":
+                    break
+                if action == "skip":
+                    continue
                 want_params = since_sync % spec.n_fetch == 0 and not last  # the next step fetches
                 position = Position(spec.epoch, partition, pending.begin, index + 1, attempt) \
                     if spec.exactly_once else None
-                result = client.push(pending.grads, base_step=base_step, replica=replica_id,
-                                     return_params=want_params, position=position,
-                                     report=pending.report())
-                comm_s += time.perf_counter() - t0
-                outcome = client.last_push
-                if outcome["applied"]:
-                    stats["pushes"] += 1
-                    if want_params:
-                        base_step, params = result
-                        assign_trainable(replica.model, params)
-                        stats["fetches"], fresh = stats["fetches"] + 1, True
+                send = functools.partial(client.push, pending.grads, base_step=computed_on,
+                                         replica=replica_id, return_params=want_params,
+                                         position=position, report=pending.report())
+                if courier is not None and not last:
+                    in_flight = (courier.submit(send), want_params, position)
+                    fresh = want_params  # the parameters are on their way: no fetch
                 else:
-                    stats["duplicates"] += 1
-                    if last or not _continue_after_refusal(outcome, position, replica_id):
+                    t0 = time.perf_counter()
+                    result = send()
+                    comm_s += time.perf_counter() - t0
+                    action = settle(result, want_params, position)
+                    if action == "stop" or (action == "skip" and last):
                         break
-                    resume_at, since_sync = outcome["progress"], 0  # fetch before computing
-                    pending = _Pending(resume_at)
-                    continue
+                    if action == "skip":
+                        continue
             pending = _Pending(index + 1) if pending.grads is not None else pending
             pending.count = 0
             if last:
                 break
+        collect()
     finally:
+        if courier is not None:
+            courier.shutdown(wait=True)
         client.close()
+    yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
+                      compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)
+
+
+def new_stats() -> dict[str, int]:
+    return dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
+                          "nonfinite", "clipped", "stale"), 0)
+
+
+def stats_batch(replica: _Replica, **row) -> pa.RecordBatch:
+    """The task's one statistics row; also freezes the worker's long-lived objects once."""
     if not replica.frozen:
         freeze_long_lived_objects()
         replica.frozen = True
-    yield pa.RecordBatch.from_pylist([{
-        "partition": partition, "attempt": attempt, "pid": os.getpid(), "loss_sum": loss_sum,
-        "compute_s": compute_s, "comm_s": comm_s, "model_build_s": build_s, **stats,
-        "device": placement.device, "gpu_addresses": ",".join(placement.addresses),
-        "visible": placement.visible, "device_note": placement.note,
-        "variable_device": replica.variable_device, "compute_dtype": replica.compute_dtype,
-    }], schema=STATS_SCHEMA)
+    placement = replica.placement
+    return pa.RecordBatch.from_pylist([{
+        "pid": os.getpid(), **row, "device": placement.device,
+        "gpu_addresses": ",".join(placement.addresses), "visible": placement.visible,
+        "device_note": placement.note, "variable_device": replica.variable_device,
+        "compute_dtype": replica.compute_dtype}], schema=STATS_SCHEMA)
+
+
+def client_for(spec: ReplicaSpec, replica: _Replica) -> ShardedClient:
+    return ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
+                         timeout=spec.request_timeout, retries=spec.request_retries,
+                         ca_data=spec.tls_ca, compression=spec.compression,
+                         topk_ratio=spec.topk_ratio)
 
 
 def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) -> bool:

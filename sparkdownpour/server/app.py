@@ -2,7 +2,7 @@
 
 Routes (all need ``Authorization: Bearer <token>``)::
 
-    GET  /v1/params                        -> params frame
+    GET  /v1/params[?replica=R]            -> params frame (R: the reader, for delay-aware rules)
     POST /v1/update                        -> {"step", "staleness", "applied", "progress"}
     POST /v1/update?return_params=1        -> params frame right after the update
     GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N&device=D]
@@ -15,6 +15,7 @@ Routes (all need ``Authorization: Bearer <token>``)::
 An update whose meta carries a position (epoch, partition, begin, end, attempt) is applied at
 most once: a duplicate, out-of-order or closed-epoch push is answered 409 with
 ``{"error", "refusal", "progress", "step"}`` and changes nothing (see ``ledger``).
+A push staler than the store's ``max_staleness`` is answered 409 with ``refusal: "stale"``.
 
 Authentication and the body size are checked before the body is read, so an unauthenticated
 or oversized request costs the driver nothing but the headers. GET routes take no body.
@@ -31,7 +32,13 @@ from werkzeug.exceptions import HTTPException
 
 from sparkdownpour.server.browser_auth import LOGIN_PATH
 from sparkdownpour.server.ledger import DEVICE_MAX, MAX_INDEX, position_from_meta
-from sparkdownpour.server.protocol import FRAME_CONTENT_TYPE, ProtocolError, decode_frame
+from sparkdownpour.server.protocol import (
+    FRAME_CONTENT_TYPE,
+    MAX_REPLICA_CHARS,
+    ProtocolError,
+    decode_frame,
+)
+from sparkdownpour.server.sync import split_sync_meta
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_response",
            "guarded_app", "read_body"]
@@ -127,7 +134,11 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
 
     @app.get("/v1/params")
     def params() -> Response:
-        frame = store.fetch_frame()
+        replica = request.args.get("replica")
+        if replica is not None and len(replica) > MAX_REPLICA_CHARS:
+            return error_response(400, f"replica id is {len(replica)} characters, the limit is "
+                                       f"{MAX_REPLICA_CHARS}")
+        frame = store.fetch_frame(replica)
         store.note_traffic(sent=len(frame))
         return frame_response(frame)
 
@@ -142,17 +153,34 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
             store.note_rejected()
             return error_response(400, f"bad update frame: {e}")
         try:
-            position, report = position_from_meta(frame.meta)
+            sync, meta = split_sync_meta(frame.meta)
+            position, report = position_from_meta(meta)
         except ValueError as e:
             store.note_rejected()
             return error_response(400, f"bad update frame: {e}")
+        want_params = request.args.get("return_params", "").lower() in _TRUE
         try:
             # The store checks finiteness and counts its own rejections.
             result = store.push(frame.arrays, replica=frame.replica, base_step=frame.step,
-                                position=position, report=report)
+                                position=position, report=report, reread=want_params,
+                                sync=sync)
         except (ValueError, TypeError) as e:
             return error_response(400, f"update rejected: {e}")
         store.note_traffic(received=len(body))
+        if not result.applied and sync is not None:
+            resp = jsonify({"error": f"synchronous push refused ({result.refusal}): round "
+                                     f"{sync.round} of epoch {sync.epoch}, the server has applied "
+                                     f"{result.progress} rounds", "refusal": result.refusal,
+                            "progress": result.progress, "step": result.step, "applied": False})
+            resp.status_code = 409
+            return resp
+        if not result.applied and result.refusal == "stale":
+            resp = jsonify({"error": f"update refused (stale): staleness {result.staleness} is over "
+                                     f"max_staleness {store.max_staleness}; refetch",
+                            "refusal": "stale", "progress": result.progress,
+                            "step": result.step, "staleness": result.staleness, "applied": False})
+            resp.status_code = 409
+            return resp
         if not result.applied:
             resp = jsonify({"error": f"update refused ({result.refusal}): partition "
                                      f"{position.partition} of epoch {position.epoch} is at "
@@ -162,7 +190,7 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
                             "step": result.step, "applied": False})
             resp.status_code = 409
             return resp
-        if request.args.get("return_params", "").lower() in _TRUE:
+        if want_params:
             fresh = store.fetch_frame()
             store.note_traffic(sent=len(fresh))
             return frame_response(fresh, step=result.step, staleness=result.staleness,

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.server.compression import Compressor
 from sparkdownpour.server.protocol import (
     FRAME_CONTENT_TYPE,
     ProtocolError,
@@ -77,6 +78,8 @@ class ParameterClient:
         backoff: float = 0.2,
         ca_data: str | None = None,
         ca_file: str | None = None,
+        compression: str | None = None,
+        topk_ratio: float = 0.01,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -93,6 +96,8 @@ class ParameterClient:
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
         if not backoff >= 0:
             raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
+        # Pushes only; fetches stay exact float32 (see server.compression).
+        self._compressor = Compressor(compression, topk_ratio) if compression else None
         self.url = url.rstrip("/")
         self._tls = None
         if parts.scheme == "https":
@@ -238,10 +243,14 @@ class ParameterClient:
             raise self._fail(method, route, f"expected a 'params' frame, got {frame.kind!r}")
         return frame.step, frame.arrays
 
-    def fetch(self) -> tuple[int, list[np.ndarray]]:
-        """``(step, params)`` from the server (writable float32 arrays, no extra copy)."""
-        resp, data = self._request("GET", "/v1/params", idempotent=True)
-        return self._params("GET", "/v1/params", resp, data)
+    def fetch(self, replica: str | None = None) -> tuple[int, list[np.ndarray]]:
+        """``(step, params)`` from the server (writable float32 arrays, no extra copy).
+
+        ``replica`` names the reader, so delay-aware rules (DC-ASGD, AdaRevision) can keep
+        what they need of this read for its next push."""
+        route = "/v1/params" if replica is None else f"/v1/params?replica={quote(replica)}"
+        resp, data = self._request("GET", route, idempotent=True)
+        return self._params("GET", route, resp, data)
 
     def push(
         self,
@@ -252,6 +261,7 @@ class ParameterClient:
         return_params: bool = False,
         position: Position | None = None,
         report: dict[str, Any] | None = None,
+        sync: dict[str, int] | None = None,
     ) -> dict[str, Any] | tuple[int, list[np.ndarray]]:
         """Send one update computed against params of ``base_step``.
 
@@ -260,20 +270,26 @@ class ParameterClient:
         With a ``position`` (see ``ledger.Position``) the server applies the push at most
         once, so it is retried on connection errors; a refused duplicate returns
         ``{"applied": False, "progress": <mini-batches applied>, "refusal": ...}`` even with
-        ``return_params``. ``self.last_push`` keeps the outcome either way.
+        ``return_params``; so does a push refused as staler than the server's
+        ``max_staleness`` (``refusal: "stale"``). ``self.last_push`` keeps the outcome.
         """
         meta = dict(report or {})
         if position is not None:
             meta.update(position._asdict())
+        if sync is not None:  # mode="sync": {"sync_epoch", "sync_round", "sync_size", "sync_rows"}
+            meta.update(sync)
         try:
             # Parts alias the grads: the update is written to the socket without a copy.
+            if self._compressor is not None:
+                grads = self._compressor.encode(grads)
             body = encode_frame_parts(grads, kind="update", step=base_step, replica=replica,
                                       meta=meta)
         except ProtocolError as e:
             raise ValueError(f"cannot encode the update: {e}") from e
         route = "/v1/update?return_params=1" if return_params else "/v1/update"
+        # 409: refused (a duplicate position, or staler than the server's max_staleness).
         resp, data = self._request("POST", route, body, idempotent=position is not None,
-                                   accept=(200, 409) if position is not None else (200,))
+                                   accept=(200, 409))
         if resp.status == 409 or not return_params:
             try:
                 result = json.loads(data)

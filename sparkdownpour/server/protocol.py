@@ -15,8 +15,11 @@ The header is a JSON object::
     {"kind": "params" | "update" | "vectors", "step": int, "replica": str,
      "arrays": [{"shape": [..], "dtype": "<f4"}, ...], "meta": {...}}
 
-and the payload is the arrays' raw little-endian float32 bytes, concatenated in order. The
-header is padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
+and the payload is the arrays' raw little-endian float32 bytes, concatenated in order. An
+``update`` frame may carry compressed arrays (``compression``): ``"dtype": "<f2"`` (IEEE half)
+or ``"bf16"`` (the top 16 bits of float32), and/or ``"nnz": k`` for a sparse array sent as k
+little-endian uint32 flat indices followed by k values. They are decoded to dense float32
+before anyone sees them. The header is padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
 boundary, which keeps the arrays that ``np.frombuffer`` returns aligned.
 
 Nothing here ever unpickles: a frame from the network is parsed as JSON plus raw floats, and
@@ -35,6 +38,7 @@ import numpy as np
 import xxhash
 
 __all__ = [
+    "Encoded",
     "FRAME_CONTENT_TYPE",
     "MAGIC",
     "MAX_HEADER_BYTES",
@@ -59,6 +63,25 @@ MAX_META_BYTES = 32 * 1024  # a shard program of L-BFGS with history 100 is abou
 _PREFIX = struct.Struct("<4sBII")  # magic, version, header length, checksum: 13 bytes
 _ALIGN = 8
 _F32 = np.dtype(DTYPE)
+_U32 = np.dtype("<u4")
+# Wire dtypes and their sizes; only update frames may use anything but float32.
+_ITEMSIZE = {DTYPE: 4, "<f2": 2, "bf16": 2}
+
+
+class Encoded(NamedTuple):
+    """An array already in a compressed wire form (``compression.Compressor`` makes them):
+    ``buffers`` are its payload bytes in order (indices first when ``nnz`` is set)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    buffers: list[Any]
+    nnz: int | None = None
+
+
+def _to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bf16":  # bfloat16 is the high half of a float32
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32)
 
 
 class ProtocolError(ValueError):
@@ -110,19 +133,32 @@ def encode_frame_parts(
     _check_fields(kind, step, replica, meta)
     if isinstance(arrays, np.ndarray):
         raise TypeError("arrays must be a list of arrays, got a single ndarray; wrap it in [...]")
-    converted = []
+    converted, entries, payload = [], [], []
     for i, a in enumerate(arrays):
+        if isinstance(a, Encoded):
+            if kind != "update" or a.dtype not in _ITEMSIZE:
+                raise ProtocolError(f"array {i}: a compressed ({a.dtype}) array may only travel "
+                                    "in an update frame")
+            entries.append({"shape": list(a.shape), "dtype": a.dtype,
+                            **({} if a.nnz is None else {"nnz": a.nnz})})
+            views = [memoryview(np.ascontiguousarray(b).reshape(-1)).cast("B") for b in a.buffers]
+            payload.extend(v for v in views if v.nbytes)
+            continue
         arr = np.asarray(a)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"array {i} has dtype {arr.dtype}; only real numbers go on the wire")
         # No copy for arrays that already are C-contiguous '<f4' (and unlike
         # ascontiguousarray, a 0-d array stays 0-d).
         converted.append(np.asarray(arr, dtype=_F32, order="C"))
+        entries.append({"shape": list(converted[-1].shape), "dtype": DTYPE})
+        if converted[-1].size:
+            # memoryview(...).cast("B") exposes the array's buffer as bytes without a copy.
+            payload.append(memoryview(converted[-1]).cast("B"))
     header = {
         "kind": kind,
         "step": step,
         "replica": replica,
-        "arrays": [{"shape": list(a.shape), "dtype": DTYPE} for a in converted],
+        "arrays": entries,
     }
     if meta:
         try:
@@ -138,10 +174,8 @@ def encode_frame_parts(
     if len(text) > MAX_HEADER_BYTES:
         raise ProtocolError(
             f"header is {len(text)} bytes, the limit is {MAX_HEADER_BYTES} "
-            f"({len(converted)} arrays is too many for one frame)"
+            f"({len(entries)} arrays is too many for one frame)"
         )
-    # memoryview(...).cast("B") exposes the array's buffer as bytes without a copy.
-    payload = [memoryview(a).cast("B") for a in converted if a.size]
     crc = frame_checksum(text, *payload)
     return [_PREFIX.pack(MAGIC, VERSION, len(text), crc) + text, *payload]
 
@@ -176,14 +210,16 @@ def frame_checksum(*buffers: Any) -> int:
     return digest.intdigest() & 0xFFFFFFFF
 
 
-def _parse_shape(i: int, entry: Any) -> tuple[int, ...]:
+def _parse_shape(i: int, entry: Any, kind: str = "params") -> tuple[tuple[int, ...], str, int | None]:
+    """An array's (shape, wire dtype, nnz or None), every field checked."""
     if not isinstance(entry, dict):
         raise ProtocolError(f"array {i} description must be an object, got {entry!r:.80}")
     dtype = entry.get("dtype")
-    if dtype != DTYPE:
-        raise ProtocolError(
-            f"array {i}: dtype {dtype!r} not accepted (only float32 {DTYPE!r})"
-        )
+    allowed = tuple(_ITEMSIZE) if kind == "update" else (DTYPE,)
+    if dtype not in allowed:
+        extra = ", or the compressed '<f2' and 'bf16'" if kind == "update" else ""
+        raise ProtocolError(f"array {i}: dtype {dtype!r} not accepted in {kind!r} frames (only "
+                            f"float32 {DTYPE!r}{extra})")
     shape = entry.get("shape")
     if not isinstance(shape, list):
         raise ProtocolError(f"array {i}: shape must be a list of integers, got {shape!r:.80}")
@@ -194,7 +230,14 @@ def _parse_shape(i: int, entry: Any) -> tuple[int, ...]:
             raise ProtocolError(f"array {i}: shape {shape!r:.80} has a non-integer dimension")
         if d < 0:
             raise ProtocolError(f"array {i}: negative dimension {d} in shape {tuple(shape)}")
-    return tuple(shape)
+    nnz = entry.get("nnz")
+    if nnz is not None:
+        if kind != "update":
+            raise ProtocolError(f"array {i}: a sparse array may only travel in an update frame")
+        if not isinstance(nnz, int) or isinstance(nnz, bool) or not 0 <= nnz <= math.prod(shape):
+            raise ProtocolError(f"array {i}: nnz must be an integer in 0..{math.prod(shape)}, "
+                                f"got {nnz!r:.40}")
+    return tuple(shape), dtype, nnz
 
 
 def _read_header(mv: memoryview) -> tuple[dict[str, Any], int]:
@@ -255,7 +298,8 @@ def decode_frame(
     entries = header.get("arrays")
     if not isinstance(entries, list):
         raise ProtocolError(f"header field 'arrays' must be a list, got {entries!r:.80}")
-    shapes = [_parse_shape(i, e) for i, e in enumerate(entries)]
+    parsed = [_parse_shape(i, e, kind) for i, e in enumerate(entries)]
+    shapes = [shape for shape, _, _ in parsed]
 
     if expected_shapes is not None:
         if len(shapes) != len(expected_shapes):
@@ -269,16 +313,38 @@ def decode_frame(
     # Python ints: a hostile shape like [2**40, 2**40] cannot overflow into a small number.
     sizes = [math.prod(s) for s in shapes]
     payload = len(mv) - offset
-    need = sum(sizes) * _F32.itemsize
+    need = sum(size * _ITEMSIZE[dtype] if nnz is None else nnz * (4 + _ITEMSIZE[dtype])
+               for size, (_, dtype, nnz) in zip(sizes, parsed))
     if payload != need:
         raise ProtocolError(f"payload is {payload} bytes but shapes need {need}")
 
     arrays = []
-    for i, (shape, size) in enumerate(zip(shapes, sizes)):
-        arr = np.frombuffer(mv, dtype=_F32, count=size, offset=offset).reshape(shape)
-        offset += size * _F32.itemsize
+    for i, (size, (shape, dtype, nnz)) in enumerate(zip(sizes, parsed)):
+        if dtype == DTYPE and nnz is None:  # the common case: a zero-copy view
+            arr = np.frombuffer(mv, dtype=_F32, count=size, offset=offset).reshape(shape)
+            offset += size * _F32.itemsize
+        else:
+            arr, offset = _decompress(mv, offset, i, shape, size, dtype, nnz)
         if require_finite and not np.isfinite(arr).all():
             raise ProtocolError(f"non-finite value (NaN/Inf) in array {i} (shape {shape})")
         arrays.append(arr)
     return Frame(kind, step, replica, arrays, dict(meta or {}))
+
+
+def _decompress(mv: memoryview, offset: int, i: int, shape: tuple, size: int, dtype: str,
+                nnz: int | None) -> tuple[np.ndarray, int]:
+    """A compressed array as a new dense float32 array, and the offset after it."""
+    raw_dtype = np.dtype("<f2") if dtype == "<f2" else np.dtype("<u2") if dtype == "bf16" else _F32
+    if nnz is None:
+        raw = np.frombuffer(mv, dtype=raw_dtype, count=size, offset=offset)
+        return _to_float32(raw, dtype).reshape(shape), offset + size * raw_dtype.itemsize
+    indices = np.frombuffer(mv, dtype=_U32, count=nnz, offset=offset)
+    offset += nnz * 4
+    if nnz and int(indices.max()) >= size:
+        raise ProtocolError(f"array {i}: sparse index {int(indices.max())} is out of range for "
+                            f"shape {shape}")
+    values = np.frombuffer(mv, dtype=raw_dtype, count=nnz, offset=offset)
+    dense = np.zeros(size, np.float32)
+    dense[indices] = _to_float32(values, dtype)
+    return dense.reshape(shape), offset + nnz * raw_dtype.itemsize
 

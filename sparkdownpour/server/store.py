@@ -5,7 +5,10 @@ layer stays a thin translation of requests into ``fetch`` / ``push`` calls.
 
 The update rule is duck-typed (``init(params) -> state`` and
 ``update(grads, state, params) -> (new_params, new_state)``) so the server does not depend on
-``sparkdownpour.optimizers``.
+``sparkdownpour.optimizers``. A rule with ``delay_aware = True`` (the staleness rules) is also
+given the push's staleness and the replica's *backup*: what ``rule.backup(state, params)``
+returned when that replica last read the parameters (DC-ASGD's w_bak, AdaRevision's gradient
+sum at the read). Backups are kept here, per replica id, only for such rules.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.server.sync import SyncRounds, SyncTag
 
 __all__ = ["ParameterStore", "PushResult"]
 
@@ -37,7 +41,7 @@ class PushResult(NamedTuple):
     staleness: int
     applied: bool = True
     progress: int | None = None
-    refusal: str | None = None  # "duplicate", "out_of_order" or "closed_epoch" when refused
+    refusal: str | None = None  # "duplicate", "out_of_order", "closed_epoch" or "stale"
 
 
 class ParameterStore:
@@ -47,7 +51,9 @@ class ParameterStore:
     (``base_step``); its staleness is how many other updates landed in between.
     """
 
-    def __init__(self, params: Sequence[Any], rule: Any, *, divergence_factor: float = 4.0) -> None:
+    def __init__(self, params: Sequence[Any], rule: Any, *, divergence_factor: float = 4.0,
+                 max_staleness: int | None = None, label: dict | None = None,
+                 sync_timeout: float = 600.0) -> None:
         if not callable(getattr(rule, "init", None)) or not callable(getattr(rule, "update", None)):
             raise TypeError(
                 f"rule must have init(params) and update(grads, state, params) methods, "
@@ -75,6 +81,17 @@ class ParameterStore:
         self._bytes_out = 0
         self._started = time.monotonic()
         self.ledger = ProgressLedger(divergence_factor)
+        if max_staleness is not None and (isinstance(max_staleness, bool) or
+                                          not isinstance(max_staleness, int) or max_staleness < 0):
+            raise ValueError(f"max_staleness must be None or an integer >= 0, got {max_staleness!r}")
+        self.max_staleness = max_staleness
+        self._stale_refused = 0
+        self._delay_aware = bool(getattr(rule, "delay_aware", False))
+        self._backups: dict[str, Any] = {}  # replica -> rule.backup(...) at its last read
+        self._sync = SyncRounds()  # mode="sync": one averaged update per round
+        self._round_done = threading.Condition(self._lock)
+        self.sync_timeout = float(sync_timeout)
+        self.label = dict(label or {})  # e.g. {"index": 1, "of": 4, "range": [lo, hi]} for a shard
 
     # -- read side -------------------------------------------------------------------------
 
@@ -98,14 +115,17 @@ class ParameterStore:
         """Copies of the current params (for the driver: checkpoints, the final model)."""
         return self.fetch()[1]
 
-    def fetch_frame(self) -> bytes:
-        """The current params as an encoded ``params`` frame.
+    def fetch_frame(self, replica: str | None = None) -> bytes:
+        """The current params as an encoded ``params`` frame (``replica``: who reads them,
+        for the delay-aware rules' per-replica backup).
 
         Cached per step: when many replicas fetch between two pushes the parameters are
         encoded once. Encoding happens under the lock, so the frame is never torn by a
         concurrent update even if a rule were to modify arrays in place.
         """
         with self._lock:
+            if replica is not None:
+                self._note_read(replica)
             if self._frame is None or self._frame[0] != self._step:
                 self._frame = (self._step, encode_frame(self._params, kind="params", step=self._step))
             return self._frame[1]
@@ -118,6 +138,10 @@ class ParameterStore:
                 "step": self._step,
                 "updates_applied": applied,
                 "updates_rejected": self._rejected,
+                "stale_refused": self._stale_refused,
+                "max_staleness": self.max_staleness,
+                **({"shard": dict(self.label)} if self.label else {}),
+                "sync": self._sync.status(),
                 "replicas": dict(self._replicas),
                 "staleness": {
                     "mean": self._stale_sum / applied if applied else 0.0,
@@ -166,7 +190,8 @@ class ParameterStore:
         return out
 
     def push(self, grads: Sequence[Any], *, replica: str, base_step: int,
-             position: Position | None = None, report: dict | None = None) -> PushResult:
+             position: Position | None = None, report: dict | None = None,
+             reread: bool = False, sync: SyncTag | None = None) -> PushResult:
         """Validate ``grads`` and apply them with the rule; returns the new step and staleness.
 
         Raises ``ValueError`` (and counts a rejection) for the wrong number, shape or
@@ -174,6 +199,14 @@ class ParameterStore:
         With a ``position`` the push is applied at most once (see ``ledger``): a duplicate or
         out-of-order one is refused, counted, and answered with ``applied=False``.
         ``report`` (loss, skipped batches) feeds the divergence watch in ``status()``.
+        A push staler than ``max_staleness`` is refused (``refusal="stale"``) and counted; its
+        position is recorded, so its mini-batches count as consumed (their gradient is dropped)
+        and the replica goes on after refetching. ``reread``: the replica receives the new
+        params in the answer (``return_params``), which is a read for the backups.
+        A ``sync`` push joins its round (``server.sync``) and is applied, averaged with the
+        round's other pushes, by the round's last one; the others' answers wait (the lock
+        released) until then, so every answer means "the round is applied". A round not
+        complete within ``sync_timeout`` seconds is abandoned (``refusal="sync_timeout"``).
         """
         try:
             if not isinstance(base_step, int) or isinstance(base_step, bool) or base_step < 0:
@@ -197,7 +230,34 @@ class ParameterStore:
             # A base step from the future (e.g. after the driver reset the store) counts as
             # fresh rather than negative.
             staleness = max(0, self._step - base_step)
-            new_params, new_state = self.rule.update(checked, self._state, self._params)
+            if sync is not None:
+                refusal = self._sync.verdict(sync)
+                if refusal is not None:
+                    self.ledger.refuse(refusal)
+                    return PushResult(self._step, -1, False, self._sync.round, refusal)
+                mean = self._sync.add(checked, sync)
+                if mean is None:  # wait for the round's other replicas
+                    self._round_done.wait_for(lambda: not self._sync.pending(sync),
+                                              self.sync_timeout)
+                    if self._sync.applied(sync):
+                        return PushResult(self._step, 0, True, None)
+                    if self._sync.pending(sync):  # timed out: nobody else will finish it
+                        self._sync.abandon()
+                        self._round_done.notify_all()
+                    return PushResult(self._step, -1, False, self._sync.round, "sync_timeout")
+                checked, staleness = mean, 0
+            if self.max_staleness is not None and staleness > self.max_staleness:
+                self._stale_refused += 1
+                if position is not None:
+                    self.ledger.record(position)
+                return PushResult(self._step, staleness, False,
+                                  None if position is None else position.end, "stale")
+            if self._delay_aware:
+                new_params, new_state = self.rule.update(
+                    checked, self._state, self._params, staleness=staleness,
+                    backup=self._backups.get(replica))
+            else:
+                new_params, new_state = self.rule.update(checked, self._state, self._params)
             self._params = self._adopt(new_params)
             self._state = new_state
             if position is not None:  # recorded only once the update itself succeeded
@@ -209,8 +269,19 @@ class ParameterStore:
             self._stale_max = max(self._stale_max, staleness)
             bucket = str(staleness) if staleness <= HISTOGRAM_MAX else f">{HISTOGRAM_MAX}"
             self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
+            if sync is not None:
+                self._round_done.notify_all()
+            if reread:
+                self._note_read(replica)
             progress = None if position is None else position.end
             return PushResult(self._step, staleness, True, progress)
+
+    def _note_read(self, replica: str) -> None:
+        """Keep what a delay-aware rule needs of this read (lock held)."""
+        if self._delay_aware:
+            self._backups[replica] = self.rule.backup(self._state, self._params)
+            if len(self._backups) > 4096:  # bounded: the oldest reader's backup goes first
+                self._backups.pop(next(iter(self._backups)))
 
     # -- exactly-once bookkeeping (driver and replicas) ------------------------------------
 
@@ -218,6 +289,7 @@ class ParameterStore:
         """Accept positioned pushes for ``epoch`` only (the driver calls it per Spark job)."""
         with self._lock:
             self.ledger.open_epoch(epoch)
+            self._backups.clear()  # the last epoch's replicas are gone
 
     def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0,
                  device: str | None = None) -> int:

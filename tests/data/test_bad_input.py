@@ -99,7 +99,10 @@ def test_non_dataframe_is_refused():
     ({"learning_rate": -1.0}, ValueError, "learning_rate must be a finite number > 0, received -1.0"),
     ({"optimizer": "rmsprop"}, ValueError, "unknown optimizer 'rmsprop'"),
     ({"n_fetch": 0}, ValueError, "n_fetch must be >= 1, received 0"),
-    ({"num_shards": 4}, ValueError, "num_shards=4"),
+    ({"num_shards": 0}, ValueError, "num_shards must be >= 1, received 0"),
+    ({"max_staleness": -1}, ValueError, "max_staleness must be >= 0, received -1"),
+    ({"compression": "gzip"}, ValueError, "one of fp16, bf16, topk, received 'gzip'"),
+    ({"mode": "easgd", "warmstart_steps": 5}, ValueError, "use warmstart_steps=0 with easgd"),
     ({"no_such_knob": 1}, TypeError, "no_such_knob"),
 ])
 def test_bad_knobs_are_refused_at_construction(kwargs, error, fragment):

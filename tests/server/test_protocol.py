@@ -115,7 +115,8 @@ PAYLOAD = np.ones(4, np.float32).tobytes()
     (raw_frame(good_header(arrays="x"), PAYLOAD), "'arrays' must be a list"),
     (raw_frame(good_header(meta=[1]), PAYLOAD), "meta must be a JSON object"),
     (raw_frame(good_header(arrays=[{"shape": [2, 2], "dtype": "<f8"}]), PAYLOAD * 2),
-     r"array 0: dtype '<f8' not accepted \(only float32 '<f4'\)"),
+     r"array 0: dtype '<f8' not accepted in 'update' frames \(only float32 '<f4', or the "
+     r"compressed '<f2' and 'bf16'\)"),
     (raw_frame(good_header(arrays=[{"shape": [2, -2], "dtype": "<f4"}]), PAYLOAD),
      r"array 0: negative dimension -2 in shape \(2, -2\)"),
     (raw_frame(good_header(arrays=[{"shape": [1] * 33, "dtype": "<f4"}]), PAYLOAD),

@@ -1,0 +1,131 @@
+"""Time to accuracy on generated data: async Downpour, its delay-aware rules, sync and EASGD.
+
+Data: ``--rows`` x 100 standard-normal features, four classes given by a fixed random teacher
+network (100 -> 32 tanh -> 4, argmax), 10% of the rows held out. Every run trains the same
+100-64-4 MLP (batch ``--batch-size``) and is scored on the held-out rows after each epoch; the
+clock stops at the first epoch that reaches ``--target``. Runs (each at 2 and 4 replicas, one
+Spark partition per replica, ``local[4]`` so sync's barrier stage gets a slot per replica):
+
+- ``async sgd``: plain asynchronous SGD on the server (the baseline the others fix);
+- ``async adagrad``: Downpour's default, Adagrad on the server;
+- ``dc_asgd``, ``staleness_aware``: the delay-aware rules, same learning rate as async sgd;
+- ``sync``: synchronous SGD (barrier rounds, one averaged update per round);
+- ``easgd``: elastic averaging, SGD on the replicas, exchange every 4 mini-batches.
+
+A warm-up fit first starts the Python workers, so no run pays for TensorFlow's import.
+Run: ``python jobs/bench_staleness.py [--rows N] [--target A]``. The last line is the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+FEATURES, HIDDEN, CLASSES = 100, 64, 4
+
+
+def generate(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, FEATURES)).astype(np.float32)
+    teacher = np.random.default_rng(1234)
+    w1 = teacher.standard_normal((FEATURES, 32)) / np.sqrt(FEATURES)
+    w2 = teacher.standard_normal((32, CLASSES))
+    y = np.argmax(np.tanh(x @ w1 * 2.0) @ w2, axis=1)
+    return x, y.astype(np.int64)
+
+
+def build():
+    from sparkdownpour.examples import build_mlp
+
+    return build_mlp(FEATURES, HIDDEN, CLASSES, seed=0)
+
+
+RUNS = {  # label -> Downpour knobs
+    "async sgd": {"optimizer": "sgd", "learning_rate": 0.1},
+    "async adagrad": {"optimizer": "adagrad", "learning_rate": 0.05},
+    "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1},
+    "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1},
+    "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},
+    "easgd": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "easgd", "easgd_tau": 4},
+}
+
+
+def time_to_accuracy(frame, x_test, y_test, target, max_epochs, batch_size, **knobs):
+    from sparkdownpour import Downpour
+
+    started = time.perf_counter()
+    result = Downpour(build, epochs=max_epochs, batch_size=batch_size, verbose=0, **knobs).fit(
+        frame, validation_data=(x_test, y_test),
+        stop_when=lambda record: record["val_accuracy"] >= target)
+    seconds = time.perf_counter() - started
+    last = result.history.final
+    return (seconds if last["val_accuracy"] >= target else float("nan"), len(result.history),
+            {**last, "wall_s": seconds})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--target", type=float, default=0.77)
+    parser.add_argument("--max-epochs", type=int, default=4)
+    parser.add_argument("--replicas", default="2,4")
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--master", default="local[4]")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors: this environment
+
+    from sparkdownpour.examples import arrays_to_frame
+    from sparkdownpour.session import get_or_create_session
+
+    from pyspark.sql import SparkSession
+
+    # local[4] before anything else: sync's barrier stage needs a task slot per replica
+    # (get_or_create_session would start local[*], two slots on this machine).
+    SparkSession.builder.master(args.master).config("spark.driver.host", "127.0.0.1") \
+        .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate()
+    spark = get_or_create_session("sparkdownpour-bench-staleness")
+    spark.sparkContext.setLogLevel("ERROR")
+    x, y = generate(args.rows)
+    split = int(0.9 * len(y))
+    x_test, y_test = x[split:], y[split:]
+    base = arrays_to_frame(spark, x[:split], y[:split]).cache()
+    base.count()
+    # warm-up: every Python worker started and its model built once
+    warm = arrays_to_frame(spark, x[:4000], y[:4000], 4)
+    time_to_accuracy(warm, x_test, y_test, 2.0, 1, args.batch_size)
+    rows = []
+    for replicas in [int(r) for r in args.replicas.split(",")]:
+        frame = base.repartition(replicas).cache()
+        frame.count()
+        for label in args.runs.split(","):
+            seconds, epochs, last = time_to_accuracy(frame, x_test, y_test, args.target,
+                                                     args.max_epochs, args.batch_size,
+                                                     **RUNS[label])
+            rows.append((label, replicas, seconds, epochs, last))
+            print(f"{label:<16} {replicas} replicas: {seconds:7.2f} s, {epochs} epochs, "
+                  f"val acc {last['val_accuracy']:.4f}, staleness mean "
+                  f"{last['staleness_mean']:.2f}", flush=True)
+        frame.unpersist()
+
+    print(f"\n{'run':<16}{'replicas':>9}{'to target s':>12}{'epochs':>7}{'wall s':>8}"
+          f"{'val acc':>9}{'stale mean':>11}{'vs async sgd':>14}")
+    reference = {r: s for label, r, s, _, _ in rows if label == "async sgd"}
+    for label, replicas, seconds, epochs, last in rows:
+        ratio = seconds / reference[replicas] if replicas in reference else float("nan")
+        print(f"{label:<16}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
+              f"{last['val_accuracy']:>9.4f}{last['staleness_mean']:>11.2f}{ratio:>14.2f}")
+    best = min((r for r in rows if np.isfinite(r[2])), key=lambda r: r[2], default=None)
+    print(f"bench_staleness: {args.rows} rows x {FEATURES}, target {args.target:.0%}: fastest "
+          + (f"{best[0]} at {best[1]} replicas, {best[2]:.2f} s" if best else "none reached it"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

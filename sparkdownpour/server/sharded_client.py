@@ -1,0 +1,120 @@
+"""The replica's side of a sharded server: every shard fetched and pushed concurrently.
+
+``ShardedClient`` has ``ParameterClient``'s methods, but a base step is a tuple (one step per
+shard: each shard counts its own updates) and the arrays are the model's, split and merged with
+``ShardLayout``. With more than one shard, each request goes to all shards at once from a small
+thread pool (one thread per shard), so one slow shard does not serialize the others; with one
+shard, calls go straight through.
+
+A push's outcome combines the shards' (``combine_outcomes``): exactly-once and staleness are
+per shard, so a push can be applied on one shard and refused as a duplicate on another (that
+shard had it already, e.g. from an attempt that died between the two), which counts as applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+
+from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.layout import ShardLayout
+from sparkdownpour.server.ledger import Position
+
+__all__ = ["ShardedClient", "combine_outcomes"]
+
+logger = logging.getLogger(__name__)
+
+# A refusal on some shards only: these leave the push's effect complete (a duplicate shard
+# had the update already, a stale shard dropped its range by design), the others do not.
+_HARMLESS = ("duplicate", "stale")
+
+
+def combine_outcomes(outcomes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One push's outcome from every shard's ``last_push``."""
+    applied = [o for o in outcomes if o["applied"]]
+    refusals = [o["refusal"] for o in outcomes if not o["applied"]]
+    progress = [o["progress"] for o in outcomes if o.get("progress") is not None]
+    combined = {"step": tuple(o["step"] for o in outcomes),
+                "staleness": max(o["staleness"] for o in outcomes),
+                "progress": min(progress) if progress else None,
+                "applied": bool(applied), "refusal": None}
+    serious = [r for r in refusals if r not in _HARMLESS]
+    if serious:  # out of order or a closed epoch anywhere: the replica must not go on
+        combined.update(applied=False, refusal=serious[0])
+    elif not applied:
+        combined["refusal"] = "stale" if all(r == "stale" for r in refusals) else "duplicate"
+    return combined
+
+
+class ShardedClient:
+    """Clients for the shards at ``urls`` (in shard order) of a model with ``shapes``."""
+
+    def __init__(self, urls: Sequence[str], token: str, shapes: Sequence[Sequence[int]],
+                 **client_kwargs: Any) -> None:
+        if not urls:
+            raise ValueError("urls is empty: a sharded client needs every shard's URL")
+        self.layout = ShardLayout(shapes, len(urls))
+        self.clients = [ParameterClient(url, token, **client_kwargs) for url in urls]
+        self._pool = ThreadPoolExecutor(len(urls), "sparkdownpour-shard") if len(urls) > 1 \
+            else None
+        self.last_push: dict[str, Any] | None = None
+
+    def _each(self, function, *per_shard: Sequence[Any]) -> list:
+        items = list(zip(self.clients, *per_shard)) if per_shard else [(c,) for c in self.clients]
+        if self._pool is None:
+            return [function(*item) for item in items]
+        return list(self._pool.map(lambda item: function(*item), items))
+
+    def fetch(self, replica: str | None = None) -> tuple[tuple[int, ...], list[np.ndarray]]:
+        """``(steps, params)``: every shard's step and the merged arrays."""
+        parts = self._each(lambda c: c.fetch(replica))
+        return tuple(step for step, _ in parts), self.layout.merge([a for _, a in parts])
+
+    def push(self, grads: Sequence[Any], *, base_step: Sequence[int], replica: str,
+             return_params: bool = False, position: Position | None = None,
+             report: dict[str, Any] | None = None, sync: dict[str, int] | None = None):
+        """Push each shard its range of ``grads``; returns like ``ParameterClient.push``.
+
+        With ``return_params`` the answer holds the full fresh params: a shard that refused
+        the push (and so sent no params) is fetched separately, unless the whole push was
+        refused, in which case the combined outcome dict is returned."""
+        if len(base_step) != len(self.clients):
+            raise ValueError(f"base_step needs one step per shard ({len(self.clients)}), "
+                             f"got {tuple(base_step)!r}")
+        parts = self.layout.split(grads)
+
+        def one(client, part, step):
+            return client.push(part, base_step=int(step), replica=replica,
+                               return_params=return_params, position=position, report=report,
+                               sync=sync)
+
+        results = self._each(one, parts, list(base_step))
+        self.last_push = combine_outcomes([c.last_push for c in self.clients])
+        if not return_params or not self.last_push["applied"]:
+            return dict(self.last_push)
+        fresh = self._each(lambda c, r: c.fetch(replica) if isinstance(r, dict) else r, results)
+        return tuple(step for step, _ in fresh), self.layout.merge([a for _, a in fresh])
+
+    def progress(self, epoch: int, partition: int, **kwargs: Any) -> int:
+        """The least progress over the shards: where an attempt must resume so that every
+        shard gets every mini-batch (a shard that has one already refuses it as a duplicate)."""
+        return min(self._each(lambda c: c.progress(epoch, partition, **kwargs)))
+
+    def status(self) -> list[dict[str, Any]]:
+        return self._each(lambda c: c.status())
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "ShardedClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,48 @@
+"""Downpour with a sharded server and the staleness knobs, end to end on local Spark."""
+
+import numpy as np
+
+from sparkdownpour import Downpour
+from sparkdownpour.examples import build_digits_mlp
+from tests.test_downpour import accuracy, expected_updates
+
+
+def test_three_shards_train_digits_and_every_shard_applies_every_push(digits):
+    frame, (x_test, y_test) = digits
+    seen = {}
+    trainer = Downpour(build_digits_mlp, epochs=3, num_shards=3, verbose=0)
+    trainer._on_server_start = lambda server: seen.update(server=server)
+    result = trainer.fit(frame, validation_data=(x_test, y_test))
+    assert accuracy(result.model, x_test, y_test) >= 0.9
+    assert len(result.history.info["shards"]) == 3
+    status = seen["server"].store.status()
+    want = 3 * expected_updates(frame, 32)
+    assert [s["updates_applied"] for s in status["shards"]] == [want] * 3
+    assert result.history.final["updates"] == want
+
+
+def test_dc_asgd_with_max_staleness_counts_what_it_refused(digits):
+    frame, (x_test, y_test) = digits
+    seen = {}
+    trainer = Downpour(build_digits_mlp, epochs=2, optimizer="dc_asgd", learning_rate=0.1,
+                       num_shards=2, max_staleness=0, verbose=0)
+    trainer._on_server_start = lambda server: seen.update(server=server)
+    result = trainer.fit(frame, validation_data=(x_test, y_test))
+    status = seen["server"].store.status()
+    refused = [s["stale_refused"] for s in status["shards"]]
+    # Two concurrent replicas on local[2]: some pushes land behind another; with max_staleness 0
+    # those are refused, and what was refused plus what was applied is every push on each shard.
+    assert result.history.final["stale_refused"] == sum(refused) > 0
+    for shard in status["shards"]:
+        assert shard["updates_applied"] + shard["stale_refused"] == 2 * expected_updates(frame, 32)
+        assert shard["staleness"]["max"] == 0
+    assert np.isfinite(result.history["loss"]).all()
+    assert accuracy(result.model, x_test, y_test) > 0.5
+
+
+def test_topk_compressed_pushes_to_two_shards_still_learn(digits):
+    frame, (x_test, y_test) = digits
+    result = Downpour(build_digits_mlp, epochs=2, num_shards=2, compression="topk",
+                      topk_ratio=0.1, verbose=0).fit(frame)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert accuracy(result.model, x_test, y_test) > 0.6
