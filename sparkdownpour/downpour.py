@@ -25,6 +25,7 @@ from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.observe import announce, read_token_file
 from sparkdownpour.progress import ServerProgress
 from sparkdownpour.replica.keras_model import (
+    BINARY_LOSSES,
     SPARSE_LOSSES,
     assign_trainable,
     driver_model as build_driver_model,
@@ -366,6 +367,6 @@ def _evaluate(model, loss, x: np.ndarray, y: np.ndarray) -> dict:
     name = loss_name(loss)
     if name in SPARSE_LOSSES:
         record["val_accuracy"] = float(np.mean(np.argmax(predictions, axis=-1) == y))
-    elif name in ("binary_crossentropy", "BinaryCrossentropy"):
+    elif name in BINARY_LOSSES:
         record["val_accuracy"] = float(np.mean((predictions[:, 0] > 0.5) == (y > 0.5)))
     return record

@@ -139,14 +139,17 @@ def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: 
     ``non_integer_labels``, when the caller already counted them, spares a Spark job when it
     is 0 (the job then only runs to find an example for the message).
     """
-    if loss_name in ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"):
+    # Imported here: the replica package imports this one.
+    from sparkdownpour.replica.keras_model import BINARY_LOSSES, SPARSE_LOSSES
+
+    if loss_name in SPARSE_LOSSES:
         low, high = 0, output_units - 1
         non_integer = None if non_integer_labels == 0 else \
             prepared.filter(F.col(LABEL) != F.floor(F.col(LABEL))).select(LABEL).first()
         if non_integer is not None:
             raise ValueError(f"label column {label_col!r} holds {non_integer[0]}, not a class "
                              f"index; loss {loss_name!r} needs integer labels in [{low}, {high}]")
-    elif loss_name in ("binary_crossentropy", "BinaryCrossentropy"):
+    elif loss_name in BINARY_LOSSES:
         low, high = 0, 1
     else:
         return

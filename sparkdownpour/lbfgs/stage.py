@@ -17,11 +17,16 @@ from typing import Iterator
 import numpy as np
 
 from sparkdownpour.replica.devices import DeviceOptions, place
-from sparkdownpour.replica.keras_model import SPARSE_LOSSES, ModelSpec, loss_name, output_units
+from sparkdownpour.replica.keras_model import (
+    BINARY_LOSSES,
+    CATEGORICAL_LOSSES,
+    SPARSE_LOSSES,
+    ModelSpec,
+    loss_name,
+    output_units,
+)
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
-BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
-CATEGORICAL_LOSSES = ("categorical_crossentropy", "CategoricalCrossentropy")
 
 
 @dataclass(frozen=True)

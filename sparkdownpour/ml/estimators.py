@@ -15,10 +15,15 @@ from sparkdownpour.config import DownpourConfig, SandblasterConfig
 from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, SandblasterModel
 from sparkdownpour.ml.params import DownpourParams, SandblasterParams
 from sparkdownpour.ml.predict import keras_to_bytes
-from sparkdownpour.replica.keras_model import SPARSE_LOSSES, loss_name, output_units
+from sparkdownpour.replica.keras_model import (
+    BINARY_LOSSES,
+    CATEGORICAL_LOSSES,
+    SPARSE_LOSSES,
+    loss_name,
+    output_units,
+)
 
-BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
-MULTICLASS_LOSSES = SPARSE_LOSSES + ("categorical_crossentropy", "CategoricalCrossentropy")
+MULTICLASS_LOSSES = SPARSE_LOSSES + CATEGORICAL_LOSSES
 
 
 class _KerasEstimator(Estimator):

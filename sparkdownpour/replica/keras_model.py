@@ -17,7 +17,10 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep executor stderr readable
 
+# The Keras losses the trainers treat specially, by the names loss_name() gives.
 SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
+BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy")
+CATEGORICAL_LOSSES = ("categorical_crossentropy", "CategoricalCrossentropy")
 
 
 @dataclass(frozen=True)
