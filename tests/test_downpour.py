@@ -36,10 +36,13 @@ def test_keras_model_instance_is_trained_in_place_with_n_fetch_n_push(digits):
     frame, (x_test, y_test) = digits
     model = build_digits_mlp(seed=3)
     before = accuracy(model, x_test, y_test)
-    result = Downpour(model, epochs=2, n_fetch=3, n_push=2, learning_rate=0.1, verbose=0).fit(frame)
+    # 4 epochs: after 2, asynchronous noise on a loaded machine once left it at 0.64.
+    epochs = 4
+    result = Downpour(model, epochs=epochs, n_fetch=3, n_push=2, learning_rate=0.1,
+                      verbose=0).fit(frame)
     assert result.model is model
     assert accuracy(model, x_test, y_test) > max(before + 0.3, 0.7)
-    assert result.history.final["updates"] == 2 * expected_updates(frame, 32, n_push=2)
+    assert result.history.final["updates"] == epochs * expected_updates(frame, 32, n_push=2)
 
 
 def test_warm_start_runs_one_replica_first(digits):
