@@ -7,8 +7,9 @@ trip per shard, all shards at once) for ``--seconds``. Bytes moved = 2 x the mod
 trip. The baseline, in the same run: one kept-open loopback TCP connection echoing the same
 bytes (``bench_wire``'s echo), measured before every shard count.
 
-``--modes threads,processes``: shards served by threads of this process (``ShardedServer``, as
-Downpour does) or each by its own process (``ServerProcess``).
+``--modes threads,processes``: shards served by threads of this process (``ShardedServer``,
+Downpour's default) or each by its own process (``ProcessShardedServer``, as
+``Downpour(shard_processes=True)`` serves them).
 
 Run: ``python jobs/bench_server.py [--floats N] [--seconds S] [--modes threads,processes]``.
 The last line is the summary.
@@ -32,21 +33,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_wire import _EchoClient, tune_malloc  # noqa: E402  (a sibling script)
 
 from sparkdownpour import optimizers  # noqa: E402
-from sparkdownpour.server.app import create_app  # noqa: E402
-from sparkdownpour.server.layout import ShardLayout  # noqa: E402
-from sparkdownpour.server.process import ServerProcess  # noqa: E402
 from sparkdownpour.server.shards import ShardedServer, ShardedStore  # noqa: E402
-from sparkdownpour.server.store import ParameterStore  # noqa: E402
+from sparkdownpour.server.store_process import ProcessShardedServer  # noqa: E402
 
 logger = logging.getLogger("bench_server")
 TOKEN = "bench-token"
 _GRADS: dict[int, list[np.ndarray]] = {}  # per replica process: the update it pushes
-
-
-def _store(shapes: list) -> tuple[ParameterStore, Any]:
-    """ServerProcess factory: one shard's store (plain SGD, as in bench_wire) and its app."""
-    rule = optimizers.get("sgd", learning_rate=1e-6)
-    return ParameterStore([np.zeros(s, np.float32) for s in shapes], rule), create_app
 
 
 def _replica(urls: list[str], shapes: list, start_at: float, seconds: float) -> float:
@@ -94,22 +86,23 @@ def _socket_Bps(frame_bytes: int, seconds: float) -> float:
 
 
 def _servers(mode: str, shapes: list, num_shards: int, stack: ExitStack) -> list[str]:
+    """Shards as Downpour serves them: threads of this process (``ShardedServer``) or, as
+    with ``Downpour(shard_processes=True)``, child processes (``ProcessShardedServer``)."""
+    params = [np.zeros(s, np.float32) for s in shapes]
+    rule = optimizers.get("sgd", learning_rate=1e-6)
     if mode == "threads":
-        store = ShardedStore([np.zeros(s, np.float32) for s in shapes],
-                             optimizers.get("sgd", learning_rate=1e-6), num_shards)
+        store = ShardedStore(params, rule, num_shards)
         return stack.enter_context(ShardedServer(store, host="127.0.0.1", token=TOKEN)).urls
-    layout = ShardLayout(shapes, num_shards)
-    urls = []
-    for i in range(num_shards):
-        process = ServerProcess(_store, (layout.shard_shapes(i),), host="127.0.0.1", token=TOKEN,
-                                max_request_bytes=512 * 2**20)
-        urls.append(stack.enter_context(process).url)
-    return urls
+    server = ProcessShardedServer(params, rule, num_shards, host="127.0.0.1", token=TOKEN,
+                                  max_request_bytes=512 * 2**20)
+    return stack.enter_context(server).urls
 
 
 def measure(num_floats: int, shard_counts: list[int], replica_counts: list[int],
             seconds: float, modes: list[str]) -> list[dict[str, Any]]:
-    shapes = [(num_floats // 1000, 1000)] if num_floats % 1000 == 0 else [(num_floats,)]
+    # One flat array: a one-shard process server (unflattened wire format) and the sharded
+    # client's one-shard layout then agree on its shape.
+    shapes = [(num_floats,)]
     model_bytes = 4 * num_floats
     rows = []
     context = multiprocessing.get_context("spawn")

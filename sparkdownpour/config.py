@@ -104,6 +104,7 @@ class DownpourConfig(_Loadable):
     n_fetch: int = 1
     n_push: int = 1
     num_shards: int = 1
+    shard_processes: bool = False     # each shard in its own (spawned) process, not a driver thread
     num_replicas: int | None = None   # None: one replica per existing partition of the DataFrame
     warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
     seed: int = 0
@@ -193,8 +194,10 @@ class DownpourConfig(_Loadable):
         check_compression(self.compression, self.topk_ratio)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
-        if not isinstance(self.overlap, bool):
-            raise TypeError(f"overlap must be True or False, received {self.overlap!r}")
+        for name in ("overlap", "shard_processes"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, received "
+                                f"{getattr(self, name)!r}")
         _integer("easgd_tau", self.easgd_tau, minimum=1)
         if self.easgd_alpha is not None:
             _positive_number("easgd_alpha", self.easgd_alpha)

@@ -7,6 +7,7 @@ from and pushes gradients to the server, which applies each push on arrival with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -44,10 +45,9 @@ from sparkdownpour.replica.devices import (
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.sync import run_sync_partition
-from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
+from sparkdownpour.server.master import serve_master
 from sparkdownpour.server.runner import tls_context
-from sparkdownpour.server.shards import ShardedServer, ShardedStore
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.tracking import Tracking
@@ -136,51 +136,39 @@ class Downpour:
                         "sync_timeout": 0.8 * cfg.request_timeout}
         # easgd: the server holds the center variable; the replicas run the rule themselves.
         rule = optimizers.ElasticAverage() if cfg.mode == "easgd" else self._rule
-        store = ParameterStore(trainable_arrays(model), rule, **store_kwargs) \
-            if cfg.num_shards == 1 else \
-            ShardedStore(trainable_arrays(model), rule, cfg.num_shards, **store_kwargs)
+        params = trainable_arrays(model)
+        config_hash = _config_hash(cfg, self._rule, [p.shape for p in params], history.info)
         partitions = history.info["partitions"]
-        first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
-        config_hash = _config_hash(cfg, self._rule, store.shapes, history.info)
-        if resume:
-            state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash)
-            if state is None:
-                logger.warning("resume=True but no usable checkpoint in %s: starting afresh",
-                               cfg.checkpoint_dir)
-            else:
-                store.restore_state(state)
-                first_epoch = state["extra"].get("epochs_done", 0) + 1
-                warm_start = warm_start and store.ledger.epoch in (None, 0)
-                history.info["resumed_from"] = {"path": state["path"], "step": state["step"],
-                                                "epochs_done": first_epoch - 1}
-                logger.info("resuming from %s at step %d, epoch %d", state["path"],
-                            state["step"], first_epoch)
         # Exact for evenly filled partitions (each ends in a short batch and a final push).
         per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
         expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
-        ssl_context, tls_ca = _tls(cfg)
-        epochs_done = {"n": first_epoch - 1}
-        # Sync rounds carry no exactly-once positions: only epoch-end checkpoints are
-        # consistent (a resume redoes the interrupted epoch from the last one).
-        sync = cfg.mode == "sync"
-        checkpoints = Checkpointer(store, cfg.checkpoint_dir, config_hash=config_hash,
-                                   keep=cfg.checkpoint_keep,
-                                   every_updates=0 if sync else cfg.checkpoint_every_updates,
-                                   every_s=float("inf") if sync else cfg.checkpoint_every_s,
-                                   extra=lambda: {"epochs_done": epochs_done["n"]}) \
-            if cfg.checkpoint_dir is not None else None
-        serve = ParameterServer if cfg.num_shards == 1 else ShardedServer
-        with serve(store, host=driver_address(spark), ssl_context=ssl_context,
-                   port=cfg.server_port, token=read_token_file(cfg.token_file),
-                   max_request_bytes=int(cfg.max_request_mb * 2**20)) as server, \
-                ServerProgress(store, expected_updates, cfg.verbose) as progress, \
-                (checkpoints or _nothing()):
+        tls, tls_ca = _tls(cfg)
+        with serve_master(params, rule, num_shards=cfg.num_shards,
+                          processes=cfg.shard_processes, store_kwargs=store_kwargs,
+                          host=driver_address(spark), port=cfg.server_port,
+                          token=read_token_file(cfg.token_file), tls=tls,
+                          max_request_bytes=int(cfg.max_request_mb * 2**20)) as master:
+            store, server = master.store, master.server
+            first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
+            if resume:  # the servers are up, no replica has run yet
+                first_epoch, warm_start = _resume(store, cfg, config_hash, history, warm_start)
+            epochs_done = {"n": first_epoch - 1}
+            # Sync rounds carry no exactly-once positions: only epoch-end checkpoints are
+            # consistent (a resume redoes the interrupted epoch from the last one).
+            sync = cfg.mode == "sync"
+            checkpoints = Checkpointer(store, cfg.checkpoint_dir, config_hash=config_hash,
+                                       keep=cfg.checkpoint_keep,
+                                       every_updates=0 if sync else cfg.checkpoint_every_updates,
+                                       every_s=float("inf") if sync else cfg.checkpoint_every_s,
+                                       extra=lambda: {"epochs_done": epochs_done["n"]}) \
+                if cfg.checkpoint_dir is not None else None
             history.info["server"] = server.url
-            shard_urls = tuple(getattr(server, "urls", ()))
-            if shard_urls:
-                history.info["shards"] = list(shard_urls)
+            if master.shard_urls:
+                history.info["shards"] = list(master.shard_urls)
+            if master.dashboard is not server:  # shard processes: the driver serves it
+                history.info["dashboard_server"] = master.dashboard.url
             run_id = history.info["run_id"]
-            announce(server, history, cfg.verbose, f"Downpour run {run_id[:8]}")
+            announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}")
             if self._on_server_start is not None:
                 self._on_server_start(server)
             base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
@@ -190,51 +178,79 @@ class Downpour:
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
                                tls_ca=tls_ca, devices=device_options(cfg),
-                               precision=cfg.precision, shard_urls=shard_urls,
+                               precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
                                overlap=cfg.overlap,
                                **_easgd_fields(cfg, self._rule, partitions))
             base = replace(base, **self._replica_overrides)
-            if warm_start:
-                store.open_epoch(0)
-                with job_group(spark, describe("downpour", run_id, f"warm start "
-                                               f"({cfg.warmstart_steps} steps on one replica)"),
-                               run_id=run_id):
-                    _run_job(prepared.coalesce(1), replace(base, max_steps=cfg.warmstart_steps))
-            for epoch in range(first_epoch, cfg.epochs + 1):
-                progress.set_epoch(epoch, cfg.epochs)
-                epoch_start = time.perf_counter()
-                store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
-                with job_group(spark, describe("downpour", run_id, f"epoch {epoch}/{cfg.epochs} "
-                                               f"({partitions} replicas, {cfg.mode})"),
-                               run_id=run_id):
-                    stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
-                epochs_done["n"] = epoch
-                if checkpoints is not None:
-                    checkpoints.write()
-                _, params = store.fetch()
-                with driver_cpu():
-                    assign_trainable(model, params)
-                status = store.status()
-                record = _epoch_record(epoch, stats, status, time.perf_counter() - epoch_start)
-                if status["diverging"]:
-                    logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
-                if validation is not None:
-                    with driver_cpu():
-                        record.update(_evaluate(model, cfg.loss, *validation))
-                history.append(record)
-                history.info["devices"] = sorted(set(history.info.get("devices", [])) | {
-                    device_label(d["device"], d["gpu_addresses"])
-                    for d in record["devices"].values()})
-                progress.set_epoch(epoch, cfg.epochs, loss=f"{record['loss']:.4f}",
-                                   val_acc=(f"{record['val_accuracy']:.4f}"
-                                            if "val_accuracy" in record else None))
-                logger.info("epoch %d/%d: %s", epoch, cfg.epochs, record)
-                if stop_when is not None and stop_when(record):
-                    break
+            with ServerProgress(store, expected_updates, cfg.verbose) as progress, \
+                    (checkpoints or contextlib.nullcontext()):
+                if warm_start:
+                    store.open_epoch(0)
+                    with job_group(spark, describe("downpour", run_id, f"warm start "
+                                                   f"({cfg.warmstart_steps} steps on one "
+                                                   "replica)"), run_id=run_id):
+                        _run_job(prepared.coalesce(1),
+                                 replace(base, max_steps=cfg.warmstart_steps))
+                for epoch in range(first_epoch, cfg.epochs + 1):
+                    progress.set_epoch(epoch, cfg.epochs)
+                    record = self._epoch(prepared, base, epoch, store, model, validation)
+                    epochs_done["n"] = epoch
+                    if checkpoints is not None:
+                        checkpoints.write()
+                    history.append(record)
+                    history.info["devices"] = sorted(set(history.info.get("devices", [])) | {
+                        device_label(d["device"], d["gpu_addresses"])
+                        for d in record["devices"].values()})
+                    progress.set_epoch(epoch, cfg.epochs, loss=f"{record['loss']:.4f}",
+                                       val_acc=(f"{record['val_accuracy']:.4f}"
+                                                if "val_accuracy" in record else None))
+                    logger.info("epoch %d/%d: %s", epoch, cfg.epochs, record)
+                    if stop_when is not None and stop_when(record):
+                        break
             _, params = store.fetch()
             with driver_cpu():
                 assign_trainable(model, params)
+
+    def _epoch(self, prepared, base: ReplicaSpec, epoch: int, store, model, validation) -> dict:
+        """One epoch's Spark job; the driver's model then holds the server's parameters.
+        Returns the epoch's history record."""
+        cfg = self.config
+        started = time.perf_counter()
+        store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
+        with job_group(prepared.sparkSession,
+                       describe("downpour", base.run_id, f"epoch {epoch}/{cfg.epochs} "
+                                f"({prepared.rdd.getNumPartitions()} replicas, {cfg.mode})"),
+                       run_id=base.run_id):
+            stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
+        _, params = store.fetch()
+        with driver_cpu():
+            assign_trainable(model, params)
+        status = store.status()
+        record = _epoch_record(epoch, stats, status, time.perf_counter() - started)
+        if status["diverging"]:
+            logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
+        if validation is not None:
+            with driver_cpu():
+                record.update(_evaluate(model, cfg.loss, *validation))
+        return record
+
+
+def _resume(store, cfg: DownpourConfig, config_hash: str, history, warm_start: bool
+            ) -> tuple[int, bool]:
+    """Restore the newest usable checkpoint into ``store``; returns (first epoch, warm start)."""
+    state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash)
+    if state is None:
+        logger.warning("resume=True but no usable checkpoint in %s: starting afresh",
+                       cfg.checkpoint_dir)
+        return 1, warm_start
+    store.restore_state(state)
+    first_epoch = state["extra"].get("epochs_done", 0) + 1
+    history.info["resumed_from"] = {"path": state["path"], "step": state["step"],
+                                    "epochs_done": first_epoch - 1}
+    logger.info("resuming from %s at step %d, epoch %d", state["path"], state["step"],
+                first_epoch)
+    return first_epoch, warm_start and store.ledger.epoch in (None, 0)
 
 
 def device_options(cfg) -> DeviceOptions:
@@ -261,21 +277,17 @@ def _easgd_fields(cfg: DownpourConfig, rule, replicas: int) -> dict:
             "easgd_alpha": float(alpha)}
 
 
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def _tls(cfg: DownpourConfig):
-    """The server's TLS context and the CA text replicas verify it with (None, None: plain)."""
+    """``(cert, key)`` for the server (checked here, loaded again where it serves) and the CA
+    text replicas verify it with; ``(None, None)``: plain HTTP."""
     if cfg.tls_cert is None:
         return None, None
-    context = tls_context(str(cfg.tls_cert), str(cfg.tls_key))
+    tls = (str(cfg.tls_cert), str(cfg.tls_key))
+    tls_context(*tls)  # a bad certificate or key fails here, before any server starts
     ca_path = str(cfg.tls_ca or cfg.tls_cert)
     try:
         with open(ca_path, encoding="ascii") as handle:
-            return context, handle.read()
+            return tls, handle.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read tls_ca {ca_path!r} (PEM text): {e}") from e
 

@@ -1,5 +1,7 @@
 """Downpour with a sharded server and the staleness knobs, end to end on local Spark."""
 
+import os
+
 import numpy as np
 
 from sparkdownpour import Downpour
@@ -46,3 +48,29 @@ def test_topk_compressed_pushes_to_two_shards_still_learn(digits):
                       topk_ratio=0.1, verbose=0).fit(frame)
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert accuracy(result.model, x_test, y_test) > 0.6
+
+
+def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path):
+    """Two shards in child processes: they learn, the driver's checkpoints (read over the
+    pipes) resume into fresh children, and no child outlives its fit."""
+    frame, (x_test, y_test) = digits
+    seen = {}
+    trainer = Downpour(build_digits_mlp, epochs=2, num_shards=2, shard_processes=True,
+                       checkpoint_dir=str(tmp_path), verbose=0)
+    trainer._on_server_start = lambda server: seen.update(
+        server=server, alive=[p.process.is_alive() for p in server.processes])
+    result = trainer.fit(frame, validation_data=(x_test, y_test))
+    assert seen["alive"] == [True, True]
+    assert os.getpid() not in seen["server"].pids
+    assert all(p.process is None for p in seen["server"].processes)  # stopped with the fit
+    assert len(result.history.info["shards"]) == 2
+    assert result.history.info["dashboard_server"] not in result.history.info["shards"]
+    assert result.history.final["updates"] == 2 * expected_updates(frame, 32)
+    assert accuracy(result.model, x_test, y_test) >= 0.85
+
+    again = Downpour(build_digits_mlp, epochs=3, num_shards=2, shard_processes=True,
+                     checkpoint_dir=str(tmp_path), verbose=0)
+    resumed = again.fit(frame, validation_data=(x_test, y_test), resume=True)
+    assert resumed.history.info["resumed_from"]["epochs_done"] == 2
+    assert [r["epoch"] for r in resumed.history.epochs] == [3]
+    assert accuracy(resumed.model, x_test, y_test) >= 0.85

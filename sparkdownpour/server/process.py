@@ -4,80 +4,174 @@ Python threads share one interpreter lock: N shards served by threads of one pro
 their updates one at a time. A ``ServerProcess`` runs ``factory(*args) -> (store,
 app_factory)`` in a child started with multiprocessing ``spawn`` (never a fork of a driver that
 runs a JVM gateway and threads) and serves it with the same ``ParameterServer`` (token, size
-limit, keep-alive). The parent learns the port through a pipe and stops the child by closing it.
-``factory`` and ``args`` travel to the child by pickle over that local pipe, never the network.
+limit, keep-alive, TLS). The parent learns the port through a pipe and stops the child by
+closing it.
+
+The same pipe carries the driver's own calls on the child's store (``call``): epochs,
+status, checkpoints, the final parameters. Only the attribute paths listed in ``commands``
+are answered. The pipe is an unnamed socket pair between the driver and its own child, so
+what travels on it (``factory``, ``args``, the calls and their answers, by pickle) never
+comes from the network; replicas reach the child only over its authenticated HTTP routes.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Callable
+import operator
+import threading
+from typing import Any, Callable, Collection
+
+from sparkdownpour.errors import ParameterServerError
 
 __all__ = ["ServerProcess"]
 
+# Exception types a call may raise in the parent as themselves; any other becomes a
+# RuntimeError naming its type.
+_RAISED_AS_IS = {e.__name__: e for e in (ValueError, TypeError, KeyError, RuntimeError)}
 
-def _serve(factory: Callable, args: tuple, host: str, token: str, max_request_bytes: int,
+
+def _serve(factory: Callable, args: tuple, host: str, port: int, token: str,
+           max_request_bytes: int, tls: tuple[str, str] | None, commands: frozenset,
            conn) -> None:
-    from sparkdownpour.server.runner import ParameterServer
+    from sparkdownpour.server.runner import ParameterServer, tls_context
 
-    store, app_factory = factory(*args)
-    with ParameterServer(store, host=host, token=token, max_request_bytes=max_request_bytes,
-                         app_factory=app_factory) as server:
-        conn.send(server.port)
+    try:
+        store, app_factory = factory(*args)
+        server = ParameterServer(store, host=host, port=port, token=token,
+                                 max_request_bytes=max_request_bytes, app_factory=app_factory,
+                                 ssl_context=tls_context(*tls) if tls else None).start()
+    except Exception as e:  # e.g. the port is taken: tell the parent why, then exit
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    try:
+        conn.send(("ready", server.port))
+        _answer(store, commands, conn)
+    finally:
+        server.stop()
+
+
+def _answer(store: Any, commands: frozenset, conn) -> None:
+    """Answer ``(path, args)`` calls until the parent says ``"stop"`` or goes away."""
+    while True:
         try:
-            conn.recv()  # blocks until the parent sends "stop" or goes away (EOFError)
+            message = conn.recv()
         except (EOFError, OSError):
-            pass
+            return
+        if message == "stop":
+            return
+        path, args = message
+        try:
+            if path not in commands:
+                raise KeyError(f"{path!r} is not a command of this server process")
+            value = operator.attrgetter(path)(store)
+            conn.send(("ok", value(*args) if callable(value) else value))
+        except Exception as e:
+            conn.send(("error", type(e).__name__, str(e)))
 
 
 class ServerProcess:
-    """Context manager with the ``url`` of a server running in a child process."""
+    """Context manager with the ``url`` of a server running in a child process.
+
+    ``port`` 0 takes a free one; ``tls`` is ``(cert_file, key_file)`` for HTTPS (the context
+    is built in the child: an ``ssl.SSLContext`` cannot cross processes); ``commands`` are
+    the attribute paths of the store that ``call`` may use.
+    """
 
     def __init__(self, factory: Callable[..., tuple[Any, Callable]], args: tuple = (), *,
-                 host: str, token: str, max_request_bytes: int, start_timeout: float = 60.0
-                 ) -> None:
+                 host: str, token: str, max_request_bytes: int, port: int = 0,
+                 tls: tuple[str, str] | None = None, commands: Collection[str] = (),
+                 start_timeout: float = 60.0, call_timeout: float = 300.0,
+                 name: str = "sparkdownpour-shard") -> None:
         self.factory, self.args = factory, args
-        self.host, self.token = host, token
+        self.host, self.token, self.requested_port = host, token, port
         self.max_request_bytes, self.start_timeout = max_request_bytes, start_timeout
+        self.call_timeout = call_timeout
+        self.tls, self.commands, self.name = tls, frozenset(commands), name
         self.process = None
         self._conn = None
+        self._lock = threading.Lock()  # one call at a time on the pipe
         self.port: int | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
-    def __enter__(self) -> "ServerProcess":
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def call(self, path: str, *args: Any) -> Any:
+        """``store.<path>(*args)`` (or the attribute's value) in the child, answered by pipe."""
+        with self._lock:
+            if self._conn is None:
+                raise ParameterServerError(f"{self.name} is not running")
+            try:
+                self._conn.send((path, args))
+                if not self._conn.poll(self.call_timeout):
+                    # A late answer would be read as the next call's: this pipe is done.
+                    self._conn.close()
+                    self._conn = None
+                    raise ParameterServerError(f"{self.name} (pid {self.pid}) did not answer "
+                                               f"{path} within {self.call_timeout} s")
+                answer = self._conn.recv()
+            except (EOFError, OSError) as e:
+                code = self.process.exitcode if self.process is not None else None
+                raise ParameterServerError(
+                    f"{self.name} (pid {self.pid}) stopped answering the driver (exit code "
+                    f"{code}): {type(e).__name__}") from None
+        if answer[0] == "ok":
+            return answer[1]
+        _, kind, message = answer
+        raise _RAISED_AS_IS.get(kind, RuntimeError)(
+            message if kind in _RAISED_AS_IS else f"{kind}: {message}")
+
+    def launch(self) -> None:
+        """Start the child without waiting for it (``wait_ready``): N shards start at once."""
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(self.factory, self.args, self.host, self.token,
-                                 self.max_request_bytes, child),
-            name="sparkdownpour-shard", daemon=True)
+            target=_serve, args=(self.factory, self.args, self.host, self.requested_port,
+                                 self.token, self.max_request_bytes, self.tls, self.commands,
+                                 child),
+            name=self.name, daemon=True)
         self.process.start()
         child.close()
         self._conn = parent
+        self.args = ()  # the child has its copy (e.g. a shard's initial arrays)
+
+    def wait_ready(self) -> "ServerProcess":
+        """Wait for the launched child's port; on any failure stop it and raise."""
+        parent = self._conn
         if not parent.poll(self.start_timeout):
             self.__exit__()
-            raise RuntimeError(f"a shard process did not start within {self.start_timeout} s")
+            raise RuntimeError(f"{self.name} did not start within {self.start_timeout} s")
         try:
-            self.port = parent.recv()
+            kind, detail = parent.recv()
         except EOFError:
             code = self.process.exitcode
             self.__exit__()
-            raise RuntimeError(f"a shard process exited while starting (exit code {code})") \
+            raise RuntimeError(f"{self.name} exited while starting (exit code {code})") \
                 from None
+        if kind != "ready":
+            self.__exit__()
+            raise OSError(f"{self.name} could not start its server: {detail}")
+        self.port = detail
         return self
 
+    def __enter__(self) -> "ServerProcess":
+        self.launch()
+        return self.wait_ready()
+
     def __exit__(self, *exc: object) -> None:
-        if self._conn is not None:
+        # Not under the call lock: a call stuck on a hung child must not block the stop.
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                self._conn.send("stop")
+                conn.send("stop")
             except OSError:
                 pass
-            self._conn.close()
-            self._conn = None
+            conn.close()
         if self.process is not None:
             self.process.join(10)
             if self.process.is_alive():

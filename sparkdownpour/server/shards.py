@@ -53,6 +53,16 @@ class ShardedStore:
             for i, (part, rng) in enumerate(zip(self.layout.split(arrays), self.layout.bounds))]
         self.rule = rule
 
+    @classmethod
+    def over(cls, layout: ShardLayout, stores: Sequence[Any], rule: Any) -> "ShardedStore":
+        """The same driver-side view over stores built elsewhere (e.g. in child processes:
+        ``store_process.StoreProcess``), one per range of ``layout``."""
+        if len(stores) != len(layout.bounds):
+            raise ValueError(f"{len(stores)} stores for a {len(layout.bounds)}-shard layout")
+        self = cls.__new__(cls)
+        self.layout, self.stores, self.rule = layout, list(stores), rule
+        return self
+
     @property
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         return tuple(self.layout.shapes)
@@ -84,6 +94,10 @@ class ShardedStore:
 
     def progress(self, epoch: int, partition: int, **kwargs: Any) -> int:
         return min(store.progress(epoch, partition, **kwargs) for store in self.stores)
+
+    def live_loss(self) -> float | None:
+        """Shard 0's: every push (with its loss report) goes to every shard."""
+        return self.stores[0].live_loss()
 
     def status(self) -> dict[str, Any]:
         shards = [store.status() for store in self.stores]

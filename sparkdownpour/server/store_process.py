@@ -1,0 +1,171 @@
+"""Downpour's master model server with every shard in its own process (``shard_processes``).
+
+Threads of one process apply updates one at a time (the GIL); with ``shard_processes=True``
+each shard's ``ParameterStore`` and HTTP server run in a spawned child (``ServerProcess``), so
+N shards can apply N updates at once on N cores. Replicas see the same routes, token, limits
+and wire format as with threaded shards. The driver reaches each child's store through the
+child's pipe (``StoreProcess``: epochs, status, checkpoints, the final parameters), and with
+several shards through a ``ShardedStore`` over those proxies, so checkpoints, resume and the
+progress bar work unchanged. The dashboard is served from the driver (``status_app``): a
+child's own dashboard sees only its shard.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from typing import Any, Sequence
+
+import numpy as np
+
+from sparkdownpour.server.layout import ShardLayout
+from sparkdownpour.server.process import ServerProcess
+from sparkdownpour.server.shards import ShardedStore
+
+__all__ = ["ProcessShardedServer", "StoreProcess", "status_app"]
+
+# What the driver may ask of a child's store (``ServerProcess.call``).
+STORE_COMMANDS = ("fetch", "snapshot", "status", "open_epoch", "progress", "set_params",
+                  "export_state", "restore_state", "step", "ledger.epoch", "live_loss")
+
+
+def _store_in_child(arrays: list, rule: Any, store_kwargs: dict, label: dict):
+    """``ServerProcess`` factory, run in the child: the shard's store and the usual app."""
+    from sparkdownpour.server.app import create_app
+    from sparkdownpour.server.store import ParameterStore
+
+    store = ParameterStore(arrays, rule, label={**label, "pid": os.getpid()}, **store_kwargs)
+    return store, create_app
+
+
+class _Ledger:
+    """The part of a store's ledger the driver reads (the open epoch, on resume)."""
+
+    def __init__(self, process: "StoreProcess") -> None:
+        self._process = process
+
+    @property
+    def epoch(self) -> int | None:
+        return self._process.call("ledger.epoch")
+
+
+class StoreProcess(ServerProcess):
+    """A ``ParameterStore`` of ``arrays`` served by a child; its methods answered by pipe."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], rule: Any, store_kwargs: dict, *,
+                 label: dict, **process_kwargs: Any) -> None:
+        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        super().__init__(_store_in_child, (arrays, rule, dict(store_kwargs), dict(label)),
+                         commands=STORE_COMMANDS, **process_kwargs)
+        self.shapes = tuple(a.shape for a in arrays)
+        self.rule = rule
+        self.ledger = _Ledger(self)
+
+    @property
+    def step(self) -> int:
+        return self.call("step")
+
+    def fetch(self) -> tuple[int, list[np.ndarray]]:
+        return self.call("fetch")
+
+    def snapshot(self) -> list[np.ndarray]:
+        return self.call("snapshot")
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def live_loss(self) -> float | None:
+        return self.call("live_loss")
+
+    def open_epoch(self, epoch: int) -> None:
+        self.call("open_epoch", epoch)
+
+    def progress(self, epoch: int, partition: int, **kwargs: Any) -> int:
+        if kwargs:
+            raise TypeError("the driver reads a partition's progress without keywords")
+        return self.call("progress", epoch, partition)
+
+    def set_params(self, params: Sequence[Any]) -> None:
+        self.call("set_params", [np.asarray(p, dtype=np.float32) for p in params])
+
+    def export_state(self) -> dict[str, Any]:
+        return self.call("export_state")
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.call("restore_state", state)
+
+
+class ProcessShardedServer:
+    """``num_shards`` ``StoreProcess``es started together (at once) and stopped together.
+
+    ``store`` is what the driver uses: the one ``StoreProcess`` (unsharded wire format, as a
+    one-shard ``ParameterServer``), or a ``ShardedStore`` over them. ``port`` is shard 0's;
+    ``tls`` is ``(cert_file, key_file)``; all shards share one token.
+    """
+
+    def __init__(self, params: Sequence[Any], rule: Any, num_shards: int, *, host: str,
+                 token: str, max_request_bytes: int, port: int = 0,
+                 tls: tuple[str, str] | None = None, store_kwargs: dict | None = None) -> None:
+        arrays = [np.asarray(p, dtype=np.float32) for p in params]
+        kwargs = {"host": host, "token": token, "max_request_bytes": max_request_bytes,
+                  "tls": tls}
+        if num_shards == 1:
+            parts, labels = [arrays], [{"index": 0, "of": 1}]
+        else:
+            self.layout = ShardLayout([a.shape for a in arrays], num_shards)
+            parts = self.layout.split(arrays)
+            labels = [{"index": i, "of": num_shards, "range": list(rng)}
+                      for i, rng in enumerate(self.layout.bounds)]
+        self.processes = [
+            StoreProcess(part, rule, store_kwargs or {}, label=label, port=port if i == 0 else 0,
+                         name=f"sparkdownpour-shard-{i}", **kwargs)
+            for i, (part, label) in enumerate(zip(parts, labels))]
+        self.store = self.processes[0] if num_shards == 1 else \
+            ShardedStore.over(self.layout, self.processes, rule)
+        self.token = token
+        self._stack: ExitStack | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [process.url for process in self.processes]
+
+    @property
+    def url(self) -> str:
+        return self.processes[0].url
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def __enter__(self) -> "ProcessShardedServer":
+        with ExitStack() as stack:
+            for process in self.processes:  # spawning and importing take ~1.5 s: all at once
+                process.launch()
+                stack.push(process.__exit__)
+            for process in self.processes:
+                process.wait_ready()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+
+def status_app(store: Any, *, token: str, max_request_bytes: int):
+    """The driver's read-only app for a run whose shards are child processes: the dashboard,
+    ``/metrics`` and ``GET /v1/status``, all from ``store.status()`` over every shard."""
+    from flask import jsonify
+
+    from sparkdownpour.server.app import guarded_app
+    from sparkdownpour.server.observe_routes import install_downpour
+
+    app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
+    install_downpour(app, store)
+
+    @app.get("/v1/status")
+    def status():
+        return jsonify(store.status())
+
+    return app
