@@ -13,7 +13,6 @@ Run: ``python jobs/bench_wire.py [--floats N] [--repeats R] [--tune-malloc]``. T
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import socket
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 
 from sparkdownpour import optimizers
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore, encode_frame
+from sparkdownpour.server.process import keep_freed_buffers
 
 logger = logging.getLogger("bench_wire")
 
@@ -136,22 +136,8 @@ def measure_wire(num_floats: int = 1_000_000, repeats: int = 20) -> dict[str, An
 
 
 def tune_malloc() -> bool:
-    """Keep freed multi-megabyte buffers in the heap instead of returning them to the OS.
-
-    Each round trip allocates a few frame-sized buffers; with glibc's defaults the heap top
-    is trimmed after every request and the next one page-faults all of it in again, which
-    costs more than the copies themselves. Process-wide, so only an entry point may do it
-    (never library code). Returns False where glibc's mallopt is not available.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum; also freezes it
-    ok &= libc.mallopt(m_trim_threshold, 256 << 20)
-    ok &= libc.mallopt(m_top_pad, 64 << 20)
-    return bool(ok)
+    """``server.process.keep_freed_buffers`` for this benchmark process (an entry point)."""
+    return keep_freed_buffers()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
