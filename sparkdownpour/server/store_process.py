@@ -20,7 +20,7 @@ import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.process import ServerProcess
-from sparkdownpour.server.shards import ShardedStore
+from sparkdownpour.server.shards import ShardedStore, serve_all
 
 __all__ = ["ProcessShardedServer", "StoreProcess", "status_app"]
 
@@ -138,13 +138,7 @@ class ProcessShardedServer:
         return [process.pid for process in self.processes]
 
     def __enter__(self) -> "ProcessShardedServer":
-        with ExitStack() as stack:
-            for process in self.processes:  # spawning and importing take ~1.5 s: all at once
-                process.launch()
-                stack.push(process.__exit__)
-            for process in self.processes:
-                process.wait_ready()
-            self._stack = stack.pop_all()
+        self._stack = serve_all(self.processes)
         return self
 
     def __exit__(self, *exc: object) -> None:
