@@ -129,7 +129,10 @@ class DelayTolerantAdagrad(UpdateRule):
         eta     = learning_rate / sqrt(z')
         w       = w - eta * g + (eta_old - eta) * g_bck   (revise those steps to the new rate)
 
-    Without delays (g_fwd = 0) this is Adagrad. ``initial_accumulator_value`` starts z and z'.
+    Without delays (g_bck = 0) this is Adagrad. ``initial_accumulator_value`` starts z and z'.
+    ``eta_old`` is the rate in force just before this push, not at the replica's read: the
+    steps revised are those taken since the read, at the current rate, as in the paper's
+    Update procedure (Petuum's independent AdaRevision server reads it the same way).
     """
 
     name = "delay_tolerant_adagrad"

@@ -135,3 +135,16 @@ def test_the_driver_serves_status_and_metrics_over_every_shard_process():
         assert [s["shard"]["pid"] for s in status["shards"]] == children.pids
         metrics = requests.get(f"{dashboard.url}/metrics", headers=auth, timeout=10).text
         assert 'sparkdownpour_shard_updates_applied_total{shard="1"} 3.0' in metrics
+
+
+def test_shard_processes_serve_tls_built_in_the_child(tmp_path):
+    from tests.security.tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    with _processes(2, optimizers.get("sgd"), tls=(cert, key)) as children:
+        assert all(url.startswith("https://127.0.0.1:") for url in children.urls)
+        with ShardedClient(children.urls, TOKEN, SHAPES, timeout=10, ca_file=cert) as client:
+            steps, params = client.fetch()
+            assert steps == (0, 0) and [p.shape for p in params] == SHAPES
+        with pytest.raises(ParameterServerError, match="CERTIFICATE_VERIFY_FAILED"):
+            ParameterClient(children.urls[1], TOKEN, timeout=5, retries=0).fetch()
