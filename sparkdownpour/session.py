@@ -14,7 +14,8 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     """The active session, untouched; else an embedded ``local[*]`` one set up for this process.
 
     ``conf`` (e.g. a job file's ``[spark]`` table, ``{"spark.speculation": True}``) applies to
-    a new session, under spark-submit too; ``--conf`` given to spark-submit wins over it.
+    a new session, under spark-submit too; ``--conf`` given to spark-submit wins over it. Its
+    ``spark.master``, if any, is used where spark-submit named none (else ``local[*]``).
 
     The embedded session runs executors' Python workers with the running interpreter (the system
     Python lacks this environment's packages) and keeps all traffic on the loopback interface.
@@ -31,17 +32,24 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # spark-submit started this process (its gateway is waiting) or was told a master through
+    # PYSPARK_SUBMIT_ARGS; otherwise pyspark's own launch sets a default local[*] master, which
+    # must not hide a job file's "spark.master".
+    submitted_master = "PYSPARK_GATEWAY_PORT" in os.environ or \
+        "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
     SparkContext._ensure_initialized()  # under spark-submit this reads its --master and --conf
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     for key, value in (conf or {}).items():
-        if not submitted.contains(key):
+        if key != "spark.master" and not submitted.contains(key):
             builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
-    if not submitted.contains("spark.master"):
-        logger.info("no active SparkSession and no master given: starting embedded local[*]")
-        builder = (builder.master("local[*]")
-                   .config("spark.driver.host", "127.0.0.1")
-                   .config("spark.driver.bindAddress", "127.0.0.1"))
+    if not submitted_master:
+        master = str((conf or {}).get("spark.master", "local[*]"))
+        logger.info("no active SparkSession: starting one on %s", master)
+        builder = builder.master(master)
+        if master.startswith("local"):
+            builder = (builder.config("spark.driver.host", "127.0.0.1")
+                       .config("spark.driver.bindAddress", "127.0.0.1"))
     return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate())

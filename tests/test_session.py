@@ -1,0 +1,30 @@
+"""get_or_create_session in a fresh process (the test session's own SparkSession is active)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import json, sys
+from sparkdownpour.session import get_or_create_session
+spark = get_or_create_session("t", conf=json.loads(sys.argv[1]))
+sc = spark.sparkContext
+print(json.dumps({"master": sc.master, "host": sc.getConf().get("spark.driver.host"),
+                  "speculation": sc.getConf().get("spark.speculation")}))
+spark.stop()
+"""
+
+
+def _session(conf: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(conf)], capture_output=True,
+                         text=True, timeout=180, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_job_files_master_and_settings_reach_a_new_session():
+    got = _session({"spark.master": "local[1]", "spark.speculation": True})
+    assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
+    assert _session({})["master"] == "local[*]"
