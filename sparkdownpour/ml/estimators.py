@@ -3,6 +3,11 @@
 Each ``fit`` trains a fresh copy of the model, so a ``CrossValidator`` fold or a second ``fit``
 never starts from weights another fit trained: a ``keras.Model`` given is cloned with its
 current weights, a builder is called anew.
+
+An unfitted estimator saves like any Spark ML stage (``est.save(path)``, inside an unfitted
+``Pipeline`` or a ``CrossValidator``): its Params plus its model as ``.keras`` bytes
+(``persistence``). A builder function cannot be saved without pickle, so it is saved as a model
+it builds; the loaded estimator's ``model`` is that ``keras.Model``, cloned for each fit.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from pyspark.ml import Estimator
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from sparkdownpour.config import DownpourConfig, SandblasterConfig
 from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, SandblasterModel
 from sparkdownpour.ml.params import DownpourParams, SandblasterParams
-from sparkdownpour.ml.predict import keras_to_bytes
+from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter
+from sparkdownpour.ml.predict import keras_from_bytes, keras_to_bytes
 from sparkdownpour.replica.keras_model import (
     BINARY_LOSSES,
     CATEGORICAL_LOSSES,
@@ -26,7 +33,7 @@ from sparkdownpour.replica.keras_model import (
 MULTICLASS_LOSSES = SPARSE_LOSSES + CATEGORICAL_LOSSES
 
 
-class _KerasEstimator(Estimator):
+class _KerasEstimator(Estimator, MLReadable, MLWritable):
     """Keyword-only Params, a model (keras.Model or zero-argument builder), config building."""
 
     _config_class: type = DownpourConfig
@@ -117,6 +124,29 @@ class _KerasEstimator(Estimator):
 
     def _train(self, model, config, dataset):
         raise NotImplementedError
+
+    def write(self) -> MLWriter:
+        import keras
+
+        source = "keras.Model" if isinstance(self.model, keras.Model) else "builder"
+        return KerasParamsWriter(self, self._model_bytes, lambda: {"modelSource": source})
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return KerasParamsReader(_KerasEstimator,
+                                 lambda found, payload, _: found(model=keras_from_bytes(payload)),
+                                 "estimator")
+
+    def _model_bytes(self) -> bytes:
+        """The model to save: the ``keras.Model`` given, or one the builder builds now."""
+        import keras
+
+        model = self.model() if callable(self.model) and not isinstance(self.model, keras.Model) \
+            else self.model
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"cannot save {type(self).__name__}: model= is {self.model!r}, "
+                             "not a keras.Model or a function that builds one")
+        return keras_to_bytes(model)
 
     def _tracking(self) -> dict:
         return {"log_dir": self.getLogDir() or None, "mlflow": self.getMlflow()}

@@ -12,21 +12,12 @@ can live on any Hadoop file system and load with ``PipelineModel.load``. No pick
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Iterator
 
 import pyarrow as pa
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
-from pyspark.ml.util import (
-    DefaultParamsReader,
-    DefaultParamsWriter,
-    MLReadable,
-    MLReader,
-    MLWritable,
-    MLWriter,
-)
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -34,9 +25,8 @@ from pyspark.sql import types as T
 from sparkdownpour.data.columns import features_expression
 from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
+from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
-
-FORMAT = "keras-v3"  # the .keras zip: config.json + model.weights.h5 + metadata.json
 
 
 class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
@@ -119,11 +109,13 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         return frame.drop(scratch)
 
     def write(self) -> MLWriter:
-        return _KerasModelWriter(self)
+        history = self.history
+        return KerasParamsWriter(self, self._require_payload, lambda: {
+            "history": jsonable({"epochs": history.epochs, "info": _lasting(history.info)})})
 
     @classmethod
     def read(cls) -> MLReader:
-        return _KerasModelReader(cls)
+        return KerasParamsReader(KerasPredictionModel, _model_from_saved, "fitted model")
 
 
 class DownpourModel(KerasPredictionModel):
@@ -134,58 +126,15 @@ class SandblasterModel(KerasPredictionModel):
     """What ``SandblasterEstimator.fit`` returns."""
 
 
-# Addresses of servers that stopped with the fit, and the dashboard's one-time login link:
-# meaningless once saved, and a login code has no business in a model directory.
-_RUN_ONLY_INFO = ("dashboard", "server", "shard_urls")
+def _lasting(info: dict) -> dict:
+    """``history.info`` without what meant something only while the fit ran: the addresses of
+    servers that stopped with it and the dashboard's one-time login link (a login code has no
+    business in a model directory)."""
+    return {key: value for key, value in info.items()
+            if key not in ("dashboard", "dashboard_server", "server", "shard_urls")
+            and not (key == "shards" and isinstance(value, list))}  # Downpour's shard URLs
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value, default=str, allow_nan=True))
-
-
-class _KerasModelWriter(MLWriter):
-    def __init__(self, instance: KerasPredictionModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        import keras
-
-        payload = self.instance._require_payload()
-        history = self.instance.history
-        DefaultParamsWriter.saveMetadata(
-            self.instance, path, self.sparkSession,
-            extraMetadata={"kerasFormat": FORMAT, "kerasVersion": keras.__version__,
-                           "kerasSha256": digest_of(payload),
-                           "history": _jsonable({"epochs": history.epochs,
-                                                 "info": {k: v for k, v in history.info.items()
-                                                          if k not in _RUN_ONLY_INFO}})})
-        frame = self.sparkSession.createDataFrame([(bytearray(payload),)], "keras binary")
-        frame.coalesce(1).write.parquet(os.path.join(path, "keras"))
-
-
-class _KerasModelReader(MLReader):
-    def __init__(self, cls) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> KerasPredictionModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        module, _, name = metadata["class"].rpartition(".")
-        cls = getattr(__import__(module, fromlist=[name]), name, None)
-        if not (isinstance(cls, type) and issubclass(cls, KerasPredictionModel)):
-            raise ValueError(f"{path} holds a {metadata['class']}, not a sparkdownpour model")
-        if metadata.get("kerasFormat") != FORMAT:
-            raise ValueError(f"{path}: unknown model format {metadata.get('kerasFormat')!r}; "
-                             f"this release reads {FORMAT!r}")
-        row = self.sparkSession.read.parquet(os.path.join(path, "keras")).first()
-        payload = bytes(row["keras"]) if row is not None else b""
-        if digest_of(payload) != metadata.get("kerasSha256"):
-            raise ValueError(f"{path}/keras does not match the SHA-256 in its metadata: the "
-                             "saved model is corrupt or incomplete; save it again")
-        saved = metadata.get("history") or {}
-        instance = cls(payload, History(epochs=saved.get("epochs", []),
-                                        info=saved.get("info", {})))
-        instance._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(instance, metadata)
-        return instance
+def _model_from_saved(cls, payload: bytes, metadata: dict) -> KerasPredictionModel:
+    saved = metadata.get("history") or {}
+    return cls(payload, History(epochs=saved.get("epochs", []), info=saved.get("info", {})))

@@ -1,28 +1,15 @@
 """The estimators inside real Spark ML pipelines: fit, transform, save, load, cross-validate."""
 
 import numpy as np
-import pytest
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-from sparkdownpour.examples import build_digits_mlp, digits_arrays
+from sparkdownpour.examples import build_digits_mlp
 from sparkdownpour.ml import DownpourEstimator, DownpourModel
 
-PIXELS = [f"p{i}" for i in range(64)]
-
-
-@pytest.fixture(scope="module")
-def digit_columns(spark):
-    """Digits as 64 numeric columns, the shape an ETL pipeline hands to VectorAssembler."""
-    x_train, y_train, x_test, y_test = digits_arrays()
-
-    def frame(x, y, partitions):
-        rows = [tuple(float(v) for v in features) + (int(label),) for features, label in zip(x, y)]
-        return spark.createDataFrame(rows, PIXELS + ["label"]).repartition(partitions)
-
-    return frame(x_train, y_train, 4).cache(), frame(x_test, y_test, 2).cache()
+from tests.ml.conftest import PIXELS
 
 
 def vectors(frame, column):
