@@ -217,7 +217,8 @@ class DownpourConfig(_Loadable):
 @dataclass(frozen=True)
 class SandblasterConfig(_Loadable):
     """Sandblaster L-BFGS's knobs (DistBelief §4.2). The objective is the mean loss over all rows
-    plus ``l2/2 * |w|^2`` over the kernels (and the biases too with ``l2_biases``)."""
+    plus ``l2/2 * |w|^2`` over the kernels (and the biases too with ``l2_biases``), plus the
+    layers' own regularizers (``model.losses``)."""
 
     SECTION: ClassVar[str] = "sandblaster"
 

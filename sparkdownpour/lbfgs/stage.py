@@ -70,10 +70,17 @@ class _Evaluator:
         def loss_and_gradient(x, y):
             with tf.device(device), tf.GradientTape() as tape:
                 losses = per_example(y, model(x, training=False))
-                total = tf.reduce_sum(losses)
+                # The layers' own regularizers (kernel_regularizer=...) are part of the
+                # objective, once: each chunk adds them times its rows, and the driver divides
+                # the sum over all chunks by the number of rows.
+                rows = tf.cast(tf.shape(x)[0], tf.float32)
+                penalty = rows * tf.add_n([tf.cast(v, tf.float32) for v in model.losses]) \
+                    if model.losses else tf.constant(0.0)
+                total = tf.reduce_sum(losses) + penalty
             grads = tape.gradient(total, variables)
             flat = tf.concat([tf.reshape(tf.cast(g, tf.float64), [-1]) for g in grads], axis=0)
-            return tf.reduce_sum(tf.cast(losses, tf.float64)), flat
+            return tf.reduce_sum(tf.cast(losses, tf.float64)) + tf.cast(penalty, tf.float64), \
+                flat
 
         self._loss_and_gradient = loss_and_gradient
 

@@ -183,3 +183,18 @@ def test_dirty_data_is_refused_by_the_caching_pass_with_the_value(spark, feature
     with pytest.raises(ValueError, match=message):
         Sandblaster(linear_model(2, 1, "sigmoid"), verbose=0).fit(frame, num_portions=3)
     assert spark.sparkContext._jsc.getPersistentRDDs().isEmpty()  # nothing left cached
+
+
+def test_layer_regularizers_are_part_of_the_objective(binary):
+    """kernel_regularizer=L2(lam) is lam * |w|^2, the same objective as the l2 knob at 2 * lam."""
+    frame, x, y = binary
+
+    def regularized():
+        return keras.Sequential([keras.Input((12,)), keras.layers.Dense(
+            1, activation="sigmoid", kernel_regularizer=keras.regularizers.L2(L2 / 2))])
+
+    result = Sandblaster(regularized, loss="binary_crossentropy", l2=0.0, tol=1e-12, gtol=1e-5,
+                         max_iter=200, verbose=0).fit(frame, "features", "label",
+                                                      num_portions=4)
+    expected = scipy_minimum(logistic_objective(x, y, L2), 13)
+    assert abs(result.history.info["objective"] - expected) <= 1e-6 * abs(expected)
