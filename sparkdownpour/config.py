@@ -237,6 +237,9 @@ class SandblasterConfig(_Loadable):
     c2: float = 0.9                   # strong-Wolfe curvature
     max_line_search: int = 20         # objective evaluations per line search
     f_noise: float = 1e-7             # objective's relative rounding (float32 evaluations)
+    checkpoint_dir: str | None = None  # write the current point here (None: no checkpoints)
+    checkpoint_every: int = 10        # ... every N iterations, and when the fit ends
+    checkpoint_keep: int = 3          # keep the newest K checkpoints
     request_timeout: float = 60.0
     max_request_mb: float = 512.0
     verbose: int = 1
@@ -250,7 +253,7 @@ class SandblasterConfig(_Loadable):
         _check_loss(self.loss)
         _check_device_knobs(self)
         for name in ("max_iter", "history_size", "num_shards", "portions_per_core",
-                     "max_line_search"):
+                     "max_line_search", "checkpoint_every", "checkpoint_keep"):
             _integer(name, getattr(self, name), minimum=1)
         if self.aggregation_depth is not None:
             _integer("aggregation_depth", self.aggregation_depth, minimum=1)
@@ -267,6 +270,10 @@ class SandblasterConfig(_Loadable):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false, received "
                                 f"{getattr(self, name)!r}")
+        if self.checkpoint_dir is not None and not (
+                isinstance(self.checkpoint_dir, (str, Path)) and str(self.checkpoint_dir)):
+            raise TypeError(f"checkpoint_dir must be a path (str) or None, received "
+                            f"{self.checkpoint_dir!r}")
         if self.f_noise >= 1:
             raise ValueError(f"f_noise is a relative rounding error and must be < 1, received "
                              f"{self.f_noise!r}")

@@ -24,6 +24,7 @@ import numpy as np
 from sparkdownpour import data
 from sparkdownpour.config import SandblasterConfig
 from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.lbfgs import checkpoints
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
@@ -60,19 +61,26 @@ class Sandblaster:
         self.config = SandblasterConfig.resolve(config, kwargs)
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label",
-            *, num_portions: int | None = None, log_dir: str | None = None,
-            mlflow: bool = False) -> TrainingResult:
+            *, num_portions: int | None = None, resume: bool = False,
+            log_dir: str | None = None, mlflow: bool = False) -> TrainingResult:
         """Minimise the mean loss (+ L2) over ``df``; return ``TrainingResult(model, history)``.
 
         ``num_portions`` overrides ``portions_per_core x spark.default.parallelism``. The history
         has one record per L-BFGS iteration (objective, grad_norm, step_size, evaluations,
         wall_time_s); ``history.info["stop_reason"]`` says why it stopped.
 
+        ``resume=True`` starts from the point in the newest matching checkpoint in
+        ``checkpoint_dir`` (written every ``checkpoint_every`` iterations and at the end of an
+        earlier ``fit``); see ``lbfgs.checkpoints``. Without a usable one it starts afresh.
+
         ``log_dir`` (TensorBoard scalars per iteration) and ``mlflow`` are as in
         ``Downpour.fit``. While it runs, a small dashboard server on the driver charts the
         objective and gradient norm; its one-time link is in ``history.info["dashboard"]``.
         """
         cfg = self.config
+        if resume and cfg.checkpoint_dir is None:
+            raise ValueError("fit(resume=True) needs checkpoint_dir set in the Sandblaster "
+                             "config, where the earlier run wrote its checkpoints")
         tracking = Tracking(log_dir, mlflow, algorithm="sandblaster", config=cfg)
         run_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -104,7 +112,7 @@ class Sandblaster:
                                     "setup_s": time.perf_counter() - started})
             with tracking:
                 history.listeners.append(tracking.record)
-                result = self._minimize(blocks, model, spec, history)
+                result = self._minimize(blocks, model, spec, history, resume)
                 with driver_cpu():
                     assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
                 for record in result.records:
@@ -121,15 +129,23 @@ class Sandblaster:
                     result.message)
         return TrainingResult(model, history)
 
-    def _minimize(self, blocks, model, spec, history):
+    def _minimize(self, blocks, model, spec, history, resume: bool):
         cfg = self.config
         spark = blocks.context
         arrays = trainable_arrays(model)
         x0 = np.concatenate([a.ravel() for a in arrays]).astype(np.float64)
+        digest = checkpoints.config_hash(cfg, [a.shape for a in arrays], history.info["rows"],
+                                         history.info["features"])
+        done = 0  # iterations an earlier, checkpointed run did
+        found = checkpoints.resume_point(cfg.checkpoint_dir, digest) if resume else None
+        if found is not None:
+            x0, done, path = found
+            history.info["resumed_from"] = {"path": path, "iterations_done": done}
+            logger.info("resuming Sandblaster from %s after iteration %d", path, done)
         # Kernels are regularised, biases (1-D variables) only when asked.
         mask = np.concatenate([np.full(a.size, 1.0 if a.ndim > 1 or cfg.l2_biases else 0.0)
                                for a in arrays])
-        options = LBFGSOptions(max_iter=cfg.max_iter, tol=cfg.tol, gtol=cfg.gtol,
+        options = LBFGSOptions(max_iter=max(cfg.max_iter - done, 0), tol=cfg.tol, gtol=cfg.gtol,
                                history_size=cfg.history_size, l2=cfg.l2, c1=cfg.c1, c2=cfg.c2,
                                max_line_search=cfg.max_line_search, f_noise=cfg.f_noise)
         with ShardGroup(x0.size, cfg.num_shards, host=driver_address(spark),
@@ -170,11 +186,23 @@ class Sandblaster:
                                        f"{history.info['rows']}")
                 return loss_sum / rows, grad_sum / rows
 
+            saver = checkpoints.IterationCheckpoints(
+                cfg.checkpoint_dir, every=cfg.checkpoint_every, keep=cfg.checkpoint_keep,
+                digest=digest, done=done,
+                fetch_x=lambda: shards.space.run([["get", "x"]]).gets["x"]) \
+                if cfg.checkpoint_dir is not None else None
+
             def callback(record: dict) -> None:  # None: never asks the coordinator to stop
+                record["iteration"] += done  # numbered from the first run's start
                 progress.update(record)
                 view.note_record(record)
+                if saver is not None:
+                    saver.note(record)
 
-            return minimize(shards.space, evaluate, x0, options, mask=mask, callback=callback)
+            result = minimize(shards.space, evaluate, x0, options, mask=mask, callback=callback)
+            if saver is not None:  # the shards still hold x: the end point is resumable too
+                saver.finish(done + result.iterations, result.value)
+            return result
 
 
 def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:

@@ -62,8 +62,9 @@ def fit_binary(frame, **knobs):
                    verbose=0)
     options.update(knobs)
     portions = options.pop("num_portions", 4)
+    resume = options.pop("resume", False)
     return Sandblaster(linear_model(12, 1, "sigmoid"), **options).fit(
-        frame, "features", "label", num_portions=portions)
+        frame, "features", "label", num_portions=portions, resume=resume)
 
 
 def test_logistic_regression_matches_scipy_lbfgsb(binary):
@@ -198,3 +199,29 @@ def test_layer_regularizers_are_part_of_the_objective(binary):
                                                       num_portions=4)
     expected = scipy_minimum(logistic_objective(x, y, L2), 13)
     assert abs(result.history.info["objective"] - expected) <= 1e-6 * abs(expected)
+
+
+def test_a_checkpointed_run_resumes_from_its_point_without_redoing_iterations(binary, tmp_path):
+    frame, x, y = binary
+    first = fit_binary(frame, max_iter=5, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    assert first.history.info["stop_reason"] == "max_iter"
+    # After iterations 2 and 4, and at the end (5); kept: the newest 3.
+    steps = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("ckpt-*.npz"))
+    assert steps == [2, 4, 5]
+    resumed = fit_binary(frame, max_iter=200, checkpoint_dir=str(tmp_path), resume=True)
+    info = resumed.history.info
+    assert info["resumed_from"]["iterations_done"] == 5
+    assert resumed.history.epochs[0]["iteration"] == 6
+    # It went on from the first run's point: never above where that one stopped.
+    slack = 1 + SandblasterConfig().f_noise
+    assert resumed.history.epochs[0]["objective"] <= first.history.final["objective"] * slack
+    expected = scipy_minimum(logistic_objective(x, y, L2), 13)
+    assert abs(info["objective"] - expected) <= 1e-6 * abs(expected)
+    # Another objective (a different l2) finds no usable checkpoint and starts afresh.
+    with pytest.warns(RuntimeWarning, match="different configuration"):
+        other = fit_binary(frame, l2=0.5, max_iter=3, checkpoint_dir=str(tmp_path),
+                           resume=True)
+    assert "resumed_from" not in other.history.info
+    assert other.history.epochs[0]["iteration"] == 1
+    with pytest.raises(ValueError, match="needs checkpoint_dir"):
+        fit_binary(frame, resume=True)
