@@ -43,6 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-shards", type=int, help="parameter shards holding the vectors")
     p.add_argument("--portions", type=int, help="data portions (default: portions_per_core x "
                    "cores)")
+    p.add_argument("--checkpoint-dir", help="checkpoint the current point here (every "
+                   "checkpoint_every iterations and at the end)")
+    p.add_argument("--resume", action="store_true", help="go on from the newest matching "
+                   "checkpoint in the checkpoint directory (after a lost driver)")
     p.add_argument("--save-model", help="write the trained Keras model to this .keras file")
     p.add_argument("--plot", help="save the objective and gradient norm per iteration as a PNG "
                    "here (default with --save-model: beside it, <model>-history.png)")
@@ -61,7 +65,8 @@ def job_settings(args) -> dict:
                            ("label_col", data, "label_col"), ("model", model, "kind"),
                            ("max_iter", algo, "max_iter"), ("l2", algo, "l2"),
                            ("tol", algo, "tol"), ("history_size", algo, "history_size"),
-                           ("num_shards", algo, "num_shards")])
+                           ("num_shards", algo, "num_shards"),
+                           ("checkpoint_dir", algo, "checkpoint_dir")])
     if args.quiet:
         algo["verbose"] = 0
     kind = model.get("kind", "logistic")
@@ -94,6 +99,9 @@ def main(argv=None) -> int:
         loss = loss_for(kind)
         config = SandblasterConfig.from_dict({**settings["sandblaster"], "loss": loss},
                                              where=f"{args.conf_file} [sandblaster]")
+        if args.resume and config.checkpoint_dir is None:
+            raise ValueError("--resume needs --checkpoint-dir (or checkpoint_dir in "
+                             "[sandblaster]): where the earlier run wrote its checkpoints")
         spark = get_or_create_session("sparkdownpour-train-sandblaster", settings["spark"])
         spark.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter()
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc}") from None
     result = Sandblaster(build, config).fit(train, features, data.get("label_col", "label"),
                                             num_portions=args.portions,
-                                            log_dir=args.log_dir)
+                                            resume=args.resume, log_dir=args.log_dir)
     info = result.history.info
     probabilities = result.model(x_test).numpy()
     predicted = (probabilities[:, 0] > 0.5) if kind == "logistic" else probabilities.argmax(1)
@@ -126,6 +134,9 @@ def main(argv=None) -> int:
     print(f"model:              {kind}, {info['features']} features, loss {loss}, l2 {config.l2}")
     print(f"portions:           {info['partitions']} on {spark.sparkContext.master}, "
           f"{config.num_shards} shard(s)")
+    if "resumed_from" in info:
+        print(f"resumed from:       {info['resumed_from']['path']} (after iteration "
+              f"{info['resumed_from']['iterations_done']})")
     print(f"iterations:         {info['iterations']}")
     print(f"evaluations:        {info['evaluations']}")
     print(f"stop reason:        {info['stop_reason']} ({info['message']})")

@@ -74,7 +74,8 @@ def test_train_sandblaster_default_job_on_local_cluster(tmp_path):
     out = run_job([spark_submit(), "--master", "local-cluster[2,1,1024]",
                    "--conf", "spark.driver.host=127.0.0.1",
                    "jobs/train_sandblaster.py", "--quiet", "--num-shards", "2",
-                   "--save-model", str(tmp_path / "m.keras")])
+                   "--save-model", str(tmp_path / "m.keras"),
+                   "--checkpoint-dir", str(tmp_path / "ckpt")])
     values = report(out)
     # The training curve lands beside the model.
     assert (tmp_path / "m-history.png").read_bytes().startswith(b"\x89PNG")
@@ -83,6 +84,14 @@ def test_train_sandblaster_default_job_on_local_cluster(tmp_path):
     assert values["stop reason"].split()[0] in ("tol", "gtol")
     assert 0 < int(values["iterations"]) < 100
     assert float(values["held-out accuracy"]) >= 0.89
+    # After a lost driver: the same job with --resume goes on from the last checkpoint (here
+    # the converged end point) on an embedded local session, without redoing its iterations.
+    assert list((tmp_path / "ckpt").glob("ckpt-*.npz"))
+    again = report(run_job([sys.executable, "jobs/train_sandblaster.py", "--quiet",
+                            "--checkpoint-dir", str(tmp_path / "ckpt"), "--resume"]))
+    assert f"(after iteration {values['iterations']})" in again["resumed from"]
+    assert int(again["iterations"]) <= 2
+    assert float(again["held-out accuracy"]) >= 0.89
 
 
 def test_train_sandblaster_refuses_a_bad_job_file(tmp_path):
@@ -94,9 +103,11 @@ def test_train_sandblaster_refuses_a_bad_job_file(tmp_path):
     bad_value.write_text('[sandblaster]\nhistory_size = 0\n')
     for path, message in [(bad_key, "unknown key(s) ['max_iters']; allowed:"),
                           (bad_kind, "kind = 'forest'; allowed: ('logistic', 'softmax', 'mlp')"),
-                          (bad_value, "history_size must be >= 1, received 0")]:
+                          (bad_value, "history_size must be >= 1, received 0"),
+                          (ROOT / "conf" / "sandblaster.toml", "--resume needs --checkpoint-dir")]:
+        resume = ["--resume"] if path.name == "sandblaster.toml" else []
         proc = subprocess.run([sys.executable, "jobs/train_sandblaster.py", "--conf-file",
-                               str(path), "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                               str(path), "--quiet", *resume], cwd=ROOT, capture_output=True, text=True,
                               timeout=300, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
                                                 "PYSPARK_PYTHON": sys.executable})
         assert proc.returncode != 0
