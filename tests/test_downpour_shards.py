@@ -1,8 +1,10 @@
 """Downpour with a sharded server and the staleness knobs, end to end on local Spark."""
 
+import logging
 import os
 
 import numpy as np
+import requests
 
 from sparkdownpour import Downpour
 from sparkdownpour.examples import build_digits_mlp
@@ -50,7 +52,7 @@ def test_topk_compressed_pushes_to_two_shards_still_learn(digits):
     assert accuracy(result.model, x_test, y_test) > 0.6
 
 
-def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path):
+def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
     """Two shards in child processes: they learn, the driver's checkpoints (read over the
     pipes) resume into fresh children, and no child outlives its fit."""
     frame, (x_test, y_test) = digits
@@ -59,8 +61,20 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path):
                        checkpoint_dir=str(tmp_path), verbose=0)
     trainer._on_server_start = lambda server: seen.update(
         server=server, alive=[p.process.is_alive() for p in server.processes])
-    result = trainer.fit(frame, validation_data=(x_test, y_test))
+
+    def open_dashboard(record):  # after epoch 1, while the run is live
+        if "page" not in seen:
+            link = next(r.getMessage().split(" at ")[1].split()[0] for r in caplog.records
+                        if "live dashboard at" in r.getMessage())
+            seen["page"] = requests.get(link, timeout=10).text  # login, then the page
+        return False
+
+    with caplog.at_level(logging.INFO, logger="sparkdownpour.observe"):
+        result = trainer.fit(frame, validation_data=(x_test, y_test), stop_when=open_dashboard)
     assert seen["alive"] == [True, True]
+    # The driver's dashboard reads both shard processes: two rows in its shard table.
+    shard_table = seen["page"].split("<th>mean staleness</th>")[1].split("</table>")[0]
+    assert shard_table.count("<tr>") == 2, shard_table
     assert os.getpid() not in seen["server"].pids
     assert all(p.process is None for p in seen["server"].processes)  # stopped with the fit
     assert len(result.history.info["shards"]) == 2
