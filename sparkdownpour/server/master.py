@@ -9,14 +9,19 @@ shard: the unsharded wire format) and the ``dashboard`` server whose link the ru
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
 
 from sparkdownpour.server.runner import ParameterServer, tls_context
 from sparkdownpour.server.shards import ShardedServer, ShardedStore
 from sparkdownpour.server.store import ParameterStore
 
 __all__ = ["Master", "serve_master"]
+
+logger = logging.getLogger(__name__)
 
 DASHBOARD_MAX_REQUEST_BYTES = 1 << 20  # the driver's dashboard server takes no pushes
 
@@ -37,6 +42,7 @@ def serve_master(params: Sequence[Any], rule: Any, *, num_shards: int, processes
     ``processes``: each shard (the one store too, with ``num_shards=1``) runs in a spawned
     child (``store_process``); the dashboard is then a small read-only server on the driver.
     """
+    _warn_if_shards_are_big(params, num_shards)
     token = token if token is not None else secrets.token_urlsafe(32)
     ssl_context = tls_context(*tls) if tls else None
     if processes:
@@ -60,3 +66,19 @@ def serve_master(params: Sequence[Any], rule: Any, *, num_shards: int, processes
     with serve(store, host=host, port=port, token=token, ssl_context=ssl_context,
                max_request_bytes=max_request_bytes) as server:
         yield Master(store, server, tuple(getattr(server, "urls", ())), server)
+
+
+# glibc maps every allocation above 32 MiB afresh (its largest mmap threshold), so a frame
+# that big is page-faulted in on every request, on the server and in the replicas: measured
+# here, one 28 MB shard moved 0.61 of a raw socket's bytes/s, one 40 MB shard 0.29.
+BIG_SHARD_BYTES = 32 * 2**20
+
+
+def _warn_if_shards_are_big(params, num_shards: int) -> None:
+    total = 4 * sum(int(np.size(p)) for p in params)
+    if total / num_shards > BIG_SHARD_BYTES:
+        better = -(-total // (28 * 2**20))
+        logger.warning("each parameter shard holds %.0f MB; frames above 32 MB are mapped "
+                       "afresh by the C allocator on every request, which roughly halves the "
+                       "server's throughput: num_shards=%d keeps each under 28 MB",
+                       total / num_shards / 2**20, better)
