@@ -148,3 +148,38 @@ def test_shard_processes_serve_tls_built_in_the_child(tmp_path):
             assert steps == (0, 0) and [p.shape for p in params] == SHAPES
         with pytest.raises(ParameterServerError, match="CERTIFICATE_VERIFY_FAILED"):
             ParameterClient(children.urls[1], TOKEN, timeout=5, retries=0).fetch()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "\nState:\tZ" not in handle.read()  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_children_exit_when_the_driver_is_killed():
+    """A SIGKILLed driver cannot stop its children; each notices its pipe close and exits."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("from sparkdownpour import optimizers\n"
+              "from sparkdownpour.server.store_process import ProcessShardedServer\n"
+              "import numpy as np, time\n"
+              "with ProcessShardedServer([np.zeros(10, np.float32)], optimizers.get('sgd'), 2,"
+              " host='127.0.0.1', token='t' * 20, max_request_bytes=1 << 20) as s:\n"
+              "    print(*s.pids, flush=True)\n"
+              "    time.sleep(120)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        driver.kill()
