@@ -163,7 +163,8 @@ class DownpourEstimator(_KerasEstimator, DownpourParams):
     _model_class = DownpourModel
     _param_to_knob = {"loss": "loss", "optimizer": "optimizer", "learningRate": "learning_rate",
                       "batchSize": "batch_size", "epochs": "epochs", "nFetch": "n_fetch",
-                      "nPush": "n_push", "numShards": "num_shards", "seed": "seed"}
+                      "nPush": "n_push", "numShards": "num_shards",
+                      "shardProcesses": "shard_processes", "seed": "seed"}
 
     def _check(self, config) -> None:
         from sparkdownpour import optimizers
@@ -184,7 +185,8 @@ class SandblasterEstimator(_KerasEstimator, SandblasterParams):
     _config_class = SandblasterConfig
     _model_class = SandblasterModel
     _param_to_knob = {"loss": "loss", "maxIter": "max_iter", "tol": "tol", "gtol": "gtol",
-                      "l2": "l2", "historySize": "history_size", "numShards": "num_shards"}
+                      "l2": "l2", "historySize": "history_size", "numShards": "num_shards",
+                      "shardProcesses": "shard_processes"}
 
     def _train(self, model, config, dataset):
         from sparkdownpour.sandblaster import Sandblaster

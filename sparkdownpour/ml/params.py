@@ -80,6 +80,9 @@ class HasTrainerCommon(HasColumns):
                  typeConverter=_loss)
     numShards = Param(Params._dummy(), "numShards", "parameter server shards",
                       typeConverter=_positive_int("numShards"))
+    shardProcesses = Param(Params._dummy(), "shardProcesses",
+                           "serve each shard from its own child process, not a driver thread",
+                           typeConverter=TypeConverters.toBoolean)
     options = Param(Params._dummy(), "options",
                     "other fields of the trainer's config (DownpourConfig or SandblasterConfig) "
                     "as a dict, e.g. {'clip_norm': 1.0}", typeConverter=_options)
@@ -103,6 +106,9 @@ class HasTrainerCommon(HasColumns):
     def getNumShards(self) -> int:
         return self.getOrDefault(self.numShards)
 
+    def getShardProcesses(self) -> bool:
+        return self.getOrDefault(self.shardProcesses)
+
     def getOptions(self) -> dict:
         return self.getOrDefault(self.options)
 
@@ -124,7 +130,8 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
         super().__init__(*args, **kwargs)
         self._setDefault(loss="sparse_categorical_crossentropy", optimizer="adagrad",
                          learningRate=0.05, batchSize=32, epochs=10, nFetch=1, nPush=1,
-                         numShards=1, seed=0, options={}, logDir="", mlflow=False)
+                         numShards=1, shardProcesses=False, seed=0, options={}, logDir="",
+                         mlflow=False)
 
     def getOptimizer(self) -> str:
         return self.getOrDefault(self.optimizer)
@@ -152,8 +159,8 @@ class SandblasterParams(HasTrainerCommon, HasMaxIter, HasTol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._setDefault(loss="binary_crossentropy", maxIter=100, tol=1e-6, gtol=1e-5, l2=0.0,
-                         historySize=10, numShards=1, options={}, logDir="",
-                         mlflow=False)
+                         historySize=10, numShards=1, shardProcesses=False, options={},
+                         logDir="", mlflow=False)
 
     def getL2(self) -> float:
         return self.getOrDefault(self.l2)

@@ -38,6 +38,10 @@ def test_params_have_spark_names_defaults_and_getters():
     blaster = SandblasterEstimator(model=dense(3, 1, "sigmoid"), maxIter=7, l2=0.1)
     assert (blaster.getMaxIter(), blaster.getL2(), blaster.getTol()) == (7, 0.1, 1e-6)
     assert blaster.getLoss() == "binary_crossentropy" and blaster.getHistorySize() == 10
+    assert not estimator.getShardProcesses()
+    for stage in (DownpourEstimator(model=dense(3, 2, "softmax"), shardProcesses=True),
+                  SandblasterEstimator(model=dense(3, 1, "sigmoid"), shardProcesses=True)):
+        assert stage.getShardProcesses() and stage._config().shard_processes is True
 
 
 @pytest.mark.parametrize("params,error,match", [
@@ -50,6 +54,8 @@ def test_params_have_spark_names_defaults_and_getters():
     ({"options": {"epochs": 3}}, ValueError, r"options sets \['epochs'\].*set the Params"),
     ({"options": {"shuffle": True}}, ValueError, r"unknown key\(s\) \['shuffle'\]"),
     ({"loss": 3}, TypeError, "loss must be a Keras loss name"),
+    ({"shardProcesses": "yes"}, TypeError, "shardProcesses"),
+    ({"options": {"shard_processes": True}}, ValueError, r"\['shard_processes'\].*set the Par"),
 ])
 def test_bad_param_values_are_refused_when_set(params, error, match):
     with pytest.raises(error, match=match):
