@@ -120,9 +120,9 @@ def read_checkpoint(path: str | Path, *, config_hash: str | None = None) -> dict
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, this build reads {FORMAT}")
     if config_hash is not None and meta["config_hash"] != config_hash:
-        raise CheckpointError(f"{path}: written by a different configuration (model, data "
-                              "partitioning or knobs changed); start without resume or use "
-                              "another checkpoint_dir")
+        raise CheckpointError(f"{path}: written by a different configuration (the model, the "
+                              "data or a knob that shapes the run changed); start without "
+                              "resume or use another checkpoint_dir")
     n = meta["num_params"]
     return {"path": str(path), "step": meta["step"], "counters": meta["counters"],
             "ledger": meta["ledger"], "rule_structure": meta["rule_structure"],
