@@ -194,7 +194,8 @@ class Downpour:
                                  replace(base, max_steps=cfg.warmstart_steps))
                 for epoch in range(first_epoch, cfg.epochs + 1):
                     progress.set_epoch(epoch, cfg.epochs)
-                    record = self._epoch(prepared, base, epoch, store, model, validation)
+                    record = self._epoch(prepared, base, epoch, store, model, validation,
+                                         partitions)
                     epochs_done["n"] = epoch
                     if checkpoints is not None:
                         checkpoints.write()
@@ -212,7 +213,8 @@ class Downpour:
             with driver_cpu():
                 assign_trainable(model, params)
 
-    def _epoch(self, prepared, base: ReplicaSpec, epoch: int, store, model, validation) -> dict:
+    def _epoch(self, prepared, base: ReplicaSpec, epoch: int, store, model, validation,
+               partitions: int) -> dict:
         """One epoch's Spark job; the driver's model then holds the server's parameters.
         Returns the epoch's history record."""
         cfg = self.config
@@ -220,7 +222,7 @@ class Downpour:
         store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
         with job_group(prepared.sparkSession,
                        describe("downpour", base.run_id, f"epoch {epoch}/{cfg.epochs} "
-                                f"({prepared.rdd.getNumPartitions()} replicas, {cfg.mode})"),
+                                f"({partitions} replicas, {cfg.mode})"),
                        run_id=base.run_id):
             stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
         _, params = store.fetch()

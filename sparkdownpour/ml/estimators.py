@@ -138,15 +138,8 @@ class _KerasEstimator(Estimator, MLReadable, MLWritable):
                                  "estimator")
 
     def _model_bytes(self) -> bytes:
-        """The model to save: the ``keras.Model`` given, or one the builder builds now."""
-        import keras
-
-        model = self.model() if callable(self.model) and not isinstance(self.model, keras.Model) \
-            else self.model
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"cannot save {type(self).__name__}: model= is {self.model!r}, "
-                             "not a keras.Model or a function that builds one")
-        return keras_to_bytes(model)
+        """The model to save: a copy of the ``keras.Model`` given, or one the builder builds."""
+        return keras_to_bytes(self._fresh_model()[1])
 
     def _tracking(self) -> dict:
         return {"log_dir": self.getLogDir() or None, "mlflow": self.getMlflow()}

@@ -46,7 +46,7 @@ def test_an_unfitted_cross_validator_keeps_its_grid_over_our_params(digit_column
     assert isinstance(loaded.getEstimator().getStages()[-1], DownpourEstimator)
 
 
-def test_a_keras_model_instance_is_saved_with_its_weights_and_sandblaster_too(tmp_path):
+def test_a_keras_model_instance_is_saved_with_its_weights_and_sandblaster_too(spark, tmp_path):
     model = build_digits_mlp(seed=5)
     model.set_weights([w + 1.0 for w in model.get_weights()])
     estimator = SandblasterEstimator(model=model, loss="sparse_categorical_crossentropy",
@@ -70,7 +70,7 @@ def _model_dir(tmp_path):
     return path
 
 
-def test_what_cannot_be_saved_or_loaded_is_refused_by_name(tmp_path):
+def test_what_cannot_be_saved_or_loaded_is_refused_by_name(spark, tmp_path):
     python_loss = DownpourEstimator(model=build_digits_mlp,
                                     loss=keras.losses.SparseCategoricalCrossentropy())
     with pytest.raises(ValueError, match="Param loss .* no JSON form"):
@@ -81,10 +81,7 @@ def test_what_cannot_be_saved_or_loaded_is_refused_by_name(tmp_path):
     for name in os.listdir(keras_dir):  # replace the bytes: the SHA-256 no longer matches
         if name.endswith(".parquet"):
             os.remove(keras_dir / name)
-    from pyspark.sql import SparkSession
-
-    SparkSession.getActiveSession().createDataFrame([(bytearray(b"not a model"),)],
-                                                    "keras binary").coalesce(1) \
+    spark.createDataFrame([(bytearray(b"not a model"),)], "keras binary").coalesce(1) \
         .write.mode("append").parquet(str(keras_dir))
     with pytest.raises(ValueError, match="does not match the SHA-256"):
         DownpourEstimator.load(str(tmp_path / "est"))
