@@ -60,9 +60,10 @@ def main(argv=None) -> int:
                         help="Keras SGD learning rates (0.01 is Keras' default)")
     args = parser.parse_args(argv)
 
-    from bench_wire import measure_wire, tune_malloc
+    from bench_wire import measure_wire
 
     from sparkdownpour.examples import arrays_to_frame, digits_arrays
+    from sparkdownpour.server.process import keep_freed_buffers
     from sparkdownpour.session import get_or_create_session
 
     x_train, y_train, x_test, y_test = digits_arrays()
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         rows.append((f"Downpour adagrad lr=0.05, {args.partitions} replicas, {label}", seconds,
                      epochs, acc, f"staleness mean {last['staleness_mean']:.2f}"))
     wire = measure_wire()
-    tuned = measure_wire() if tune_malloc() else None  # process-wide, so measured after default
+    tuned = measure_wire() if keep_freed_buffers() else None  # process-wide, so measured after default
 
     print(f"\n{'run':<48} {'seconds':>8} {'epochs':>6} {'accuracy':>8}")
     for name, seconds, epochs, acc, note in rows:

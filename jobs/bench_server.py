@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_wire import _EchoClient, tune_malloc  # noqa: E402  (a sibling script)
+from bench_wire import _EchoClient  # noqa: E402  (a sibling script)
 
 from sparkdownpour import optimizers  # noqa: E402
+from sparkdownpour.server.process import keep_freed_buffers  # noqa: E402
 from sparkdownpour.server.shards import ShardedServer, ShardedStore  # noqa: E402
 from sparkdownpour.server.store_process import ProcessShardedServer  # noqa: E402
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.tune_malloc:
-        tune_malloc()
+        keep_freed_buffers()
     rows = measure(args.floats, [int(s) for s in args.shards.split(",")],
                    [int(r) for r in args.replicas.split(",")], args.seconds,
                    args.modes.split(","))

@@ -135,22 +135,17 @@ def measure_wire(num_floats: int = 1_000_000, repeats: int = 20) -> dict[str, An
     return result
 
 
-def tune_malloc() -> bool:
-    """``server.process.keep_freed_buffers`` for this benchmark process (an entry point)."""
-    return keep_freed_buffers()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--floats", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
         "--tune-malloc", action="store_true",
-        help="raise glibc's trim/mmap thresholds first (see tune_malloc)",
+        help="raise glibc's trim/mmap thresholds first (see server.process.keep_freed_buffers)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    tuned = tune_malloc() if args.tune_malloc else False
+    tuned = keep_freed_buffers() if args.tune_malloc else False
     r = measure_wire(args.floats, args.repeats)
     mb = r["frame_bytes"] / 1e6
     print(f"{'path':<28}{'median ms':>12}{'MB/s':>10}{'vs socket':>11}")
