@@ -2,7 +2,8 @@
 
 ``install_downpour`` is called by ``app.create_app`` for the master model server;
 ``create_iteration_app`` is the app of the small dashboard server Sandblaster starts (its
-shards may live in child processes, so the coordinator's records are served from the driver).
+shards may live in child processes, so the coordinator's records are served from the driver);
+``create_status_app`` is the same for a Downpour run whose shards are child processes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sparkdownpour.server.app import guarded_app
 from sparkdownpour.server.dashboard import DownpourView, IterationView, install_dashboard
 from sparkdownpour.server.metrics import downpour_families, install_metrics, iteration_families
 
-__all__ = ["create_iteration_app", "install_downpour"]
+__all__ = ["create_iteration_app", "create_status_app", "install_downpour"]
 
 
 def install_downpour(app: Flask, store: Any) -> None:
@@ -35,5 +36,20 @@ def create_iteration_app(view: IterationView, *, token: str, max_request_bytes: 
     @app.get("/v1/status")
     def status():
         return jsonify({"iterations": view.iterations(), "last": view.last(), **view.info})
+
+    return app
+
+
+def create_status_app(store: Any, *, token: str, max_request_bytes: int) -> Flask:
+    """A read-only server for a Downpour run whose shards are child processes: the dashboard,
+    ``/metrics`` and ``GET /v1/status``, all from ``store.status()`` over every shard."""
+    from flask import jsonify
+
+    app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
+    install_downpour(app, store)
+
+    @app.get("/v1/status")
+    def status():
+        return jsonify(store.status())
 
     return app

@@ -6,7 +6,8 @@ N shards can apply N updates at once on N cores. Replicas see the same routes, t
 and wire format as with threaded shards. The driver reaches each child's store through the
 child's pipe (``StoreProcess``: epochs, status, checkpoints, the final parameters), and with
 several shards through a ``ShardedStore`` over those proxies, so checkpoints, resume and the
-progress bar work unchanged. The dashboard is served from the driver (``status_app``): a
+progress bar work unchanged. The dashboard is served from the driver
+(``observe_routes.create_status_app``): a
 child's own dashboard sees only its shard.
 """
 
@@ -22,7 +23,7 @@ from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.process import ServerProcess
 from sparkdownpour.server.shards import ShardedStore, serve_all
 
-__all__ = ["ProcessShardedServer", "StoreProcess", "status_app"]
+__all__ = ["ProcessShardedServer", "StoreProcess"]
 
 # What the driver may ask of a child's store (``ServerProcess.call``).
 STORE_COMMANDS = ("fetch", "snapshot", "status", "open_epoch", "progress", "set_params",
@@ -145,21 +146,3 @@ class ProcessShardedServer:
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
-
-
-def status_app(store: Any, *, token: str, max_request_bytes: int):
-    """The driver's read-only app for a run whose shards are child processes: the dashboard,
-    ``/metrics`` and ``GET /v1/status``, all from ``store.status()`` over every shard."""
-    from flask import jsonify
-
-    from sparkdownpour.server.app import guarded_app
-    from sparkdownpour.server.observe_routes import install_downpour
-
-    app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
-    install_downpour(app, store)
-
-    @app.get("/v1/status")
-    def status():
-        return jsonify(store.status())
-
-    return app

@@ -15,7 +15,8 @@ from sparkdownpour.server.checkpoint import read_checkpoint, write_checkpoint
 from sparkdownpour.server.ledger import Position
 from sparkdownpour.server.sharded_client import ShardedClient
 from sparkdownpour.server.shards import ShardedStore
-from sparkdownpour.server.store_process import ProcessShardedServer, status_app
+from sparkdownpour.server.observe_routes import create_status_app
+from sparkdownpour.server.store_process import ProcessShardedServer
 
 SHAPES = [(40, 10), (10,), (10, 3), (3,)]
 TOKEN = "test-token-for-shard-processes"
@@ -125,7 +126,7 @@ def test_a_taken_port_fails_with_the_reason_and_starts_nothing():
 def test_the_driver_serves_status_and_metrics_over_every_shard_process():
     with _processes(2, optimizers.get("sgd")) as children, \
             ParameterServer(children.store, host="127.0.0.1", token=TOKEN,
-                            app_factory=status_app) as dashboard:
+                            app_factory=create_status_app) as dashboard:
         children.store.open_epoch(1)
         _push_sequence(children.urls, 2, pushes=3)
         auth = {"Authorization": f"Bearer {TOKEN}"}
