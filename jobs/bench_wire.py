@@ -24,7 +24,7 @@ import numpy as np
 
 from sparkdownpour import optimizers
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore, encode_frame
-from sparkdownpour.server.process import keep_freed_buffers
+from sparkdownpour.transport.child_process import keep_freed_buffers
 
 logger = logging.getLogger("bench_wire")
 

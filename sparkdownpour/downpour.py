@@ -23,34 +23,34 @@ from sparkdownpour import data, optimizers
 from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import History, TrainingResult
-from sparkdownpour.observe import announce, read_token_file
-from sparkdownpour.progress import ServerProgress
-from sparkdownpour.replica.keras_model import (
+from sparkdownpour.observe.links import announce, read_token_file
+from sparkdownpour.observe.progress import ServerProgress
+from sparkdownpour.driver_model import (
+    check_devices_on_driver,
+    device_options,
+    driver_cpu,
+    raise_if_no_gpu,
+)
+from sparkdownpour.driver_model import driver_model as build_driver_model
+from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     SPARSE_LOSSES,
     assign_trainable,
-    driver_model as build_driver_model,
     loss_name,
     output_units,
     resolve_loss,
     trainable_arrays,
 )
-from sparkdownpour.replica.devices import (
-    DeviceOptions,
-    check_gpu_on_driver,
-    device_label,
-    driver_cpu,
-    raise_if_no_gpu,
-)
+from sparkdownpour.replica.devices import device_label
 from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
-from sparkdownpour.server.runner import tls_context
+from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
-from sparkdownpour.tracking import Tracking
+from sparkdownpour.observe.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -253,19 +253,6 @@ def _resume(store, cfg: DownpourConfig, config_hash: str, history, warm_start: b
     logger.info("resuming from %s at step %d, epoch %d", state["path"], state["step"],
                 first_epoch)
     return first_epoch, warm_start and store.ledger.epoch in (None, 0)
-
-
-def device_options(cfg) -> DeviceOptions:
-    """The device knobs of a Downpour or Sandblaster config, for executors."""
-    return DeviceOptions(device=cfg.device, memory_growth=cfg.gpu_memory_growth,
-                         memory_limit_mb=cfg.gpu_memory_limit_mb or 0)
-
-
-def check_devices_on_driver(device: str, spark) -> None:
-    """Refuse ``device="gpu"`` before any Spark job where the driver can tell it cannot work."""
-    sc = spark.sparkContext
-    check_gpu_on_driver(device, sc.master, sc.getConf().get("spark.task.resource.gpu.amount",
-                                                             None))
 
 
 def _easgd_fields(cfg: DownpourConfig, rule, replicas: int) -> dict:

@@ -24,7 +24,7 @@ class History:
 
     def to_pandas(self):
         """The records as a ``pandas.DataFrame``, one row per epoch (or L-BFGS iteration)."""
-        from sparkdownpour.history_views import to_pandas
+        from sparkdownpour.observe.history_views import to_pandas
 
         return to_pandas(self)
 
@@ -34,7 +34,7 @@ class History:
         ``keys`` defaults to the loss-like columns present (``loss``, ``val_loss``,
         ``val_accuracy`` or ``objective``, ``grad_norm``).
         """
-        from sparkdownpour.history_views import plot
+        from sparkdownpour.observe.history_views import plot
 
         return plot(self, path, keys=keys)
 

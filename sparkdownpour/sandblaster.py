@@ -29,19 +29,23 @@ from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
 from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
-from sparkdownpour.replica.keras_model import (
+from sparkdownpour.keras_model import (
     assign_trainable,
-    driver_model,
     loss_name,
     output_units,
     trainable_arrays,
 )
-from sparkdownpour.downpour import check_devices_on_driver, device_options
-from sparkdownpour.replica.devices import driver_cpu, raise_if_no_gpu
+from sparkdownpour.driver_model import (
+    check_devices_on_driver,
+    device_options,
+    driver_cpu,
+    driver_model,
+    raise_if_no_gpu,
+)
 from sparkdownpour.session import driver_address, task_cpus
-from sparkdownpour.observe import iteration_dashboard
+from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
-from sparkdownpour.tracking import Tracking
+from sparkdownpour.observe.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 

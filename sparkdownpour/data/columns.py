@@ -140,7 +140,7 @@ def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: 
     is 0 (the job then only runs to find an example for the message).
     """
     # Imported here: the replica package imports this one.
-    from sparkdownpour.replica.keras_model import BINARY_LOSSES, SPARSE_LOSSES
+    from sparkdownpour.keras_model import BINARY_LOSSES, SPARSE_LOSSES
 
     if loss_name in SPARSE_LOSSES:
         low, high = 0, output_units - 1

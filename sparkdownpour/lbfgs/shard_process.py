@@ -6,7 +6,7 @@ serving one ``VectorShard`` with the same app, token and limits as an in-process
 
 from __future__ import annotations
 
-from sparkdownpour.server.process import ServerProcess
+from sparkdownpour.transport.child_process import ServerProcess
 
 
 def _vector_shard(size: int):

@@ -33,10 +33,10 @@ from sparkdownpour.lbfgs.vectors import (
     shard_bounds,
     split_puts,
 )
-from sparkdownpour.server.app import error_response, frame_response, guarded_app, read_body
-from sparkdownpour.server.client import ParameterClient
-from sparkdownpour.server.protocol import ProtocolError, decode_frame, encode_frame, encode_frame_parts
-from sparkdownpour.server.runner import ParameterServer
+from sparkdownpour.transport.flask_app import error_response, frame_response, guarded_app, read_body
+from sparkdownpour.transport.client import HttpClient
+from sparkdownpour.transport.frames import ProtocolError, decode_frame, encode_frame, encode_frame_parts
+from sparkdownpour.transport.http_server import HttpServer
 from sparkdownpour.server.shards import serve_all
 
 
@@ -90,7 +90,7 @@ def create_vector_app(shard: VectorShard, *, token: str, max_request_bytes: int)
     return app
 
 
-class VectorClient(ParameterClient):
+class VectorClient(HttpClient):
     """One shard's client: runs programs (sent at most once) and fetches slices (retried)."""
 
     def run(self, program: Sequence[Any], puts: dict[str, np.ndarray] | None = None
@@ -98,19 +98,19 @@ class VectorClient(ParameterClient):
         puts = puts or {}
         body = encode_frame_parts(list(puts.values()), kind="vectors", step=0,
                                   meta={"program": list(program), "puts": list(puts)})
-        resp, data = self._request("POST", "/v1/vec/run", body, idempotent=False)
+        resp, data = self.request("POST", "/v1/vec/run", body, idempotent=False)
         try:
             frame = decode_frame(data)
             dots, names = frame.meta["dots"], frame.meta["gets"]
         except (ProtocolError, KeyError) as e:
-            raise self._fail("POST", "/v1/vec/run", f"malformed answer: {e}") from e
+            raise self.error("POST", "/v1/vec/run", f"malformed answer: {e}") from e
         return ProgramResult(dots=[float(d) for d in dots],
                              gets={n: np.asarray(a, np.float64) for n, a in zip(names, frame.arrays)})
 
     def get(self, name: str) -> np.ndarray:
         route = f"/v1/vec/get?name={quote(name)}"
-        resp, data = self._request("GET", route, idempotent=True)
-        return self._params("GET", route, resp, data)[1][0]
+        resp, data = self.request("GET", route, idempotent=True)
+        return self.read_frame("GET", route, resp, data, "params").arrays[0]
 
 
 def _map(pool: ThreadPoolExecutor | None, function, items) -> list:
@@ -151,7 +151,7 @@ def fetch_vector(clients: Sequence[VectorClient], name: str) -> np.ndarray:
 
 class ShardGroup:
     """``num_shards`` vector-shard servers for a vector of ``size`` values, started and stopped
-    together, sharing one per-run token. A context manager, like ``ParameterServer``.
+    together, sharing one per-run token. A context manager, like ``HttpServer``.
 
     With ``processes=True`` each shard runs in its own child process (``shard_process``), so
     no single process holds the whole parameter vector or history; ``shards`` is then empty.
@@ -172,7 +172,7 @@ class ShardGroup:
                             for lo, hi in self.bounds]
         else:
             self.shards = [VectorShard(hi - lo) for lo, hi in self.bounds]
-            self.servers = [ParameterServer(shard, host=host, token=self.token,
+            self.servers = [HttpServer(shard, host=host, token=self.token,
                                             max_request_bytes=max_request_bytes,
                                             app_factory=create_vector_app)
                             for shard in self.shards]

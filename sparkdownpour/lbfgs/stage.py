@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from sparkdownpour.replica.devices import DeviceOptions, place
-from sparkdownpour.replica.keras_model import (
+from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     CATEGORICAL_LOSSES,
     SPARSE_LOSSES,
@@ -107,7 +107,7 @@ def _per_example_loss(model, loss):
     import keras
     import tensorflow as tf
 
-    from sparkdownpour.replica.keras_model import resolve_loss
+    from sparkdownpour.keras_model import resolve_loss
 
     name = loss_name(loss)
     last = model.layers[-1]

@@ -22,7 +22,7 @@ from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, Sandbla
 from sparkdownpour.ml.params import DownpourParams, SandblasterParams
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter
 from sparkdownpour.ml.predict import keras_from_bytes, keras_to_bytes
-from sparkdownpour.replica.keras_model import (
+from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     CATEGORICAL_LOSSES,
     SPARSE_LOSSES,

@@ -20,12 +20,11 @@ Facts about TensorFlow that shape this module:
 - CUDA numbers GPUs fastest-first by default while nvidia-smi (and so the discovery script)
   numbers them by PCI bus: ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` makes an address mean the same GPU.
 
-Nothing here touches a SparkSession; ``driver_cpu`` is the driver's counterpart.
+Nothing here touches a SparkSession; ``driver_model.driver_cpu`` is the driver's counterpart.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -207,64 +206,3 @@ def place(options: DeviceOptions, addresses: tuple[str, ...] | None = None) -> P
                           "; ".join(n for n in (why, note) if n))
     logger.info("task device %s (visibility: %s)", placement.describe(), placement.visible)
     return placement
-
-
-# -- the driver --------------------------------------------------------------------------------
-
-_DRIVER_HID: dict = {}
-
-
-@contextlib.contextmanager
-def driver_cpu():
-    """Run the driver's TensorFlow work (its copy of the model, validation) on the CPU.
-
-    ``tf.device`` alone is not enough: TensorFlow's first op opens a context (and, without
-    memory growth, most of the memory) on every GPU it sees. So when TensorFlow is not yet
-    initialised in the driver process, its GPUs are hidden from it with
-    ``tf.config.set_visible_devices([], "GPU")``. That is process-wide: a notebook that wants
-    the GPU in the driver too should initialise TensorFlow first (any op, or
-    ``tf.config.list_logical_devices()``); sparkdownpour then only places its work on the CPU
-    and leaves the GPUs as they are. Hiding uses TensorFlow's API, not ``CUDA_VISIBLE_DEVICES``,
-    so Python workers started later by a local master still see every GPU.
-    """
-    import tensorflow as tf
-
-    if not _DRIVER_HID and not _tf_initialised(tf):
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            try:
-                tf.config.set_visible_devices([], "GPU")
-            except RuntimeError:  # initialised after all: placing on the CPU is all we can do
-                gpus = []
-        if gpus:
-            logger.info("hid %d GPU(s) from TensorFlow in the driver process, so the driver "
-                        "holds no GPU memory (initialise TensorFlow before fit to keep them)",
-                        len(gpus))
-        _DRIVER_HID["done"] = True
-    with tf.device("/CPU:0"):
-        yield
-
-
-def raise_if_no_gpu(error: Exception, where: str) -> None:
-    """Re-raise an executor's ``device="gpu"`` failure on the driver as a plain RuntimeError
-    with its message, instead of a Py4J stack trace."""
-    text = str(error)
-    start = text.find(NO_GPU)
-    if start >= 0:
-        raise RuntimeError(f"{where}: {text[start:start + 800].splitlines()[0]}") from error
-
-
-def check_gpu_on_driver(device: str, master: str, task_gpu_amount: str | None) -> None:
-    """``device="gpu"`` refused before any Spark job when it cannot work: a local master (the
-    replicas run on this machine) and no GPU TensorFlow can see here. With Spark GPU scheduling
-    or a cluster master the executors check for themselves."""
-    if device != "gpu" or task_gpu_amount or not master.startswith("local"):
-        return
-    import tensorflow as tf
-
-    found = tf.config.list_physical_devices("GPU")  # lists; opens no context
-    if not found:
-        build = "built with CUDA" if tf.test.is_built_with_cuda() else "a CPU-only build"
-        raise RuntimeError(f"{NO_GPU}: the master is {master!r}, so replicas run on this machine, "
-                           f"and TensorFlow {tf.__version__} ({build}) finds no GPU here. "
-                           "Use device='auto' or device='cpu', or run on GPU executors.")

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from sparkdownpour import optimizers
 from sparkdownpour.data.batches import mini_batches
-from sparkdownpour.replica.keras_model import assign_trainable
+from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.loop import (
     ReplicaSpec,
     _continue_after_refusal,

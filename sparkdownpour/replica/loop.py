@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.replica.devices import DeviceOptions, Placement, place
-from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, assign_trainable
+from sparkdownpour.keras_model import ModelSpec, assign_trainable
+from sparkdownpour.replica.gradient import GradientFunction
 from sparkdownpour.replica.precision import build_model
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects

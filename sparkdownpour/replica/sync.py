@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.replica.keras_model import assign_trainable
+from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.loop import ReplicaSpec, client_for, new_stats, replica_for, stats_batch
 
 

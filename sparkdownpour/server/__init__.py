@@ -2,14 +2,14 @@
 
 from sparkdownpour.server.app import create_app
 from sparkdownpour.server.client import ParameterClient
-from sparkdownpour.server.protocol import (
+from sparkdownpour.transport.frames import (
     FRAME_CONTENT_TYPE,
     Frame,
     ProtocolError,
     decode_frame,
     encode_frame,
 )
-from sparkdownpour.server.runner import ParameterServer
+from sparkdownpour.server.app import ParameterServer
 from sparkdownpour.server.store import ParameterStore, PushResult
 
 __all__ = [

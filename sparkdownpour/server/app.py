@@ -23,109 +23,28 @@ or oversized request costs the driver nothing but the headers. GET routes take n
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
-from sparkdownpour.server.browser_auth import LOGIN_PATH
 from sparkdownpour.server.ledger import DEVICE_MAX, MAX_INDEX, position_from_meta
-from sparkdownpour.server.protocol import (
-    FRAME_CONTENT_TYPE,
-    MAX_REPLICA_CHARS,
-    ProtocolError,
-    decode_frame,
-)
 from sparkdownpour.server.sync import split_sync_meta
+from sparkdownpour.transport.flask_app import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    error_response,
+    frame_response,
+    guarded_app,
+    read_body,
+)
+from sparkdownpour.transport.frames import MAX_REPLICA_CHARS, ProtocolError, decode_frame
+from sparkdownpour.transport.http_server import HttpServer
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app", "error_response", "frame_response",
-           "guarded_app", "read_body"]
+__all__ = ["ParameterServer", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
-BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key (install_dashboard)
 _TRUE = {"1", "true", "yes", "on"}
-
-
-def error_response(status: int, message: str) -> Response:
-    resp = jsonify({"error": message})
-    resp.status_code = status
-    return resp
-
-
-def frame_response(frame: bytes, **headers: Any) -> Response:
-    resp = Response(frame, status=200, content_type=FRAME_CONTENT_TYPE)
-    resp.headers["Cache-Control"] = "no-store"
-    for key, value in headers.items():
-        resp.headers[f"X-Sdp-{key.capitalize()}"] = str(value)
-    return resp
-
-
-def read_body() -> bytes:
-    """Read the request body once, with as few copies as the WSGI server allows.
-
-    With a Content-Length (always, from our client) the bytes are read straight from the
-    server's input stream into one buffer; werkzeug's generic ``get_data`` would go through
-    64 KiB chunks and two extra copies of a multi-megabyte body.
-    """
-    length = request.content_length
-    stream = request.environ.get("wsgi.input")
-    if length is None or stream is None or "wsgi.input_terminated" in request.environ:
-        return request.get_data(cache=False)  # chunked: let werkzeug dechunk (and cap) it
-    data = stream.read(length) if length else b""
-    if len(data) != length:
-        raise ProtocolError(f"body ended after {len(data)} of {length} bytes (client disconnected?)")
-    return data
-
-
-def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
-    """A Flask app that refuses, before reading any body, a request without the bearer
-    ``token`` (401) or with a body over ``max_request_bytes`` (413); errors answer JSON."""
-    if not isinstance(token, str) or not token:
-        raise ValueError("token must be a non-empty string (the per-run secret)")
-    if not isinstance(max_request_bytes, int) or max_request_bytes <= 0:
-        raise ValueError(f"max_request_bytes must be a positive integer, got {max_request_bytes!r}")
-    app = Flask(name)
-    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
-    expected = f"Bearer {token}".encode("utf-8")
-
-    @app.before_request
-    def _authenticate() -> Response | None:
-        # Runs before routing errors and before any body is read.
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected) and not _browser_allowed(app):
-            what = "wrong bearer token" if given else "missing 'Authorization: Bearer <token>'"
-            if BROWSER_AUTH in app.extensions and not given:  # a browser, most likely
-                what += " (browsers: open the one-time dashboard link from the driver log)"
-            return error_response(401, f"unauthorized: {what}")
-        length = request.content_length
-        if length is not None and length > max_request_bytes:
-            return error_response(
-                413, f"request body is {length} bytes, the server limit is {max_request_bytes}"
-            )
-        if request.method in ("GET", "HEAD") and (length or "wsgi.input_terminated" in request.environ):
-            # Nothing we serve reads a GET body; refusing one keeps the answer to any
-            # unexpected input a 4xx rather than a silent 200.
-            return error_response(400, f"{request.method} {request.path} takes no request body")
-        return None
-
-    @app.errorhandler(HTTPException)
-    def _http_error(e: HTTPException) -> Response:
-        return error_response(e.code or 500, f"{e.name}: {e.description}")
-
-    return app
-
-
-def _browser_allowed(app: Flask) -> bool:
-    """A dashboard's browser (see ``browser_auth``): GET only, with the session cookie, or to
-    the login route, which checks its one-time code itself. Apps without a dashboard: never."""
-    auth = app.extensions.get(BROWSER_AUTH)
-    if auth is None or request.method not in ("GET", "HEAD"):
-        return False
-    return request.path == LOGIN_PATH or auth.cookie_ok(request.cookies.get(auth.cookie_name))
 
 
 def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Flask:
@@ -227,7 +146,23 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
         return jsonify(store.status())
 
     # The dashboard at / and Prometheus metrics at /metrics (same token; see README).
-    from sparkdownpour.server.observe_routes import install_downpour
+    from sparkdownpour.observe.routes import install_downpour
 
     install_downpour(app, store)
     return app
+
+
+class ParameterServer(HttpServer):
+    """The master model server: ``store`` behind ``create_app``, served from a daemon thread.
+
+    ``host`` is both the bind address and the one in ``url``: on a cluster pass the driver's
+    address that executors can reach (e.g. ``spark.driver.host``), never a wildcard.
+    ``port=0`` picks a free port. ``token`` defaults to a fresh random secret per server.
+
+    >>> with ParameterServer(store) as server:      # free port on 127.0.0.1
+    ...     client = ParameterClient(server.url, server.token)
+    """
+
+    def __init__(self, store: Any, **options: Any) -> None:
+        options.setdefault("app_factory", create_app)
+        super().__init__(store, **options)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparkdownpour.server.protocol import Encoded
+from sparkdownpour.transport.frames import Encoded
 
 __all__ = ["COMPRESSIONS", "Compressor", "check_compression"]
 

@@ -15,7 +15,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from sparkdownpour.server.runner import ParameterServer, tls_context
+from sparkdownpour.server.app import ParameterServer
+from sparkdownpour.transport.http_server import HttpServer, tls_context
 from sparkdownpour.server.shards import ShardedServer, ShardedStore
 from sparkdownpour.server.store import ParameterStore
 
@@ -46,15 +47,15 @@ def serve_master(params: Sequence[Any], rule: Any, *, num_shards: int, processes
     token = token if token is not None else secrets.token_urlsafe(32)
     ssl_context = tls_context(*tls) if tls else None
     if processes:
-        from sparkdownpour.server.observe_routes import create_status_app
+        from sparkdownpour.observe.routes import create_status_app
         from sparkdownpour.server.store_process import ProcessShardedServer
 
         with ProcessShardedServer(params, rule, num_shards, host=host, port=port, token=token,
                                   max_request_bytes=max_request_bytes, tls=tls,
                                   store_kwargs=store_kwargs) as server, \
-                ParameterServer(server.store, host=host, token=token, ssl_context=ssl_context,
-                                max_request_bytes=DASHBOARD_MAX_REQUEST_BYTES,
-                                app_factory=create_status_app) as dashboard:
+                HttpServer(server.store, host=host, token=token, ssl_context=ssl_context,
+                           max_request_bytes=DASHBOARD_MAX_REQUEST_BYTES,
+                           app_factory=create_status_app) as dashboard:
             yield Master(server.store, server,
                          tuple(server.urls) if num_shards > 1 else (), dashboard)
         return

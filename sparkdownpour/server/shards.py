@@ -165,7 +165,7 @@ class ShardedServer:
     its own free port. ``url`` is shard 0's, ``urls`` all of them in shard order."""
 
     def __init__(self, store: ShardedStore, **server_kwargs: Any) -> None:
-        from sparkdownpour.server.runner import ParameterServer  # runner imports Flask
+        from sparkdownpour.server.app import ParameterServer  # imports Flask
 
         self.store = store
         first = ParameterServer(store.stores[0], **server_kwargs)
@@ -175,7 +175,7 @@ class ShardedServer:
         self.token = first.token
         self._stack: ExitStack | None = None
         # Shard 0 serves the dashboard and /metrics, from every shard's status together.
-        from sparkdownpour.server.dashboard import dashboard_view
+        from sparkdownpour.observe.dashboard import dashboard_view
 
         view = dashboard_view(first)
         if view is not None:

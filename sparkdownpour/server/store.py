@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from sparkdownpour.server.ledger import Position, ProgressLedger
-from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.transport.frames import encode_frame
 from sparkdownpour.server.sync import SyncRounds, SyncTag
 
 __all__ = ["ParameterStore", "PushResult"]

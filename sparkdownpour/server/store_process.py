@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
-from sparkdownpour.server.process import ServerProcess
+from sparkdownpour.transport.child_process import ServerProcess
 from sparkdownpour.server.shards import ShardedStore, serve_all
 
 __all__ = ["ProcessShardedServer", "StoreProcess"]

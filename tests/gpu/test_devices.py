@@ -12,7 +12,8 @@ from sparkdownpour.replica.devices import (
     cuda_visible_value,
     place,
 )
-from sparkdownpour.replica.keras_model import GradientFunction, ModelSpec, trainable_arrays
+from sparkdownpour.keras_model import ModelSpec, trainable_arrays
+from sparkdownpour.replica.gradient import GradientFunction
 from sparkdownpour.replica.precision import LossScale, build_model
 from sparkdownpour.server import ParameterServer, ParameterStore
 from tests.replica.test_loop import batches, spec

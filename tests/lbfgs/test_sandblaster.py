@@ -18,7 +18,7 @@ from sparkdownpour.examples import (
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.blocks import numpy_blocks
 from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
-from sparkdownpour.replica.keras_model import spec_for
+from sparkdownpour.keras_model import spec_for
 
 L2 = 1e-2
 

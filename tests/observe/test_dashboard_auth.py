@@ -5,9 +5,10 @@ import pytest
 
 from sparkdownpour import optimizers
 from sparkdownpour.server import ParameterStore
-from sparkdownpour.server.app import BROWSER_AUTH, create_app
-from sparkdownpour.server.dashboard import CSP
-from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.server.app import create_app
+from sparkdownpour.transport.flask_app import BROWSER_AUTH
+from sparkdownpour.observe.dashboard import CSP
+from sparkdownpour.transport.frames import encode_frame
 
 TOKEN = "s3cret-token"
 
@@ -70,7 +71,7 @@ def test_the_bearer_token_also_reads_the_dashboard_and_size_limits_stay(app):
 
 
 def test_codes_are_bounded_and_each_works_once():
-    from sparkdownpour.server.browser_auth import MAX_OPEN_CODES, BrowserAuth
+    from sparkdownpour.observe.browser_auth import MAX_OPEN_CODES, BrowserAuth
 
     auth = BrowserAuth()
     codes = [auth.mint_code() for _ in range(MAX_OPEN_CODES + 2)]
@@ -91,8 +92,8 @@ def test_vector_shard_apps_have_no_browser_door():
 def test_sandblaster_iteration_dashboard_server_charts_what_the_coordinator_reports():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from sparkdownpour.server.dashboard import IterationView
-    from sparkdownpour.server.observe_routes import create_iteration_app
+    from sparkdownpour.observe.dashboard import IterationView
+    from sparkdownpour.observe.routes import create_iteration_app
 
     view = IterationView("Sandblaster run 1234abcd", info={"portions": 8})
     app = create_iteration_app(view, token=TOKEN, max_request_bytes=1024)

@@ -12,7 +12,7 @@ import pytest
 
 from sparkdownpour import Downpour
 from sparkdownpour.examples import build_digits_mlp
-from sparkdownpour.server.dashboard import dashboard_link
+from sparkdownpour.observe.dashboard import dashboard_link
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # This machine's closed network makes Chromium hang on background connections without these.

@@ -94,7 +94,7 @@ def test_metrics_need_the_token_and_servers_do_not_share_a_registry():
 
 
 def test_per_shard_and_device_families_from_a_status_that_has_them():
-    from sparkdownpour.server.metrics import downpour_families
+    from sparkdownpour.observe.metrics import downpour_families
 
     shard = {"updates_applied": 3, "bytes_in": 10, "bytes_out": 20,
              "staleness": {"mean": 1.0, "max": 2, "histogram": {"0": 1, "1": 1, "2": 1}}}
@@ -102,7 +102,7 @@ def test_per_shard_and_device_families_from_a_status_that_has_them():
               "staleness": shard["staleness"], "devices": {"p0-a0": "GPU:0"},
               "shards": [shard, dict(shard, updates_applied=2)]}
     from prometheus_client import CollectorRegistry, generate_latest
-    from sparkdownpour.server.metrics import _Families
+    from sparkdownpour.observe.metrics import _Families
 
     registry = CollectorRegistry()
     registry.register(_Families(downpour_families(lambda: status)))
@@ -115,7 +115,7 @@ def test_per_shard_and_device_families_from_a_status_that_has_them():
 
 def test_a_token_file_gives_prometheus_a_fixed_credential(tmp_path):
     from sparkdownpour.config import DownpourConfig
-    from sparkdownpour.observe import read_token_file
+    from sparkdownpour.observe.links import read_token_file
 
     path = tmp_path / "token"
     path.write_text("a-long-enough-scrape-token-1234\n")

@@ -9,7 +9,7 @@ import pytest
 
 from sparkdownpour import ParameterServerError, optimizers
 from sparkdownpour.examples import build_mlp
-from sparkdownpour.replica.keras_model import ModelSpec, trainable_arrays
+from sparkdownpour.keras_model import ModelSpec, trainable_arrays
 from sparkdownpour.replica.loop import ReplicaSpec, run_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from sparkdownpour import ParameterServerError, optimizers
-from sparkdownpour.replica.keras_model import trainable_arrays
+from sparkdownpour.keras_model import trainable_arrays
 from sparkdownpour.replica.loop import clip_by_global_norm, run_partition
 from sparkdownpour.server import ParameterServer, ParameterStore
 from tests.replica.test_loop import batches, builder, spec

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from sparkdownpour import ParameterServerError
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
-from sparkdownpour.server.protocol import encode_frame, frame_checksum
-from sparkdownpour.server.runner import tls_context
+from sparkdownpour.transport.frames import encode_frame, frame_checksum
+from sparkdownpour.transport.http_server import tls_context
 from tests.security.tls import self_signed
 from tests.server.conftest import PlainSGD, full, zeros
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
-from sparkdownpour.server.protocol import frame_checksum
+from sparkdownpour.transport.frames import frame_checksum
 
 SHAPES = [(3, 4), (5,), ()]
 

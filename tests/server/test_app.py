@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour.server import FRAME_CONTENT_TYPE, ParameterServer, ParameterStore, create_app
-from sparkdownpour.server.protocol import decode_frame, encode_frame
+from sparkdownpour.transport.frames import decode_frame, encode_frame
 from tests.server.conftest import SHAPES, PlainSGD, full, reseal, zeros
 
 pytestmark = pytest.mark.timeout(30)

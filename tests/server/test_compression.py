@@ -6,7 +6,7 @@ import pytest
 
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
 from sparkdownpour.server.compression import Compressor
-from sparkdownpour.server.protocol import Encoded, ProtocolError, decode_frame, encode_frame
+from sparkdownpour.transport.frames import Encoded, ProtocolError, decode_frame, encode_frame
 from tests.server.conftest import PlainSGD, reseal
 
 SHAPES = [(50, 20), (20,), ()]

@@ -8,7 +8,7 @@ import pytest
 
 from sparkdownpour.server import ParameterClient, ParameterStore
 from sparkdownpour.server.ledger import Position, position_from_meta
-from sparkdownpour.server.protocol import encode_frame
+from sparkdownpour.transport.frames import encode_frame
 from tests.server.conftest import PlainSGD, full, zeros
 from tests.server.test_app import request
 

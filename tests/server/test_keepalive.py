@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour.server import ParameterServer, ParameterStore
-from sparkdownpour.server.protocol import decode_frame, encode_frame
+from sparkdownpour.transport.frames import decode_frame, encode_frame
 from tests.server.conftest import SHAPES, PlainSGD, full, zeros
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sparkdownpour.server.protocol import (
+from sparkdownpour.transport.frames import (
     frame_checksum,
     MAX_HEADER_BYTES,
     ProtocolError,

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from sparkdownpour.server.protocol import decode_frame
+from sparkdownpour.transport.frames import decode_frame
 from sparkdownpour.server.store import ParameterStore, PushResult
 from tests.server.conftest import SHAPES, PlainSGD, full, zeros
 

@@ -65,7 +65,7 @@ class Tracking:
         if self.log_dir is not None:
             import tensorflow as tf
 
-            from sparkdownpour.replica.devices import driver_cpu
+            from sparkdownpour.driver_model import driver_cpu
 
             os.makedirs(self.log_dir, exist_ok=True)
             with driver_cpu():  # summaries are TensorFlow ops: never a GPU context on the driver
@@ -87,7 +87,7 @@ class Tracking:
         if self._writer is not None:
             import tensorflow as tf
 
-            from sparkdownpour.replica.devices import driver_cpu
+            from sparkdownpour.driver_model import driver_cpu
 
             with driver_cpu(), self._writer.as_default():
                 for key, value in values.items():

@@ -1,6 +1,6 @@
-"""Start and stop the master model server in a background thread of the driver.
+"""A threaded, keep-alive HTTP server for a Flask app, started and stopped from the driver.
 
-``ParameterServer`` is a context manager: the server is always shut down (``stop`` is
+``HttpServer`` is a context manager: the server is always shut down (``stop`` is
 idempotent and safe in ``finally``), and each run gets its own random bearer token unless
 one is given.
 """
@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sparkdownpour.server.app import DEFAULT_MAX_REQUEST_BYTES, create_app
-from sparkdownpour.server.keepalive import (
+from sparkdownpour.transport.flask_app import DEFAULT_MAX_REQUEST_BYTES
+from sparkdownpour.transport.keepalive import (
     KeepAliveHandler,
     close_connections,
     enable_connection_tracking,
 )
 
-__all__ = ["ParameterServer", "tls_context"]
+__all__ = ["HttpServer", "tls_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +60,14 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-class ParameterServer:
-    """The master model server, serving ``store`` over HTTP from a daemon thread.
+class HttpServer:
+    """Serves ``app_factory(store, token=, max_request_bytes=)`` over HTTP from a daemon thread.
 
-    ``host`` is both the bind address and the one in ``url``: on a cluster pass the driver's
-    address that executors can reach (e.g. ``spark.driver.host``), never a wildcard.
-    ``port=0`` picks a free port. ``token`` defaults to a fresh random secret per server.
-
-    >>> with ParameterServer(store) as server:      # free port on 127.0.0.1
-    ...     client = ParameterClient(server.url, server.token)
+    The parameter server, Sandblaster's vector shards and the dashboards all run on it, so they
+    share the keep-alive handler, TLS, the free-port bind and the shutdown. ``host`` is both
+    the bind address and the one in ``url``: on a cluster pass the driver's address that
+    executors can reach, never a wildcard. ``port=0`` picks a free port. ``token`` defaults to
+    a fresh random secret per server.
     """
 
     def __init__(
@@ -80,7 +79,7 @@ class ParameterServer:
         token: str | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         ssl_context: ssl.SSLContext | None = None,
-        app_factory: Callable[..., Any] = create_app,
+        app_factory: Callable[..., Any],
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in 0..65535 (0 = any free port), got {port!r}")
@@ -92,8 +91,6 @@ class ParameterServer:
             raise TypeError(f"ssl_context must be an ssl.SSLContext (see tls_context()), got "
                             f"{type(ssl_context).__name__}")
         self.ssl_context = ssl_context
-        # app_factory(store, token=, max_request_bytes=): other stores (Sandblaster's vector
-        # shards) reuse the serving, keep-alive, TLS and shutdown machinery.
         self.app = app_factory(store, token=self.token, max_request_bytes=max_request_bytes)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -104,7 +101,7 @@ class ParameterServer:
     def port(self) -> int:
         """The bound port (the free one the OS picked when ``port=0``)."""
         if self._port is None:
-            raise RuntimeError("the parameter server is not running; call start() first")
+            raise RuntimeError(f"the {type(self).__name__} is not running; call start() first")
         return self._port
 
     @property
@@ -118,7 +115,7 @@ class ParameterServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> "ParameterServer":
+    def start(self) -> "HttpServer":
         """Bind and serve in a daemon thread; a no-op if already running. Returns self."""
         with self._lock:
             if self._server is not None:
@@ -149,7 +146,7 @@ class ParameterServer:
             )
             thread.start()
             self._server, self._thread = server, thread
-            logger.info("parameter server listening on %s", self.url)
+            logger.info("%s listening on %s", type(self).__name__, self.url)
             return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -165,13 +162,13 @@ class ParameterServer:
                 if thread is not None:
                     thread.join(timeout)
                     if thread.is_alive():
-                        logger.warning("parameter server thread did not stop within %.1f s", timeout)
+                        logger.warning("server thread did not stop within %.1f s", timeout)
             finally:
                 server.server_close()
-                logger.info("parameter server on port %s stopped", self._port)
+                logger.info("server on port %s stopped", self._port)
                 self._port = None
 
-    def __enter__(self) -> "ParameterServer":
+    def __enter__(self) -> "HttpServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -179,4 +176,4 @@ class ParameterServer:
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "stopped"
-        return f"ParameterServer({where})"
+        return f"{type(self).__name__}({where})"

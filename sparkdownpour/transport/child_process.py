@@ -56,14 +56,14 @@ def keep_freed_buffers() -> bool:
 def _serve(factory: Callable, args: tuple, host: str, port: int, token: str,
            max_request_bytes: int, tls: tuple[str, str] | None, commands: frozenset,
            conn) -> None:
-    from sparkdownpour.server.runner import ParameterServer, tls_context
+    from sparkdownpour.transport.http_server import HttpServer, tls_context
 
     keep_freed_buffers()  # this process exists only to serve: its heap is ours to tune
     try:
         store, app_factory = factory(*args)
-        server = ParameterServer(store, host=host, port=port, token=token,
-                                 max_request_bytes=max_request_bytes, app_factory=app_factory,
-                                 ssl_context=tls_context(*tls) if tls else None).start()
+        server = HttpServer(store, host=host, port=port, token=token,
+                            max_request_bytes=max_request_bytes, app_factory=app_factory,
+                            ssl_context=tls_context(*tls) if tls else None).start()
     except Exception as e:  # e.g. the port is taken: tell the parent why, then exit
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return

@@ -9,9 +9,9 @@ import contextlib
 import logging
 from typing import Iterator
 
-from sparkdownpour.server.dashboard import IterationView, dashboard_link, dashboard_view
-from sparkdownpour.server.observe_routes import create_iteration_app
-from sparkdownpour.server.runner import ParameterServer
+from sparkdownpour.observe.dashboard import IterationView, dashboard_link, dashboard_view
+from sparkdownpour.observe.routes import create_iteration_app
+from sparkdownpour.transport.http_server import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def iteration_dashboard(host: str, history, verbose: int, title: str, *,
     per-iteration records (its shards may run in child processes)."""
     view = IterationView(title, info={"portions": history.info.get("partitions"),
                                       "shards": history.info.get("shards")})
-    with ParameterServer(view, host=host, max_request_bytes=max_request_bytes,
+    with HttpServer(view, host=host, max_request_bytes=max_request_bytes,
                          app_factory=create_iteration_app) as server:
         history.info["dashboard_server"] = server.url
         announce(server, history, verbose, title, listen=False)  # fed by the callback

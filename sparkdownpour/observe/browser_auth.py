@@ -62,3 +62,10 @@ class BrowserAuth:
             return False
         return hmac.compare_digest(value.encode("utf-8", "surrogateescape"),
                                    self._session.encode())
+
+    def allows(self, method: str, path: str, cookies) -> bool:
+        """A browser may read (GET) with the session cookie, or reach the login route, which
+        checks its one-time code itself; it may never write."""
+        if method not in ("GET", "HEAD"):
+            return False
+        return path == LOGIN_PATH or self.cookie_ok(cookies.get(self.cookie_name))
