@@ -60,8 +60,8 @@ def _replica(urls: list[str], shapes: list, start_at: float, seconds: float) -> 
         time.sleep(max(0.0, start_at - time.time()))
         deadline, finished = start_at + seconds, time.time()
         while time.time() < deadline:
-            steps, _ = client.push(grads, base_step=steps, replica=f"r{os.getpid()}",
-                                   return_params=True)
+            steps = client.push(grads, base_step=steps, replica=f"r{os.getpid()}",
+                                return_params=True).step
             done, finished = done + 1, time.time()
     return done / max(finished - start_at, 1e-9)
 

@@ -13,36 +13,30 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from sparkdownpour import data, optimizers
+from sparkdownpour.callbacks import Callback, LambdaCallback
 from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.history import TrainingResult
 from sparkdownpour.observe.links import announce, read_token_file
 from sparkdownpour.observe.progress import ServerProgress
-from sparkdownpour.driver_model import (
-    check_devices_on_driver,
-    device_options,
-    driver_cpu,
-    raise_if_no_gpu,
-)
-from sparkdownpour.driver_model import driver_model as build_driver_model
+from sparkdownpour.driver_model import device_options, driver_cpu, raise_if_no_gpu
 from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     SPARSE_LOSSES,
     assign_trainable,
     loss_name,
-    output_units,
     resolve_loss,
     trainable_arrays,
 )
 from sparkdownpour.replica.devices import device_label
-from sparkdownpour.replica.loop import STATS_DDL, ReplicaSpec, run_partition
+from sparkdownpour.replica.loop import run_partition
+from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
@@ -50,84 +44,86 @@ from sparkdownpour.server.master import serve_master
 from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
-from sparkdownpour.observe.tracking import Tracking
+from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
 
 
-class Downpour:
+class Downpour(Trainer):
     """Downpour SGD on Spark.
 
-    ``model`` is a keras.Model (trained in place) or a zero-argument function that builds one.
-    Keyword arguments are the fields of ``DownpourConfig`` (loss, optimizer, learning_rate,
-    batch_size, epochs, n_fetch, n_push, num_shards, num_replicas, warmstart_steps, seed, ...).
+    Args:
+        model: a keras.Model (trained in place) or a zero-argument function that builds one
+            (shipped to executors with cloudpickle).
+        config: a ``DownpourConfig``; or give its fields as keyword arguments instead (loss,
+            optimizer, learning_rate, batch_size, epochs, n_fetch, n_push, num_shards, ...).
+
+    Raises:
+        TypeError, ValueError: a knob of the wrong type or value, named with what was received.
     """
 
+    algorithm = "downpour"
+    config_class = DownpourConfig
+
     def __init__(self, model, config: DownpourConfig | None = None, **kwargs) -> None:
-        self.model = model
-        self.config = DownpourConfig.resolve(config, kwargs)
+        super().__init__(model, config, **kwargs)
         self._rule = optimizers.get(self.config.optimizer, learning_rate=self.config.learning_rate) \
             if isinstance(self.config.optimizer, str) else self.config.optimizer
-        # Test hooks (not API): ReplicaSpec fields to override, e.g. fail_first_attempt_after,
-        # and a callback given the running ParameterServer.
-        self._replica_overrides: dict = {}
-        self._on_server_start: Callable | None = None
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label", *,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None,
             stop_when: Callable[[dict], bool] | None = None,
             resume: bool = False, log_dir: str | None = None,
-            mlflow: bool = False) -> TrainingResult:
-        """Train on ``df``; return ``TrainingResult(model, history)``.
+            mlflow: bool = False, callbacks: Sequence[Callback] | None = None) -> TrainingResult:
+        """Train on ``df``.
 
-        ``resume=True`` continues from the newest valid checkpoint in ``checkpoint_dir``
-        (written by an earlier, interrupted ``fit`` with the same model, data partitioning and
-        knobs): completed epochs are skipped and the interrupted one resumes after the last
-        mini-batch each partition had applied. Without a usable checkpoint it starts afresh.
+        Args:
+            df: a DataFrame (classic or Spark Connect session) holding the features and labels.
+            features_col: a vector or ``array<float|double>`` column, or several numeric columns.
+            label_col: an integer or double column.
+            validation_data: ``(x, y)`` numpy arrays scored on the driver after every epoch
+                (``val_loss``, and ``val_accuracy`` for classification).
+            stop_when: ends training early when it returns True for an epoch's history record.
+            resume: continue from the newest valid checkpoint in ``checkpoint_dir`` (written by
+                an earlier, interrupted ``fit`` with the same model, data partitioning and
+                knobs): completed epochs are skipped and the interrupted one resumes after the
+                last mini-batch each partition had applied. Without one it starts afresh.
+            log_dir: write every epoch's numeric record fields as TensorBoard scalars there.
+            mlflow: log the knobs, per-epoch metrics and the final model to the active MLflow
+                run (one is started if none is active).
+            callbacks: ``sparkdownpour.callbacks.Callback`` instances (``on_server_start``,
+                ``on_epoch_end``, ...).
 
-        ``validation_data=(x, y)`` (numpy) is scored on the driver after every epoch
-        (``val_loss``, and ``val_accuracy`` for classification). ``stop_when(record)`` ends
-        training early when it returns True for an epoch's history record.
+        Returns:
+            ``TrainingResult(model, history)``. While it runs, the master model server serves a
+            live dashboard; its one-time link is logged and kept in ``history.info["dashboard"]``.
 
-        ``log_dir`` writes every epoch's numeric record fields as TensorBoard scalars there;
-        ``mlflow=True`` logs the knobs, per-epoch metrics and the final model to the active
-        MLflow run (one is started if none is active). While it runs, the master model server
-        serves a live dashboard; its one-time link is logged and kept in
-        ``history.info["dashboard"]``.
+        Raises:
+            ValueError, TypeError: bad data (naming the column), labels the loss cannot take.
+            ParameterServerError: a replica lost the master model server.
         """
-        cfg = self.config
-        tracking = Tracking(log_dir, mlflow, algorithm="downpour", config=cfg)
-        if resume and cfg.checkpoint_dir is None:
-            raise ValueError("fit(resume=True) needs checkpoint_dir set in the Downpour config, "
-                             "where the interrupted run wrote its checkpoints")
-        started = time.perf_counter()
-        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
-        check_devices_on_driver(cfg.device, prepared.sparkSession)
-        if cfg.num_replicas is not None:
-            prepared = prepared.repartition(cfg.num_replicas)
-        prepared = prepared.cache()  # parsed once; every epoch re-reads the cache, not the source
-        try:
-            summary = data.validate(prepared, features_col, label_col)
-            with driver_cpu():  # the driver never opens a GPU context (replica.devices)
-                driver_model, spec = build_driver_model(self.model, cfg.loss,
-                                                        summary.num_features, features_col)
-            data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
-                                       output_units(driver_model))
-            validation = _check_validation(validation_data, summary.num_features)
-            history = History(info={"run_id": uuid.uuid4().hex, "rows": summary.num_rows,
-                                    "partitions": prepared.rdd.getNumPartitions(),
-                                    "features": summary.num_features, "rule": repr(self._rule)})
-            with tracking:
-                history.listeners.append(tracking.record)
-                self._train(prepared, driver_model, spec, history, validation, stop_when, resume)
-                tracking.finish(driver_model, history.info)
-        finally:
-            prepared.unpersist()
-        history.listeners.clear()  # the result keeps no reference to servers or writers
-        history.info["wall_time_s"] = time.perf_counter() - started
-        return TrainingResult(driver_model, history)
+        return self._fit(df, features_col, label_col, resume=resume, log_dir=log_dir,
+                         mlflow=mlflow, callbacks=callbacks, validation_data=validation_data,
+                         stop_when=stop_when)
 
-    def _train(self, prepared, model, spec, history, validation, stop_when, resume) -> None:
+    def _cache(self, prepared, run: Run):
+        if self.config.num_replicas is not None:
+            prepared = prepared.repartition(self.config.num_replicas)
+        return prepared.cache()  # parsed once; every epoch re-reads the cache, not the source
+
+    def _validate(self, cached, prepared, features_col, label_col, run: Run) -> Validated:
+        summary = data.validate(cached, features_col, label_col)
+        return Validated(summary, info={"partitions": cached.rdd.getNumPartitions(),
+                                        "rule": repr(self._rule)}, label_frame=cached)
+
+    def _release(self, cached) -> None:
+        cached.unpersist()
+
+    def _fit_on_prepared_data(self, cached, model, spec, history, run: Run) -> None:
+        validation = _check_validation(run.options["validation_data"], history.info["features"])
+        self._train(cached, model, spec, history, validation, run)
+
+    def _train(self, prepared, model, spec, history, validation, run: Run) -> None:
         cfg = self.config
         spark = prepared.sparkSession
         # A sync round's answers wait for its last push: give up before the replicas do.
@@ -150,7 +146,7 @@ class Downpour:
                           max_request_bytes=int(cfg.max_request_mb * 2**20)) as master:
             store, server = master.store, master.server
             first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
-            if resume:  # the servers are up, no replica has run yet
+            if run.resume:  # the servers are up, no replica has run yet
                 first_epoch, warm_start = _resume(store, cfg, config_hash, history, warm_start)
             epochs_done = {"n": first_epoch - 1}
             # Sync rounds carry no exactly-once positions: only epoch-end checkpoints are
@@ -168,9 +164,11 @@ class Downpour:
             if master.dashboard is not server:  # shard processes: the driver serves it
                 history.info["dashboard_server"] = master.dashboard.url
             run_id = history.info["run_id"]
-            announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}")
-            if self._on_server_start is not None:
-                self._on_server_start(server)
+            view = announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}")
+            if view is not None:
+                run.callbacks.append(LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: view.note_record(logs)))
+            run.callbacks.on_server_start(server)
             base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, n_fetch=cfg.n_fetch,
                                n_push=cfg.n_push, epoch=0, seed=cfg.seed,
@@ -181,8 +179,8 @@ class Downpour:
                                precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
                                overlap=cfg.overlap,
+                               step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
-            base = replace(base, **self._replica_overrides)
             with ServerProgress(store, expected_updates, cfg.verbose) as progress, \
                     (checkpoints or contextlib.nullcontext()):
                 if warm_start:
@@ -199,7 +197,7 @@ class Downpour:
                     epochs_done["n"] = epoch
                     if checkpoints is not None:
                         checkpoints.write()
-                    history.append(record)
+                    run.record(history, record, epoch)
                     history.info["devices"] = sorted(set(history.info.get("devices", [])) | {
                         device_label(d["device"], d["gpu_addresses"])
                         for d in record["devices"].values()})
@@ -207,6 +205,7 @@ class Downpour:
                                        val_acc=(f"{record['val_accuracy']:.4f}"
                                                 if "val_accuracy" in record else None))
                     logger.info("epoch %d/%d: %s", epoch, cfg.epochs, record)
+                    stop_when = run.options["stop_when"]
                     if stop_when is not None and stop_when(record):
                         break
             _, params = store.fetch()

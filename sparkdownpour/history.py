@@ -14,13 +14,8 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)  # run-wide facts: rows, partitions, server address
 
-    # Called with each record as it is appended (TensorBoard/MLflow writers, the dashboard).
-    listeners: list = field(default_factory=list, repr=False, compare=False)
-
     def append(self, record: dict) -> None:
         self.epochs.append(record)
-        for listener in self.listeners:
-            listener(record)
 
     def to_pandas(self):
         """The records as a ``pandas.DataFrame``, one row per epoch (or L-BFGS iteration)."""

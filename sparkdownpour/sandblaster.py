@@ -15,15 +15,15 @@ import functools
 import itertools
 import logging
 import time
-import uuid
 from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from sparkdownpour import data
+from sparkdownpour.callbacks import Callback
 from sparkdownpour.config import SandblasterConfig
-from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.history import TrainingResult
 from sparkdownpour.lbfgs import checkpoints
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
@@ -31,109 +31,107 @@ from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
 from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
 from sparkdownpour.keras_model import (
     assign_trainable,
-    loss_name,
-    output_units,
     trainable_arrays,
 )
 from sparkdownpour.driver_model import (
-    check_devices_on_driver,
     device_options,
     driver_cpu,
-    driver_model,
     raise_if_no_gpu,
 )
 from sparkdownpour.session import driver_address, task_cpus
 from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
-from sparkdownpour.observe.tracking import Tracking
+from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
 
 SMALL_AGGREGATE_BYTES = 64 * 2**20  # float64 partial gradients the driver collects directly
 
 
-class Sandblaster:
+class Sandblaster(Trainer):
     """Sandblaster L-BFGS on Spark.
 
-    ``model`` is a keras.Model (trained in place) or a zero-argument function that builds one.
-    Keyword arguments are the fields of ``SandblasterConfig`` (loss, max_iter, tol, gtol, l2,
-    history_size, num_shards, portions_per_core, aggregation_depth, ...).
+    Args:
+        model: a keras.Model (trained in place) or a zero-argument function that builds one.
+        config: a ``SandblasterConfig``; or give its fields as keyword arguments instead (loss,
+            max_iter, tol, gtol, l2, history_size, num_shards, portions_per_core, ...).
+
+    Raises:
+        TypeError, ValueError: a knob of the wrong type or value, named with what was received.
     """
 
-    def __init__(self, model, config: SandblasterConfig | None = None, **kwargs) -> None:
-        self.model = model
-        self.config = SandblasterConfig.resolve(config, kwargs)
+    algorithm = "sandblaster"
+    config_class = SandblasterConfig
 
     def fit(self, df, features_col: str | Sequence[str] = "features", label_col: str = "label",
             *, num_portions: int | None = None, resume: bool = False,
-            log_dir: str | None = None, mlflow: bool = False) -> TrainingResult:
-        """Minimise the mean loss (+ L2) over ``df``; return ``TrainingResult(model, history)``.
+            log_dir: str | None = None, mlflow: bool = False,
+            callbacks: Sequence[Callback] | None = None) -> TrainingResult:
+        """Minimise the mean loss (+ L2) over ``df``.
 
-        ``num_portions`` overrides ``portions_per_core x spark.default.parallelism``. The history
-        has one record per L-BFGS iteration (objective, grad_norm, step_size, evaluations,
-        wall_time_s); ``history.info["stop_reason"]`` says why it stopped.
+        Args:
+            df: a DataFrame holding the features and labels.
+            features_col: a vector or ``array<float|double>`` column, or several numeric columns.
+            label_col: an integer or double column.
+            num_portions: overrides ``portions_per_core x spark.default.parallelism``.
+            resume: start from the point in the newest matching checkpoint in
+                ``checkpoint_dir`` (written every ``checkpoint_every`` iterations and at the
+                end of an earlier ``fit``); see ``lbfgs.checkpoints``. Without a usable one it
+                starts afresh.
+            log_dir: TensorBoard scalars per iteration, as in ``Downpour.fit``.
+            mlflow: as in ``Downpour.fit``.
+            callbacks: ``sparkdownpour.callbacks.Callback`` instances; ``on_epoch_end`` gets
+                each L-BFGS iteration's record.
 
-        ``resume=True`` starts from the point in the newest matching checkpoint in
-        ``checkpoint_dir`` (written every ``checkpoint_every`` iterations and at the end of an
-        earlier ``fit``); see ``lbfgs.checkpoints``. Without a usable one it starts afresh.
+        Returns:
+            ``TrainingResult(model, history)``: one history record per L-BFGS iteration
+            (objective, grad_norm, step_size, evaluations, wall_time_s);
+            ``history.info["stop_reason"]`` says why it stopped. While it runs, a small
+            dashboard server on the driver charts the objective and gradient norm; its one-time
+            link is in ``history.info["dashboard"]``.
 
-        ``log_dir`` (TensorBoard scalars per iteration) and ``mlflow`` are as in
-        ``Downpour.fit``. While it runs, a small dashboard server on the driver charts the
-        objective and gradient norm; its one-time link is in ``history.info["dashboard"]``.
+        Raises:
+            ValueError, TypeError: bad data (naming the column), labels the loss cannot take.
         """
-        cfg = self.config
-        if resume and cfg.checkpoint_dir is None:
-            raise ValueError("fit(resume=True) needs checkpoint_dir set in the Sandblaster "
-                             "config, where the earlier run wrote its checkpoints")
-        tracking = Tracking(log_dir, mlflow, algorithm="sandblaster", config=cfg)
-        run_id = uuid.uuid4().hex
-        started = time.perf_counter()
-        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
-        spark = prepared.sparkSession
-        check_devices_on_driver(cfg.device, spark)
-        portions = _portions(num_portions, cfg, spark)
-        blocks = numpy_blocks(prepared, portions)
-        try:
-            with job_group(spark, describe("sandblaster", run_id, f"cache and check {portions} "
-                                           "portions"), run_id=run_id):
-                stats = cache_and_check(blocks)  # one pass: parse, cache and validate
-            cached_s = time.perf_counter() - started
-            if stats is None or not stats.clean:
-                data.validate(prepared, features_col, label_col)  # names the column and value
-                raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
-                                 "data.validate; please report this")
-            summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min,
-                                       stats.label_max)
-            with driver_cpu():  # the driver never opens a GPU context (replica.devices)
-                model, spec = driver_model(self.model, cfg.loss, summary.num_features,
-                                           features_col)
-            data.check_labels_fit_loss(prepared, summary, label_col, loss_name(cfg.loss),
-                                       output_units(model), stats.non_integer_labels)
-            history = History(info={"run_id": run_id, "rows": summary.num_rows,
-                                    "partitions": portions,
-                                    "features": summary.num_features,
-                                    "shards": cfg.num_shards, "cache_s": cached_s,
-                                    "setup_s": time.perf_counter() - started})
-            with tracking:
-                history.listeners.append(tracking.record)
-                result = self._minimize(blocks, model, spec, history, resume)
-                with driver_cpu():
-                    assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
-                for record in result.records:
-                    history.append(record)
-                history.info.update(stop_reason=result.stop_reason, message=result.message,
-                                    objective=result.value, grad_norm=result.grad_norm,
-                                    iterations=result.iterations, evaluations=result.evaluations)
-                tracking.finish(model, history.info)
-        finally:
-            blocks.unpersist()
-        history.listeners.clear()
-        history.info["wall_time_s"] = time.perf_counter() - started
+        return self._fit(df, features_col, label_col, resume=resume, log_dir=log_dir,
+                         mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
+
+    def _cache(self, prepared, run: Run):
+        portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
+        return numpy_blocks(prepared, portions)
+
+    def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
+        portions = blocks.getNumPartitions()
+        with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
+                                                       f"cache and check {portions} portions"),
+                       run_id=run.run_id):
+            stats = cache_and_check(blocks)  # one pass: parse, cache and validate
+        cached_s = time.perf_counter() - run.started
+        if stats is None or not stats.clean:
+            data.validate(prepared, features_col, label_col)  # names the column and value
+            raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
+                             "data.validate; please report this")
+        summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min, stats.label_max)
+        return Validated(summary, info={"partitions": portions, "shards": self.config.num_shards,
+                                        "cache_s": cached_s},
+                         non_integer_labels=stats.non_integer_labels)
+
+    def _release(self, blocks) -> None:
+        blocks.unpersist()
+
+    def _fit_on_prepared_data(self, blocks, model, spec, history, run: Run) -> None:
+        history.info["setup_s"] = time.perf_counter() - run.started
+        result = self._minimize(blocks, model, spec, history, run)
+        with driver_cpu():
+            assign_trainable(model, _unflatten(result.x, trainable_arrays(model)))
+        history.epochs.extend(result.records)
+        history.info.update(stop_reason=result.stop_reason, message=result.message,
+                            objective=result.value, grad_norm=result.grad_norm,
+                            iterations=result.iterations, evaluations=result.evaluations)
         logger.info("sandblaster stopped after %d iterations: %s", result.iterations,
                     result.message)
-        return TrainingResult(model, history)
 
-    def _minimize(self, blocks, model, spec, history, resume: bool):
+    def _minimize(self, blocks, model, spec, history, run: Run):
         cfg = self.config
         spark = blocks.context
         arrays = trainable_arrays(model)
@@ -141,7 +139,7 @@ class Sandblaster:
         digest = checkpoints.config_hash(cfg, [a.shape for a in arrays], history.info["rows"],
                                          history.info["features"])
         done = 0  # iterations an earlier, checkpointed run did
-        found = checkpoints.resume_point(cfg.checkpoint_dir, digest) if resume else None
+        found = checkpoints.resume_point(cfg.checkpoint_dir, digest) if run.resume else None
         if found is not None:
             x0, done, path = found
             history.info["resumed_from"] = {"path": path, "iterations_done": done}
@@ -160,6 +158,7 @@ class Sandblaster:
                 iteration_dashboard(driver_address(spark), history, cfg.verbose,
                                     f"Sandblaster run {history.info['run_id'][:8]}") as view:
             history.info["shard_urls"] = shards.urls
+            run.callbacks.on_server_start(shards)
             base = StageSpec(run_id=history.info["run_id"], model=spec,
                              shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
@@ -200,6 +199,7 @@ class Sandblaster:
                 record["iteration"] += done  # numbered from the first run's start
                 progress.update(record)
                 view.note_record(record)
+                run.callbacks.on_epoch_end(record["iteration"], record)
                 if saver is not None:
                     saver.note(record)
 

@@ -7,6 +7,7 @@ import numpy as np
 import requests
 
 from sparkdownpour import Downpour
+from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.examples import build_digits_mlp
 from tests.test_downpour import accuracy, expected_updates
 
@@ -15,8 +16,9 @@ def test_three_shards_train_digits_and_every_shard_applies_every_push(digits):
     frame, (x_test, y_test) = digits
     seen = {}
     trainer = Downpour(build_digits_mlp, epochs=3, num_shards=3, verbose=0)
-    trainer._on_server_start = lambda server: seen.update(server=server)
-    result = trainer.fit(frame, validation_data=(x_test, y_test))
+    on_start = lambda server: seen.update(server=server)
+    result = trainer.fit(frame, validation_data=(x_test, y_test),
+                         callbacks=[LambdaCallback(on_server_start=on_start)])
     assert accuracy(result.model, x_test, y_test) >= 0.9
     assert len(result.history.info["shards"]) == 3
     status = seen["server"].store.status()
@@ -30,8 +32,9 @@ def test_dc_asgd_with_max_staleness_counts_what_it_refused(digits):
     seen = {}
     trainer = Downpour(build_digits_mlp, epochs=2, optimizer="dc_asgd", learning_rate=0.1,
                        num_shards=2, max_staleness=0, verbose=0)
-    trainer._on_server_start = lambda server: seen.update(server=server)
-    result = trainer.fit(frame, validation_data=(x_test, y_test))
+    on_start = lambda server: seen.update(server=server)
+    result = trainer.fit(frame, validation_data=(x_test, y_test),
+                         callbacks=[LambdaCallback(on_server_start=on_start)])
     status = seen["server"].store.status()
     refused = [s["stale_refused"] for s in status["shards"]]
     # Two concurrent replicas on local[2]: some pushes land behind another; with max_staleness 0
@@ -59,7 +62,7 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
     seen = {}
     trainer = Downpour(build_digits_mlp, epochs=2, num_shards=2, shard_processes=True,
                        checkpoint_dir=str(tmp_path), verbose=0)
-    trainer._on_server_start = lambda server: seen.update(
+    on_start = lambda server: seen.update(
         server=server, alive=[p.process.is_alive() for p in server.processes])
 
     def open_dashboard(record):  # after epoch 1, while the run is live
@@ -70,7 +73,8 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
         return False
 
     with caplog.at_level(logging.INFO, logger="sparkdownpour.observe"):
-        result = trainer.fit(frame, validation_data=(x_test, y_test), stop_when=open_dashboard)
+        result = trainer.fit(frame, validation_data=(x_test, y_test), stop_when=open_dashboard,
+                             callbacks=[LambdaCallback(on_server_start=on_start)])
     assert seen["alive"] == [True, True]
     # The driver's dashboard reads both shard processes: two rows in its shard table.
     shard_table = seen["page"].split("<th>mean staleness</th>")[1].split("</table>")[0]

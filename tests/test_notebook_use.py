@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour import Downpour, Sandblaster
+from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.examples import build_digits_mlp
 
 
@@ -68,7 +69,7 @@ def test_keyboard_interrupt_tears_the_server_down_and_cancels_the_job(digits, sp
     frame, _ = digits
     trainer = Downpour(build_digits_mlp, epochs=20, verbose=0)
     seen = {}
-    trainer._on_server_start = lambda server: seen.setdefault("url", server.url)
+    on_start = lambda server: seen.setdefault("url", server.url)
 
     def interrupt(record):  # as Ctrl-C in a notebook lands between epochs
         assert cached_rdds(spark) - cached_before  # while training, the prepared frame is
@@ -76,7 +77,8 @@ def test_keyboard_interrupt_tears_the_server_down_and_cancels_the_job(digits, sp
 
     cached_before = cached_rdds(spark)
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(frame, stop_when=interrupt)
+        trainer.fit(frame, stop_when=interrupt,
+                    callbacks=[LambdaCallback(on_server_start=on_start)])
     assert refuses_connections(seen["url"])
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
     assert cached_rdds(spark) == cached_before  # the fit's cached copy of the data is gone

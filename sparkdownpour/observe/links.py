@@ -36,16 +36,14 @@ def read_token_file(path) -> str | None:
     return token
 
 
-def announce(server, history, verbose: int, title: str, *, listen: bool = True) -> None:
+def announce(server, history, verbose: int, title: str):
     """Mint the one-time dashboard link, keep it in ``history.info["dashboard"]``, log it and
-    (with ``verbose``) print it above the progress bar; with ``listen`` the history's records
-    go to the dashboard as they are appended."""
+    (with ``verbose``) print it above the progress bar. Returns the server's dashboard view
+    (None: it serves none), which the trainer feeds each history record."""
     view = dashboard_view(server)
     if view is None:
-        return
+        return None
     view.title = title
-    if listen:
-        history.listeners.append(view.note_record)
     link = dashboard_link(server)
     history.info["dashboard"] = link
     logger.info("%s: live dashboard at %s (one-time link; it sets a session cookie)", title,
@@ -54,6 +52,7 @@ def announce(server, history, verbose: int, title: str, *, listen: bool = True) 
         from tqdm.auto import tqdm
 
         tqdm.write(f"{title}: dashboard {link}")
+    return view
 
 
 @contextlib.contextmanager
@@ -66,5 +65,5 @@ def iteration_dashboard(host: str, history, verbose: int, title: str, *,
     with HttpServer(view, host=host, max_request_bytes=max_request_bytes,
                          app_factory=create_iteration_app) as server:
         history.info["dashboard_server"] = server.url
-        announce(server, history, verbose, title, listen=False)  # fed by the callback
+        announce(server, history, verbose, title)  # fed by Sandblaster's iteration callback
         yield view

@@ -1,6 +1,6 @@
 """Experiment tracking for ``fit(..., log_dir=..., mlflow=...)``: TensorBoard and MLflow.
 
-``Tracking`` receives every history record as it is appended (``History.listeners``):
+``Tracking`` is a ``Callback``: it receives every history record as it is appended:
 TensorBoard gets one scalar per numeric field at step = epoch (Downpour) or iteration
 (Sandblaster); MLflow gets the knobs as params at the start, the same metrics per step, and
 the trained model (a ``.keras`` file) plus the run's ``history.info`` as artifacts at the end.
@@ -15,6 +15,8 @@ import math
 import os
 import tempfile
 from typing import Any
+
+from sparkdownpour.callbacks import Callback
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def _params(config: Any) -> dict[str, str]:
     return {k: str(v)[:500] for k, v in fields.items()}
 
 
-class Tracking:
+class Tracking(Callback):
     """Context manager around a fit; a no-op when neither ``log_dir`` nor ``mlflow`` is set."""
 
     def __init__(self, log_dir: str | os.PathLike | None, mlflow: bool, *, algorithm: str,
@@ -79,6 +81,9 @@ class Tracking:
                 self._started_run = True
             mlflow.log_params({"algorithm": self.algorithm, **_params(self.config)})
         return self
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.record(logs)
 
     def record(self, record: dict) -> None:
         """One history record (an epoch or an L-BFGS iteration)."""

@@ -23,16 +23,9 @@ import pyarrow as pa
 from sparkdownpour import optimizers
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.keras_model import assign_trainable
-from sparkdownpour.replica.loop import (
-    ReplicaSpec,
-    _continue_after_refusal,
-    _with_last,
-    client_for,
-    new_stats,
-    replica_for,
-    stats_batch,
-    task_identity,
-)
+from sparkdownpour.replica.loop import continue_after_refusal, with_last
+from sparkdownpour.replica.spec import ReplicaSpec, new_stats
+from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
 from sparkdownpour.server.ledger import Position
 
 
@@ -54,7 +47,7 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
         steps, local = client.fetch(replica_id)
         comm_s += time.perf_counter() - t0
         state, begin, since = rule.init(local), resume_at, 0
-        for index, ((x, y), last) in enumerate(_with_last(
+        for index, ((x, y), last) in enumerate(with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
             last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
             if index < resume_at:
@@ -77,21 +70,21 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             steps, center = client.fetch(replica_id)
             elastic = [alpha * (w - c) for w, c in zip(local, center)]
             position = Position(spec.epoch, partition, begin, index + 1, attempt)
-            client.push(elastic, base_step=steps, replica=replica_id, position=position,
-                        report={"loss": float(loss) if np.isfinite(loss) else None})
+            outcome = client.push(elastic, base_step=steps, replica=replica_id,
+                                  position=position,
+                                  report={"loss": float(loss) if np.isfinite(loss) else None})
             comm_s += time.perf_counter() - t0
             stats["fetches"] += 1
-            outcome = client.last_push
-            if outcome["applied"]:
+            if outcome.applied:
                 stats["pushes"] += 1
                 local = [w - d for w, d in zip(local, elastic)]
             else:
                 stats["duplicates"] += 1
-                if last or not _continue_after_refusal(outcome, position, replica_id):
+                if last or not continue_after_refusal(outcome, position, replica_id):
                     break
-                resume_at = outcome["progress"]
+                resume_at = outcome.progress
                 local, state = [np.array(c) for c in center], rule.init(center)
-            begin, since = index + 1 if outcome["applied"] else resume_at, 0
+            begin, since = index + 1 if outcome.applied else resume_at, 0
             if last:
                 break
     finally:

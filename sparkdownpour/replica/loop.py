@@ -24,138 +24,31 @@ import functools
 import logging
 import os
 import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
-from sparkdownpour.replica.devices import DeviceOptions, Placement, place
-from sparkdownpour.keras_model import ModelSpec, assign_trainable
-from sparkdownpour.replica.gradient import GradientFunction
-from sparkdownpour.replica.precision import build_model
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
-from sparkdownpour.server.sharded_client import ShardedClient
+from sparkdownpour.keras_model import assign_trainable
+from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
+from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
+from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.ledger import Position
+
+__all__ = ["STATS_DDL", "PartitionLoop", "ReplicaSpec", "clip_by_global_norm", "run_partition"]
 
 logger = logging.getLogger(__name__)
 
-STATS_SCHEMA = pa.schema([
-    ("partition", pa.int32()), ("attempt", pa.int32()), ("pid", pa.int64()),
-    ("steps", pa.int64()), ("examples", pa.int64()), ("loss_sum", pa.float64()),
-    ("fetches", pa.int64()), ("pushes", pa.int64()),
-    ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
-    ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
-    ("clipped", pa.int64()), ("stale", pa.int64()),
-    ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
-    ("device_note", pa.string()), ("variable_device", pa.string()),
-    ("compute_dtype", pa.string()),
-])
-STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
-             "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long, stale long, "
-             "device string, gpu_addresses string, visible string, device_note string, "
-             "variable_device string, compute_dtype string")
-
-
-@dataclass(frozen=True)
-class ReplicaSpec:
-    """Everything a replica needs, as plain values (no session, server or lock inside)."""
-
-    run_id: str
-    model: ModelSpec
-    url: str
-    token: str
-    batch_size: int
-    n_fetch: int
-    n_push: int
-    epoch: int
-    seed: int
-    request_timeout: float
-    max_steps: int = 0  # 0: the whole partition (warm-start uses a bound)
-    task_cpus: int = 1  # spark.task.cpus: TensorFlow's op threads per replica
-    request_retries: int = 3
-    exactly_once: bool = True   # positioned pushes + resume from the server's progress
-    skip_nonfinite: bool = False  # drop a NaN/Inf gradient here instead of failing the task
-    clip_norm: float = 0.0      # > 0: clip each mini-batch gradient to this global L2 norm
-    tls_ca: str | None = None   # PEM text of the CA that signed the server's certificate
-    # Test hook: the first attempt (attemptNumber 0) of every task raises after computing this
-    # many mini-batches, so tests can make Spark retry a task halfway. 0: never.
-    fail_first_attempt_after: int = 0
-    fail_epoch: int = 0  # ... in this epoch only (0: every epoch)
-    shard_urls: tuple = ()  # every shard's URL, in shard order; () = the one server at url
-    compression: str | None = None  # "fp16", "bf16" or "topk" pushes (see server.compression)
-    topk_ratio: float = 0.01
-    # mode="easgd": the replica's own rule (UpdateRule.get_config()), exchange every
-    # easgd_tau mini-batches with moving rate easgd_alpha
-    local_rule: dict | None = None
-    easgd_tau: int = 4
-    easgd_alpha: float = 0.5
-    overlap: bool = False  # push on a background thread while the next mini-batch computes
-    devices: DeviceOptions = DeviceOptions()  # see replica.devices
-    precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
-
-
-class _Replica:
-    """A built model and its compiled gradient, kept per Python worker and reused."""
-
-    def __init__(self, spec: ReplicaSpec, placement: Placement) -> None:
-        import tensorflow as tf
-
-        configure_threads(spec.task_cpus)
-        with tf.device(placement.device):  # the variables live where the gradient runs
-            self.model = build_model(spec.model, spec.precision)
-        self.gradient = GradientFunction(self.model, spec.model.loss, placement.device,
-                                         spec.precision)
-        variables = self.model.trainable_variables
-        self.shapes = [tuple(v.shape) for v in variables]
-        # Where TensorFlow really put the weights (a Keras variable wraps a tf.Variable).
-        self.variable_device = str(getattr(getattr(variables[0], "value", None), "device", "")) \
-            if variables else ""
-        self.compute_dtype = str(next((layer.compute_dtype for layer in self.model.layers
-                                       if layer.weights), self.model.compute_dtype))
-        self.placement = placement  # the current task's (tasks of a worker run one at a time)
-        self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
-
-
-_REPLICAS: "OrderedDict[tuple[str, str], _Replica]" = OrderedDict()
-_KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
-
-
-def replica_for(spec: ReplicaSpec) -> tuple[_Replica, float]:
-    """This worker's replica for the run, on the device this task was given (see devices)."""
-    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
-    key = (spec.run_id, placement.device)
-    cached = _REPLICAS.get(key)
-    if cached is not None:
-        _REPLICAS.move_to_end(key)
-        cached.placement = placement
-        return cached, 0.0
-    start = time.perf_counter()
-    replica = _Replica(spec, placement)
-    _REPLICAS[key] = replica
-    while len(_REPLICAS) > _KEEP:
-        _REPLICAS.popitem(last=False)
-    return replica, time.perf_counter() - start
-
-
-def task_identity() -> tuple[int, int]:
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    if ctx is None:  # called outside Spark (tests of the loop itself)
-        return 0, 0
-    return ctx.partitionId(), ctx.attemptNumber()
+OK, SKIP, STOP = "ok", "skip", "stop"  # what the loop does after a push's outcome
 
 
 _END = object()
 
 
-def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
+def with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
     """Pair each item with whether it is the last, so the final push asks for nothing back."""
     iterator = iter(items)
     previous = next(iterator, _END)
@@ -196,8 +89,8 @@ class _Pending:
         return report
 
 
-def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
-    """Train on one partition against the server; yield one row of statistics.
+class PartitionLoop:
+    """One replica's pass over its partition: ``fetch`` / ``compute`` / ``push`` / ``settle``.
 
     With ``spec.overlap`` a push (answered with the fresh parameters when the next step
     fetches) runs on a background thread while the next mini-batch computes on the parameters
@@ -205,171 +98,184 @@ def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Itera
     before the next push or fetch, so pushes stay in order and exactly-once; each gradient
     pushes the base step it was computed on, so the extra staleness is counted.
     """
-    partition, attempt = task_identity()
-    replica, build_s = replica_for(spec)
-    replica_id = f"p{partition}-a{attempt}"
-    rng = np.random.default_rng([spec.seed, spec.epoch, partition])
-    client = client_for(spec, replica)
-    courier = ThreadPoolExecutor(1, "sparkdownpour-push") if spec.overlap else None
-    stats = new_stats()
-    loss_sum = compute_s = comm_s = 0.0
-    in_flight = None  # (future, want_params, position) of the push on the background thread
 
-    def settle(result, want_params: bool, position) -> str:
-        """Act on a push's outcome: "ok", "skip" (resume at the server's progress) or "stop"."""
-        nonlocal base_step, fresh, since_sync, resume_at, pending
-        outcome = client.last_push
-        if outcome["applied"]:
-            stats["pushes"] += 1
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.partition, self.attempt = task_identity()
+        self.replica, self.build_s = replica_for(spec)
+        self.replica_id = f"p{self.partition}-a{self.attempt}"
+        self.client = client_for(spec, self.replica)
+        self.courier = ThreadPoolExecutor(1, "sparkdownpour-push") if spec.overlap else None
+        self.stats = new_stats()
+        self.loss_sum = self.compute_s = self.comm_s = 0.0
+        self.base_step: tuple[int, ...] = (0,) * len(self.client.clients)
+        self.fresh = False     # the parameters at hand are the server's latest we asked for
+        self.since_sync = 0    # mini-batches since the last fetch
+        self.resume_at = 0     # mini-batches of this partition the server already applied
+        self.pending = _Pending(0)
+        # (future, want_params, position) of the push on the background thread
+        self.in_flight: tuple[Future, bool, Position | None] | None = None
+
+    # -- the four steps ------------------------------------------------------------------
+
+    def fetch(self) -> None:
+        t0 = time.perf_counter()
+        self.base_step, params = self.client.fetch(self.replica_id)
+        assign_trainable(self.replica.model, params)
+        self.comm_s += time.perf_counter() - t0
+        self.stats["fetches"] += 1
+
+    def compute(self, x: np.ndarray, y: np.ndarray, index: int) -> None:
+        """One mini-batch's gradient, clipped or dropped as configured, into ``pending``."""
+        spec, stats, pending = self.spec, self.stats, self.pending
+        t0 = time.perf_counter()
+        loss, grads = self.replica.gradient(x, y)
+        usable = True
+        if spec.clip_norm or spec.skip_nonfinite:
+            clipped, norm = clip_by_global_norm(grads, spec.clip_norm) if spec.clip_norm \
+                else (grads, float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads))))
+            usable = bool(np.isfinite(norm) and np.isfinite(loss)) or not spec.skip_nonfinite
+            if not usable:
+                pending.nonfinite += 1
+                stats["nonfinite"] += 1
+                logger.warning("replica %s: non-finite loss or gradient at mini-batch %d of "
+                               "epoch %d; skipped (skip_nonfinite=True)", self.replica_id,
+                               index, spec.epoch)
+            elif clipped is not grads:
+                grads = clipped
+                pending.clipped += 1
+                stats["clipped"] += 1
+        if usable:
+            pending.add(grads, loss, len(y))
+        self.compute_s += time.perf_counter() - t0
+        stats["steps"] += 1
+        stats["examples"] += len(y)
+        self.loss_sum += loss * len(y) if np.isfinite(loss) else 0.0
+        self.since_sync += 1
+        pending.count += 1
+        step = ReplicaStep(spec.epoch, self.partition, self.attempt, stats["steps"])
+        for callback in spec.step_callbacks:
+            callback.on_replica_step(step)
+
+    def push(self, computed_on: tuple[int, ...], end: int, last: bool) -> str:
+        """Send ``pending`` (mini-batches up to ``end``), in the background where allowed."""
+        spec = self.spec
+        action = self.collect()  # the previous push first: pushes stay in order
+        if action != OK:
+            return action
+        want_params = self.since_sync % spec.n_fetch == 0 and not last  # the next step fetches
+        position = Position(spec.epoch, self.partition, self.pending.begin, end, self.attempt) \
+            if spec.exactly_once else None
+        send = functools.partial(self.client.push, self.pending.grads, base_step=computed_on,
+                                 replica=self.replica_id, return_params=want_params,
+                                 position=position, report=self.pending.report())
+        if self.courier is not None and not last:
+            self.in_flight = (self.courier.submit(send), want_params, position)
+            self.fresh = want_params  # the parameters are on their way: no fetch
+            return OK
+        t0 = time.perf_counter()
+        outcome = send()
+        self.comm_s += time.perf_counter() - t0
+        return self.settle(outcome, want_params, position)
+
+    def settle(self, outcome: PushOutcome, want_params: bool, position: Position | None) -> str:
+        """Act on a push's outcome: OK, SKIP (resume at the server's progress) or STOP."""
+        if outcome.applied:
+            self.stats["pushes"] += 1
             if want_params:
-                base_step, params = result
-                assign_trainable(replica.model, params)
-                stats["fetches"], fresh = stats["fetches"] + 1, True
-            return "ok"
-        if outcome["refusal"] == "stale":  # dropped as too stale: refetch, go on
-            stats["stale"] += 1
-            since_sync, fresh = 0, False
-            return "ok"
-        stats["duplicates"] += 1
-        if not _continue_after_refusal(outcome, position, replica_id):
-            return "stop"
-        resume_at, since_sync, fresh = outcome["progress"], 0, False  # fetch before computing
-        pending = _Pending(resume_at)
-        return "skip"
+                self.base_step = outcome.step
+                assign_trainable(self.replica.model, outcome.params)
+                self.stats["fetches"] += 1
+                self.fresh = True
+            return OK
+        if outcome.refusal == "stale":  # dropped as too stale: refetch, go on
+            self.stats["stale"] += 1
+            self.since_sync, self.fresh = 0, False
+            return OK
+        self.stats["duplicates"] += 1
+        if not continue_after_refusal(outcome, position, self.replica_id):
+            return STOP
+        self.resume_at, self.since_sync, self.fresh = outcome.progress, 0, False
+        self.pending = _Pending(self.resume_at)  # fetch before computing again
+        return SKIP
 
-    def collect() -> str:
-        nonlocal in_flight, comm_s
-        if in_flight is None:
-            return "ok"
-        (future, want_params, position), in_flight = in_flight, None
+    def collect(self) -> str:
+        """Wait for the push in flight, if any, and settle it."""
+        if self.in_flight is None:
+            return OK
+        (future, want_params, position), self.in_flight = self.in_flight, None
         t0 = time.perf_counter()
-        result = future.result()
-        comm_s += time.perf_counter() - t0  # only the wait the computation did not hide
-        return settle(result, want_params, position)
+        outcome = future.result()
+        self.comm_s += time.perf_counter() - t0  # only the wait the computation did not hide
+        return self.settle(outcome, want_params, position)
 
-    try:
-        t0 = time.perf_counter()
-        resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid(),
-                                    device=replica.placement.describe()) \
-            if spec.exactly_once else 0
-        comm_s += time.perf_counter() - t0
-        base_step, fresh, since_sync = (0,) * len(client.clients), False, 0
-        pending = _Pending(resume_at)
-        for index, ((x, y), last) in enumerate(_with_last(
+    # -- the pass ------------------------------------------------------------------------
+
+    def run(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch:
+        """Train on the partition; returns the task's one statistics row."""
+        try:
+            self._train(batches)
+        finally:
+            if self.courier is not None:
+                self.courier.shutdown(wait=True)
+            self.client.close()
+        return stats_batch(self.replica, partition=self.partition, attempt=self.attempt,
+                           loss_sum=self.loss_sum, compute_s=self.compute_s,
+                           comm_s=self.comm_s, model_build_s=self.build_s, **self.stats)
+
+    def _train(self, batches: Iterator[pa.RecordBatch]) -> None:
+        spec = self.spec
+        if spec.exactly_once:
+            t0 = time.perf_counter()
+            self.resume_at = self.client.progress(
+                spec.epoch, self.partition, attempt=self.attempt, pid=os.getpid(),
+                device=self.replica.placement.describe())
+            self.comm_s += time.perf_counter() - t0
+        self.pending = _Pending(self.resume_at)
+        rng = np.random.default_rng([spec.seed, spec.epoch, self.partition])
+        for index, ((x, y), last) in enumerate(with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
             last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
-            if since_sync % spec.n_fetch == 0 and not fresh and collect() == "stop":
+            due = self.since_sync % spec.n_fetch == 0 and not self.fresh
+            if due and self.collect() == STOP:
                 break
-            if index < resume_at:  # applied already, by an earlier or a concurrent attempt
-                stats["skipped"] += 1
+            if index < self.resume_at:  # applied already, by an earlier or a concurrent attempt
+                self.stats["skipped"] += 1
                 if last:
                     break
                 continue
-            if since_sync % spec.n_fetch == 0 and not fresh:
-                t0 = time.perf_counter()
-                base_step, params = client.fetch(replica_id)
-                assign_trainable(replica.model, params)
-                comm_s += time.perf_counter() - t0
-                stats["fetches"] += 1
-            fresh = False
-            computed_on = base_step
-            t0 = time.perf_counter()
-            loss, grads = replica.gradient(x, y)
-            usable = True
-            if spec.clip_norm or spec.skip_nonfinite:
-                clipped, norm = clip_by_global_norm(grads, spec.clip_norm) if spec.clip_norm \
-                    else (grads, float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads))))
-                usable = bool(np.isfinite(norm) and np.isfinite(loss)) or not spec.skip_nonfinite
-                if not usable:
-                    pending.nonfinite += 1
-                    stats["nonfinite"] += 1
-                    logger.warning("replica %s: non-finite loss or gradient at mini-batch %d of "
-                                   "epoch %d; skipped (skip_nonfinite=True)", replica_id, index,
-                                   spec.epoch)
-                elif clipped is not grads:
-                    grads = clipped
-                    pending.clipped += 1
-                    stats["clipped"] += 1
-            if usable:
-                pending.add(grads, loss, len(y))
-            compute_s += time.perf_counter() - t0
-            stats["steps"] += 1
-            stats["examples"] += len(y)
-            loss_sum += loss * len(y) if np.isfinite(loss) else 0.0
-            since_sync += 1
-            pending.count += 1
-            _fail_if_asked(spec, attempt, stats["steps"])
-            if pending.count < spec.n_push and not last:
+            if self.since_sync % spec.n_fetch == 0 and not self.fresh:
+                self.fetch()
+            self.fresh = False
+            computed_on = self.base_step
+            self.compute(x, y, index)
+            if self.pending.count < spec.n_push and not last:
                 continue
-            if pending.grads is not None:
-                action = collect()  # the previous push first: pushes stay in order
-                if action == "stop":
+            if self.pending.grads is not None:
+                action = self.push(computed_on, index + 1, last)
+                if action == STOP or (action == SKIP and last):
                     break
-                if action == "skip":
+                if action == SKIP:
                     continue
-                want_params = since_sync % spec.n_fetch == 0 and not last  # the next step fetches
-                position = Position(spec.epoch, partition, pending.begin, index + 1, attempt) \
-                    if spec.exactly_once else None
-                send = functools.partial(client.push, pending.grads, base_step=computed_on,
-                                         replica=replica_id, return_params=want_params,
-                                         position=position, report=pending.report())
-                if courier is not None and not last:
-                    in_flight = (courier.submit(send), want_params, position)
-                    fresh = want_params  # the parameters are on their way: no fetch
-                else:
-                    t0 = time.perf_counter()
-                    result = send()
-                    comm_s += time.perf_counter() - t0
-                    action = settle(result, want_params, position)
-                    if action == "stop" or (action == "skip" and last):
-                        break
-                    if action == "skip":
-                        continue
-            pending = _Pending(index + 1) if pending.grads is not None else pending
-            pending.count = 0
+                self.pending = _Pending(index + 1)
+            self.pending.count = 0
             if last:
                 break
-        collect()
-    finally:
-        if courier is not None:
-            courier.shutdown(wait=True)
-        client.close()
-    yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
-                      compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)
+        self.collect()
 
 
-def new_stats() -> dict[str, int]:
-    return dict.fromkeys(("steps", "examples", "fetches", "pushes", "skipped", "duplicates",
-                          "nonfinite", "clipped", "stale"), 0)
+def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``'s function: train on one partition against the server; yield one row."""
+    yield PartitionLoop(spec).run(batches)
 
 
-def stats_batch(replica: _Replica, **row) -> pa.RecordBatch:
-    """The task's one statistics row; also freezes the worker's long-lived objects once."""
-    if not replica.frozen:
-        freeze_long_lived_objects()
-        replica.frozen = True
-    placement = replica.placement
-    return pa.RecordBatch.from_pylist([{
-        "pid": os.getpid(), **row, "device": placement.device,
-        "gpu_addresses": ",".join(placement.addresses), "visible": placement.visible,
-        "device_note": placement.note, "variable_device": replica.variable_device,
-        "compute_dtype": replica.compute_dtype}], schema=STATS_SCHEMA)
-
-
-def client_for(spec: ReplicaSpec, replica: _Replica) -> ShardedClient:
-    return ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
-                         timeout=spec.request_timeout, retries=spec.request_retries,
-                         ca_data=spec.tls_ca, compression=spec.compression,
-                         topk_ratio=spec.topk_ratio)
-
-
-def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) -> bool:
+def continue_after_refusal(outcome: PushOutcome, position: Position, replica_id: str) -> bool:
     """After a refused push: True to skip ahead to the server's progress, False to stop."""
-    reason = outcome.get("refusal")
+    reason = outcome.refusal
     if reason == "duplicate":
         logger.info("replica %s: mini-batches [%d, %d) were applied by another attempt; "
                     "skipping to %s", replica_id, position.begin, position.end,
-                    outcome.get("progress"))
+                    outcome.progress)
         return True
     if reason == "closed_epoch":  # the driver has moved on: nothing left to contribute
         logger.info("replica %s: epoch %d is closed on the server; stopping", replica_id,
@@ -378,12 +284,5 @@ def _continue_after_refusal(outcome: dict, position: Position, replica_id: str) 
     raise ParameterServerError(
         f"replica {replica_id}: push of mini-batches [{position.begin}, {position.end}) of "
         f"partition {position.partition} refused as {reason} (the server is at "
-        f"{outcome.get('progress')}); the partition's mini-batches are not in the same order "
+        f"{outcome.progress}); the partition's mini-batches are not in the same order "
         "as in an earlier attempt, so this attempt cannot continue")
-
-
-def _fail_if_asked(spec: ReplicaSpec, attempt: int, steps: int) -> None:
-    if spec.fail_first_attempt_after and attempt == 0 and steps == spec.fail_first_attempt_after \
-            and spec.fail_epoch in (0, spec.epoch):
-        raise RuntimeError(f"injected failure after {steps} mini-batches on the first attempt "
-                           "(ReplicaSpec.fail_first_attempt_after, a test hook)")

@@ -25,7 +25,8 @@ import pyarrow as pa
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
-from sparkdownpour.replica.loop import ReplicaSpec, client_for, new_stats, replica_for, stats_batch
+from sparkdownpour.replica.spec import ReplicaSpec, new_stats
+from sparkdownpour.replica.worker import client_for, replica_for, stats_batch
 
 
 def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
@@ -64,19 +65,19 @@ def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             loss, grads = replica.gradient(x, y)
             compute_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            client.push(grads, base_step=steps, replica=replica_id,
-                        sync={"sync_epoch": spec.epoch, "sync_round": k,
-                              "sync_size": sum(c > k for c in counts), "sync_rows": len(y)})
+            outcome = client.push(grads, base_step=steps, replica=replica_id,
+                                  sync={"sync_epoch": spec.epoch, "sync_round": k,
+                                        "sync_size": sum(c > k for c in counts),
+                                        "sync_rows": len(y)})
             comm_s += time.perf_counter() - t0
-            outcome = client.last_push
-            if outcome["applied"]:
+            if outcome.applied:
                 stats["pushes"] += 1
-            elif outcome["refusal"] == "duplicate":
+            elif outcome.refusal == "duplicate":
                 stats["duplicates"] += 1
             else:
                 raise ParameterServerError(f"replica {replica_id}: synchronous push of round {k} "
-                                           f"refused ({outcome['refusal']}); the server has "
-                                           f"applied {outcome['progress']} rounds")
+                                           f"refused ({outcome.refusal}); the server has "
+                                           f"applied {outcome.progress} rounds")
             stats["steps"] += 1
             stats["examples"] += len(y)
             loss_sum += loss * len(y)

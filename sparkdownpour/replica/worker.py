@@ -1,9 +1,20 @@
-"""Set-up of a Spark Python worker that runs TensorFlow: thread pools and the garbage collector."""
+"""What lives as long as a Spark Python worker: thread pools, the garbage collector, and the
+replica's built model, reused across the worker's tasks, partitions and epochs."""
 
 from __future__ import annotations
 
 import gc
+import os
+import time
+from collections import OrderedDict
 
+import pyarrow as pa
+
+from sparkdownpour.replica.devices import Placement, place
+from sparkdownpour.replica.gradient import GradientFunction
+from sparkdownpour.replica.precision import build_model
+from sparkdownpour.replica.spec import STATS_SCHEMA, ReplicaSpec
+from sparkdownpour.server.sharded_client import ShardedClient
 
 def configure_threads(cpus: int) -> None:
     """One op thread per task CPU, so two replicas on two cores don't each spawn a full pool."""
@@ -27,3 +38,75 @@ def freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+class Replica:
+    """A built model and its compiled gradient, kept per Python worker and reused."""
+
+    def __init__(self, spec: ReplicaSpec, placement: Placement) -> None:
+        import tensorflow as tf
+
+        configure_threads(spec.task_cpus)
+        with tf.device(placement.device):  # the variables live where the gradient runs
+            self.model = build_model(spec.model, spec.precision)
+        self.gradient = GradientFunction(self.model, spec.model.loss, placement.device,
+                                         spec.precision)
+        variables = self.model.trainable_variables
+        self.shapes = [tuple(v.shape) for v in variables]
+        # Where TensorFlow really put the weights (a Keras variable wraps a tf.Variable).
+        self.variable_device = str(getattr(getattr(variables[0], "value", None), "device", "")) \
+            if variables else ""
+        self.compute_dtype = str(next((layer.compute_dtype for layer in self.model.layers
+                                       if layer.weights), self.model.compute_dtype))
+        self.placement = placement  # the current task's (tasks of a worker run one at a time)
+        self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
+
+
+_REPLICAS: "OrderedDict[tuple[str, str], Replica]" = OrderedDict()
+_KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
+
+
+def replica_for(spec: ReplicaSpec) -> tuple[Replica, float]:
+    """This worker's replica for the run, on the device this task was given (see devices)."""
+    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
+    key = (spec.run_id, placement.device)
+    cached = _REPLICAS.get(key)
+    if cached is not None:
+        _REPLICAS.move_to_end(key)
+        cached.placement = placement
+        return cached, 0.0
+    start = time.perf_counter()
+    replica = Replica(spec, placement)
+    _REPLICAS[key] = replica
+    while len(_REPLICAS) > _KEEP:
+        _REPLICAS.popitem(last=False)
+    return replica, time.perf_counter() - start
+
+
+def task_identity() -> tuple[int, int]:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:  # called outside Spark (tests of the loop itself)
+        return 0, 0
+    return ctx.partitionId(), ctx.attemptNumber()
+
+
+def stats_batch(replica: Replica, **row) -> pa.RecordBatch:
+    """The task's one statistics row; also freezes the worker's long-lived objects once."""
+    if not replica.frozen:
+        freeze_long_lived_objects()
+        replica.frozen = True
+    placement = replica.placement
+    return pa.RecordBatch.from_pylist([{
+        "pid": os.getpid(), **row, "device": placement.device,
+        "gpu_addresses": ",".join(placement.addresses), "visible": placement.visible,
+        "device_note": placement.note, "variable_device": replica.variable_device,
+        "compute_dtype": replica.compute_dtype}], schema=STATS_SCHEMA)
+
+
+def client_for(spec: ReplicaSpec, replica: Replica) -> ShardedClient:
+    return ShardedClient(spec.shard_urls or (spec.url,), spec.token, replica.shapes,
+                         timeout=spec.request_timeout, retries=spec.request_retries,
+                         ca_data=spec.tls_ca, compression=spec.compression,
+                         topk_ratio=spec.topk_ratio)

@@ -10,7 +10,7 @@ same way. A push without a position is sent at most once.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -20,22 +20,40 @@ from sparkdownpour.server.ledger import DEVICE_MAX, Position
 from sparkdownpour.transport.client import HttpClient
 from sparkdownpour.transport.frames import ProtocolError, encode_frame_parts
 
-__all__ = ["ParameterClient"]
+__all__ = ["ParameterClient", "PushOutcome"]
+
+
+class PushOutcome(NamedTuple):
+    """What became of one push, whatever the server answered.
+
+    ``step``: the server's step after it (a tuple, one per shard, from a ``ShardedClient``);
+    ``staleness``: pushes applied since the base step (-1: unknown); ``applied``: False when
+    refused, and then ``refusal`` says why (``"duplicate"``, ``"stale"``, ``"closed_epoch"``,
+    ``"out_of_order"``) and ``progress`` how many mini-batches of the partition the server has;
+    ``params``: the fresh parameters when the push asked for them and was applied, else None.
+    """
+
+    step: int | tuple[int, ...]
+    staleness: int
+    applied: bool
+    progress: int | None
+    refusal: str | None
+    params: list[np.ndarray] | None = None
 
 
 class ParameterClient(HttpClient):
     """HTTP client for one parameter server (``url`` from ``ParameterServer.url``).
 
     ``compression`` (``"fp16"``, ``"bf16"``, ``"topk"``) applies to pushes only; fetches stay
-    exact float32 (see ``server.compression``). ``last_push`` keeps the outcome of the last
-    push: ``{"step", "staleness", "applied", "progress", "refusal"}``.
+    exact float32 (see ``server.compression``). ``last_push`` keeps the last push's
+    ``PushOutcome``.
     """
 
     def __init__(self, url: str, token: str, *, compression: str | None = None,
                  topk_ratio: float = 0.01, **options: Any) -> None:
         super().__init__(url, token, **options)
         self._compressor = Compressor(compression, topk_ratio) if compression else None
-        self.last_push: dict[str, Any] | None = None
+        self.last_push: PushOutcome | None = None
 
     def _params(self, method: str, route: str, resp, data) -> tuple[int, list[np.ndarray]]:
         frame = self.read_frame(method, route, resp, data, "params")
@@ -60,16 +78,14 @@ class ParameterClient(HttpClient):
         position: Position | None = None,
         report: dict[str, Any] | None = None,
         sync: dict[str, int] | None = None,
-    ) -> dict[str, Any] | tuple[int, list[np.ndarray]]:
-        """Send one update computed against params of ``base_step``.
+    ) -> PushOutcome:
+        """Send one update computed against params of ``base_step``; returns its ``PushOutcome``.
 
-        Returns ``{"step", "staleness", "applied", "progress"}``, or with ``return_params``
-        the fresh ``(step, params)`` from the same response (one round trip instead of two).
-        With a ``position`` (see ``ledger.Position``) the server applies the push at most
-        once, so it is retried on connection errors; a refused duplicate returns
-        ``{"applied": False, "progress": <mini-batches applied>, "refusal": ...}`` even with
-        ``return_params``; so does a push refused as staler than the server's
-        ``max_staleness`` (``refusal: "stale"``). ``self.last_push`` keeps the outcome.
+        With ``return_params`` the outcome carries the fresh parameters from the same response
+        (one round trip instead of two). With a ``position`` (see ``ledger.Position``) the
+        server applies the push at most once, so it is retried on connection errors; a refused
+        duplicate, or a push staler than the server's ``max_staleness``, comes back with
+        ``applied=False`` and its ``refusal``.
         """
         meta = dict(report or {})
         if position is not None:
@@ -87,31 +103,29 @@ class ParameterClient(HttpClient):
         route = "/v1/update?return_params=1" if return_params else "/v1/update"
         # 409: refused (a duplicate position, or staler than the server's max_staleness).
         resp, data = self.request("POST", route, body, idempotent=position is not None,
-                                   accept=(200, 409))
+                                  accept=(200, 409))
         if resp.status == 409 or not return_params:
             try:
                 result = json.loads(data)
-                self.last_push = {"step": int(result["step"]),
-                                  "staleness": int(result.get("staleness", -1)),
-                                  "applied": bool(result.get("applied", True)),
-                                  "progress": result.get("progress"),
-                                  "refusal": result.get("refusal")}
+                outcome = PushOutcome(step=int(result["step"]),
+                                      staleness=int(result.get("staleness", -1)),
+                                      applied=bool(result.get("applied", True)),
+                                      progress=result.get("progress"),
+                                      refusal=result.get("refusal"))
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise self.error("POST", route, f"unexpected response {data[:200]!r}") from e
-            return dict(self.last_push)
-        step, arrays = self._params("POST", route, resp, data)
-        try:
-            progress = resp.getheader("X-Sdp-Progress", "")
-            self.last_push = {
-                "step": int(resp.getheader("X-Sdp-Step", step)),
-                "staleness": int(resp.getheader("X-Sdp-Staleness", -1)),
-                "applied": True, "progress": int(progress) if progress else None,
-                "refusal": None,
-            }
-        except ValueError:
-            self.last_push = {"step": step, "staleness": -1, "applied": True,
-                              "progress": None, "refusal": None}
-        return step, arrays
+        else:
+            step, arrays = self._params("POST", route, resp, data)
+            try:
+                progress = resp.getheader("X-Sdp-Progress", "")
+                outcome = PushOutcome(step=int(resp.getheader("X-Sdp-Step", step)),
+                                      staleness=int(resp.getheader("X-Sdp-Staleness", -1)),
+                                      applied=True, progress=int(progress) if progress else None,
+                                      refusal=None, params=arrays)
+            except ValueError:
+                outcome = PushOutcome(step, -1, True, None, None, arrays)
+        self.last_push = outcome
+        return outcome
 
     def progress(self, epoch: int, partition: int, *, attempt: int = 0, pid: int = 0,
                  device: str | None = None) -> int:

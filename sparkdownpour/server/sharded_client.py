@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.client import ParameterClient, PushOutcome
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.ledger import Position
 
@@ -32,21 +32,21 @@ logger = logging.getLogger(__name__)
 _HARMLESS = ("duplicate", "stale")
 
 
-def combine_outcomes(outcomes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One push's outcome from every shard's ``last_push``."""
-    applied = [o for o in outcomes if o["applied"]]
-    refusals = [o["refusal"] for o in outcomes if not o["applied"]]
-    progress = [o["progress"] for o in outcomes if o.get("progress") is not None]
-    combined = {"step": tuple(o["step"] for o in outcomes),
-                "staleness": max(o["staleness"] for o in outcomes),
-                "progress": min(progress) if progress else None,
-                "applied": bool(applied), "refusal": None}
+def combine_outcomes(outcomes: Sequence[PushOutcome]) -> PushOutcome:
+    """One push's outcome from every shard's (without parameters)."""
+    applied = [o for o in outcomes if o.applied]
+    refusals = [o.refusal for o in outcomes if not o.applied]
+    progress = [o.progress for o in outcomes if o.progress is not None]
+    refusal = None
     serious = [r for r in refusals if r not in _HARMLESS]
     if serious:  # out of order or a closed epoch anywhere: the replica must not go on
-        combined.update(applied=False, refusal=serious[0])
+        refusal = serious[0]
     elif not applied:
-        combined["refusal"] = "stale" if all(r == "stale" for r in refusals) else "duplicate"
-    return combined
+        refusal = "stale" if all(r == "stale" for r in refusals) else "duplicate"
+    return PushOutcome(step=tuple(o.step for o in outcomes),
+                       staleness=max(o.staleness for o in outcomes),
+                       applied=bool(applied) and not serious, refusal=refusal,
+                       progress=min(progress) if progress else None)
 
 
 class ShardedClient:
@@ -60,7 +60,7 @@ class ShardedClient:
         self.clients = [ParameterClient(url, token, **client_kwargs) for url in urls]
         self._pool = ThreadPoolExecutor(len(urls), "sparkdownpour-shard") if len(urls) > 1 \
             else None
-        self.last_push: dict[str, Any] | None = None
+        self.last_push: PushOutcome | None = None
 
     def _each(self, function, *per_shard: Sequence[Any]) -> list:
         items = list(zip(self.clients, *per_shard)) if per_shard else [(c,) for c in self.clients]
@@ -76,11 +76,10 @@ class ShardedClient:
     def push(self, grads: Sequence[Any], *, base_step: Sequence[int], replica: str,
              return_params: bool = False, position: Position | None = None,
              report: dict[str, Any] | None = None, sync: dict[str, int] | None = None):
-        """Push each shard its range of ``grads``; returns like ``ParameterClient.push``.
+        """Push each shard its range of ``grads``; one combined ``PushOutcome``.
 
-        With ``return_params`` the answer holds the full fresh params: a shard that refused
-        the push (and so sent no params) is fetched separately, unless the whole push was
-        refused, in which case the combined outcome dict is returned."""
+        With ``return_params`` an applied outcome holds the full fresh params: a shard that
+        refused its part (and so sent no params) is fetched separately."""
         if len(base_step) != len(self.clients):
             raise ValueError(f"base_step needs one step per shard ({len(self.clients)}), "
                              f"got {tuple(base_step)!r}")
@@ -92,11 +91,14 @@ class ShardedClient:
                                sync=sync)
 
         results = self._each(one, parts, list(base_step))
-        self.last_push = combine_outcomes([c.last_push for c in self.clients])
-        if not return_params or not self.last_push["applied"]:
-            return dict(self.last_push)
-        fresh = self._each(lambda c, r: c.fetch(replica) if isinstance(r, dict) else r, results)
-        return tuple(step for step, _ in fresh), self.layout.merge([a for _, a in fresh])
+        outcome = combine_outcomes(results)
+        if return_params and outcome.applied:
+            fresh = self._each(lambda c, r: (r.step, r.params) if r.params is not None
+                               else c.fetch(replica), results)
+            outcome = outcome._replace(step=tuple(step for step, _ in fresh),
+                                       params=self.layout.merge([a for _, a in fresh]))
+        self.last_push = outcome
+        return outcome
 
     def progress(self, epoch: int, partition: int, **kwargs: Any) -> int:
         """The least progress over the shards: where an attempt must resume so that every

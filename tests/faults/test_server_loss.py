@@ -6,6 +6,7 @@ import time
 import pytest
 
 from sparkdownpour import Downpour, ParameterServerError
+from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.examples import build_digits_mlp
 
 
@@ -25,9 +26,9 @@ def test_server_stopped_mid_run_fails_fast_and_cancels_the_job(digits, spark):
 
         threading.Thread(target=watch, daemon=True).start()
 
-    trainer._on_server_start = stop_when_training
+    on_start = stop_when_training
     with pytest.raises(ParameterServerError, match="lost the parameter server"):
-        trainer.fit(frame)
+        trainer.fit(frame, callbacks=[LambdaCallback(on_server_start=on_start)])
     # local[2] runs each task once: the first replica that cannot connect fails the job.
     assert time.monotonic() - stopped["at"] < 30
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []

@@ -31,7 +31,7 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     clean, faulty = run_driver({"master": "local[2,4]", "runs": [
         {"name": "clean", "knobs": {"epochs": 5}},
         {"name": "faulty", "knobs": {"epochs": 5},
-         "overrides": {"fail_first_attempt_after": 5, "fail_epoch": 2}},
+         "fail": {"after_steps": 5, "epoch": 2}},
     ]})
     assert clean["updates"] == clean["expected_updates"] == 5 * 48
     # Exactly once: the same number of applied updates as mini-batches; each of the 4 retries

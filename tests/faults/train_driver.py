@@ -22,6 +22,8 @@ def main(options):
     from pyspark.sql import SparkSession
 
     from sparkdownpour import Downpour
+    from sparkdownpour.callbacks import LambdaCallback
+    from sparkdownpour.testing import FailFirstAttempt
     from sparkdownpour.examples import arrays_to_frame, build_digits_mlp, digits_arrays
 
     builder = (SparkSession.builder.master(options["master"]).appName("sparkdownpour-faults")
@@ -39,15 +41,15 @@ def main(options):
     batches_per_epoch = sum(-(-size // 32) for size in sizes)
     for run in options["runs"]:
         trainer = Downpour(build_digits_mlp, verbose=0, **run.get("knobs", {}))
-        trainer._replica_overrides = run.get("overrides", {})
+        callbacks = [FailFirstAttempt(**run["fail"])] if run.get("fail") else []
         killed = {}
         if run.get("kill_worker_after"):
-            trainer._on_server_start = lambda server: threading.Thread(
+            callbacks.append(LambdaCallback(on_server_start=lambda server: threading.Thread(
                 target=kill_a_worker, args=(server, run["kill_worker_after"], killed),
-                daemon=True).start()
+                daemon=True).start()))
         started = time.monotonic()
         result = trainer.fit(frame, validation_data=(x_test, y_test),
-                             resume=run.get("resume", False))
+                             resume=run.get("resume", False), callbacks=callbacks)
         history = result.history
         accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
         print(json.dumps({

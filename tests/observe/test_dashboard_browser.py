@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from sparkdownpour import Downpour
+from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.examples import build_digits_mlp
 from sparkdownpour.observe.dashboard import dashboard_link
 
@@ -74,12 +75,13 @@ def test_dashboard_in_chromium_during_a_downpour_run(digits, browser):
     frame, _ = digits
     started, done, outcome = threading.Event(), threading.Event(), {}
     trainer = Downpour(build_digits_mlp, epochs=40, verbose=0)
-    trainer._on_server_start = lambda server: (outcome.update(server=server), started.set())
+    on_start = lambda server: (outcome.update(server=server), started.set())
 
     def train():
         try:
             # Runs until the browser part is over, then stops at the end of that epoch.
-            outcome["result"] = trainer.fit(frame, stop_when=lambda record: done.is_set())
+            outcome["result"] = trainer.fit(frame, stop_when=lambda record: done.is_set(),
+                                            callbacks=[LambdaCallback(on_server_start=on_start)])
         except BaseException as e:  # reported by the test thread below
             outcome["error"] = e
             started.set()

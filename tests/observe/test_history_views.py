@@ -46,10 +46,13 @@ def test_plot_refuses_what_it_cannot_draw(tmp_path):
         downpour_history().plot(tmp_path / "x.jpg")
 
 
-def test_listeners_see_each_record_as_it_is_appended():
+def test_callbacks_see_each_record_as_it_is_appended():
+    from sparkdownpour.callbacks import CallbackList, LambdaCallback
+    from sparkdownpour.trainer import Run
+
     seen = []
     h = History()
-    h.listeners.append(seen.append)
-    h.append({"epoch": 1, "loss": 1.0})
-    assert seen == [{"epoch": 1, "loss": 1.0}]
-    assert "listeners" not in repr(h)
+    run = Run("r", 0.0, CallbackList([LambdaCallback(on_epoch_end=lambda e, logs: seen.append(
+        (e, logs)))]), resume=False)
+    run.record(h, {"epoch": 1, "loss": 1.0}, 1)
+    assert seen == [(1, {"epoch": 1, "loss": 1.0})] and h.epochs == [{"epoch": 1, "loss": 1.0}]

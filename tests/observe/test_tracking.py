@@ -40,7 +40,7 @@ def test_downpour_writes_tensorboard_scalars_and_logs_to_mlflow(digits, tmp_path
         assert [step for step, _ in found[tag]] == [1, 2], tag
         assert [v for _, v in found[tag]] == pytest.approx(history[tag], rel=1e-6), tag
     assert "epoch" not in found and "diverging_replicas" not in found
-    assert history.listeners == []  # nothing of the run's writers is kept by the result
+    assert not any("Tracking" in repr(v) for v in vars(history).values())  # result keeps no writer
     if mlflow is None:
         pytest.skip("mlflow is not installed (pip install 'sparkdownpour[mlflow]'): "
                     "TensorBoard part checked, MLflow part skipped")

@@ -9,6 +9,7 @@ import pytest
 from sparkdownpour import ParameterServerError, optimizers
 from sparkdownpour.keras_model import trainable_arrays
 from sparkdownpour.replica.loop import clip_by_global_norm, run_partition
+from sparkdownpour.testing import FailFirstAttempt
 from sparkdownpour.server import ParameterServer, ParameterStore
 from tests.replica.test_loop import batches, builder, spec
 
@@ -31,7 +32,7 @@ def test_a_retried_attempt_resumes_after_what_was_applied():
     with ParameterServer(store, host="127.0.0.1") as server:
         with pytest.raises(RuntimeError, match="injected failure after 4 mini-batches"):
             stats_of(run_partition(batches(50), spec(server.url, server.token,
-                                                     fail_first_attempt_after=4)))
+                                                     step_callbacks=(FailFirstAttempt(4),))))
         assert store.progress(1, 0) == 3  # the 4th mini-batch was computed, never pushed
         row = stats_of(run_partition(batches(50), spec(server.url, server.token)))
     assert (row["skipped"], row["steps"], row["pushes"]) == (3, 7, 7)

@@ -122,7 +122,7 @@ def test_the_server_is_still_up_after_the_fuzzing(live):
     store, server = live
     with ParameterClient(server.url, server.token, timeout=5) as client:
         assert client.status()["updates_rejected"] >= 1
-        assert client.push(full(1), base_step=0, replica="ok")["applied"]
+        assert client.push(full(1), base_step=0, replica="ok").applied
     assert store.step == 1
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
+from sparkdownpour.server.client import PushOutcome
 from tests.server.conftest import SHAPES, PlainSGD, full, zeros
 
 pytestmark = pytest.mark.timeout(30)
@@ -17,9 +18,9 @@ pytestmark = pytest.mark.timeout(30)
 def test_fetch_push_status(client, store):
     step, params = client.fetch()
     assert step == 0 and [p.shape for p in params] == SHAPES
-    assert client.push(full(1), base_step=0, replica="a") == {
-        "step": 1, "staleness": 0, "applied": True, "progress": None, "refusal": None}
-    assert client.push(full(1), base_step=0, replica="b")["staleness"] == 1
+    assert client.push(full(1), base_step=0, replica="a") == PushOutcome(
+        step=1, staleness=0, applied=True, progress=None, refusal=None, params=None)
+    assert client.push(full(1), base_step=0, replica="b").staleness == 1
     step, params = client.fetch()
     assert step == 2 and all(np.array_equal(p, q) for p, q in zip(params, full(-2)))
     status = client.status()
@@ -27,12 +28,11 @@ def test_fetch_push_status(client, store):
 
 
 def test_push_with_return_params(client):
-    step, params = client.push(full(3), base_step=0, replica="a", return_params=True)
-    assert step == 1 and all(np.array_equal(p, q) for p, q in zip(params, full(-3)))
-    assert client.last_push == {"step": 1, "staleness": 0, "applied": True, "progress": None,
-                                "refusal": None}
-    step, params = client.push(full(1), base_step=0, replica="a", return_params=True)
-    assert step == 2 and client.last_push["staleness"] == 1
+    outcome = client.push(full(3), base_step=0, replica="a", return_params=True)
+    assert outcome.step == 1 and all(np.array_equal(p, q) for p, q in zip(outcome.params, full(-3)))
+    assert outcome[:5] == (1, 0, True, None, None) and client.last_push is outcome
+    outcome = client.push(full(1), base_step=0, replica="a", return_params=True)
+    assert outcome.step == 2 and outcome.staleness == 1
 
 
 def test_many_requests_reuse_or_reopen_connections(client):
@@ -217,10 +217,10 @@ def test_kept_alive_connection_closed_by_server_is_reopened_before_a_push():
     thread.start()
     try:
         with ParameterClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "t", timeout=5) as c:
-            assert c.push(zeros(), base_step=0, replica="a")["step"] == 1
+            assert c.push(zeros(), base_step=0, replica="a").step == 1
             assert c._conn is not None and c._conn.sock is not None  # kept alive
             time.sleep(0.3)  # the server hangs up meanwhile
-            assert c.push(zeros(), base_step=0, replica="a")["step"] == 1
+            assert c.push(zeros(), base_step=0, replica="a").step == 1
         thread.join(5)
         assert requests == [b"POST /v1/update HTTP/1.1"] * 2
     finally:

@@ -111,14 +111,13 @@ def test_http_duplicate_is_409_and_progress_route(server, store):
 def test_client_reports_a_refused_duplicate_instead_of_raising(server, store):
     with ParameterClient(server.url, server.token, timeout=5) as client:
         first = client.push(full(1), base_step=0, replica="r", position=pos(0, 1))
-        assert first["applied"] and first["progress"] == 1
-        step, _ = client.push(full(1), base_step=1, replica="r", position=pos(1, 2),
-                              return_params=True)
-        assert step == 2 and client.last_push["progress"] == 2
+        assert first.applied and first.progress == 1
+        second = client.push(full(1), base_step=1, replica="r", position=pos(1, 2),
+                             return_params=True)
+        assert second.step == 2 and second.progress == 2 and second.params is not None
         again = client.push(full(1), base_step=0, replica="r", position=pos(0, 1),
                             return_params=True)
-        assert again == {"step": 2, "staleness": -1, "applied": False, "progress": 2,
-                         "refusal": "duplicate"}
+        assert again == (2, -1, False, 2, "duplicate", None)  # no parameters with a refusal
         assert client.progress(1, 0) == 2
     assert store.step == 2
 

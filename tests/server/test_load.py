@@ -37,7 +37,7 @@ def test_sixteen_clients_for_a_bounded_time():
                         grads = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
                         client.push(grads, base_step=step, replica=f"c{c}",
                                     return_params=bool(acknowledged[c] % 2))
-                        step = client.last_push["step"]
+                        step = client.last_push.step
                         acknowledged[c] += 1  # only after the server answered 200
                         for total, g in zip(sums[c], grads):
                             total += g

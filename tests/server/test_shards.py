@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sparkdownpour import optimizers
 from sparkdownpour.server import ParameterServer
+from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.checkpoint import read_checkpoint, write_checkpoint
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.ledger import Position
@@ -69,8 +70,8 @@ def test_concurrent_pushes_to_four_shards_from_eight_threads_lose_nothing(sharde
                     grads = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
                     out = client.push(grads, base_step=steps, replica=f"r{r}",
                                       return_params=bool(k % 2))
-                    steps = out[0] if isinstance(out, tuple) else client.last_push["step"]
-                    assert client.last_push["applied"]
+                    steps = out.step
+                    assert out.applied and (out.params is not None) == bool(k % 2)
                     for total, g in zip(sums[r], grads):
                         total += g
         except Exception as e:  # pragma: no cover - reported below
@@ -118,19 +119,19 @@ def test_exactly_once_per_shard_a_retry_completes_a_half_applied_push(sharded):
         client.clients[0].push(part, base_step=0, replica="a0", position=position)
         assert client.progress(1, 0) == 0  # the least progress over the shards
         client.push(grads, base_step=(0, 0, 0, 0), replica="a1", position=position)
-        assert client.last_push["applied"] and client.progress(1, 0) == 1
+        assert client.last_push.applied and client.progress(1, 0) == 1
         client.push(grads, base_step=(1, 1, 1, 1), replica="a1", position=position)
-        assert (client.last_push["applied"], client.last_push["refusal"]) == (False, "duplicate")
+        assert (client.last_push.applied, client.last_push.refusal) == (False, "duplicate")
     for p in store.snapshot():
         np.testing.assert_array_equal(p, -1.0)
     assert store.status()["duplicates_refused"] == 4 + 1  # shard 0 once, then all four
 
 
 def test_combined_outcome_stops_on_out_of_order_anywhere():
-    ok = {"step": 3, "staleness": 0, "applied": True, "progress": 2, "refusal": None}
-    bad = {"step": 3, "staleness": -1, "applied": False, "progress": 5, "refusal": "out_of_order"}
-    assert combine_outcomes([ok, bad])["refusal"] == "out_of_order"
-    assert not combine_outcomes([ok, bad])["applied"]
+    ok = PushOutcome(step=3, staleness=0, applied=True, progress=2, refusal=None)
+    bad = PushOutcome(step=3, staleness=-1, applied=False, progress=5, refusal="out_of_order")
+    combined = combine_outcomes([ok, bad])
+    assert (combined.refusal, combined.applied, combined.step) == ("out_of_order", False, (3, 3))
 
 
 def test_checkpoint_of_a_sharded_store_round_trips(tmp_path):
@@ -170,11 +171,10 @@ def test_stale_pushes_are_refused_over_http_and_counted_per_shard():
         steps_b, _ = b.fetch("b")
         a.push(grads, base_step=steps_a, replica="a")
         out = b.push(grads, base_step=steps_b, replica="b", return_params=True)
-        assert isinstance(out, dict)  # refused everywhere: no parameters come back
-        assert (out["applied"], out["refusal"], out["staleness"]) == (False, "stale", 1)
+        assert out.params is None  # refused everywhere: no parameters come back
+        assert (out.applied, out.refusal, out.staleness) == (False, "stale", 1)
         steps_b, _ = b.fetch("b")  # the replica refetches, then its push is fresh again
-        b.push(grads, base_step=steps_b, replica="b")
-        assert b.last_push["applied"]
+        assert b.push(grads, base_step=steps_b, replica="b").applied
     status = store.status()
     assert [s["stale_refused"] for s in status["shards"]] == [1, 1]
     assert status["stale_refused"] == 2 and status["updates_applied"] == 2

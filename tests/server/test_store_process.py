@@ -44,8 +44,8 @@ def _push_sequence(urls, num_shards, pushes=6):
         steps, _ = client.fetch("r0")
         for k in range(pushes):
             grads = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
-            steps, _ = client.push(grads, base_step=steps, replica="r0", return_params=True,
-                                   position=Position(1, 0, k, k + 1))
+            steps = client.push(grads, base_step=steps, replica="r0", return_params=True,
+                                position=Position(1, 0, k, k + 1)).step
 
 
 @pytest.mark.parametrize("num_shards", [1, 3])
