@@ -18,6 +18,7 @@ import numpy as np
 from sparkdownpour.server.app import ParameterServer
 from sparkdownpour.transport.http_server import HttpServer, tls_context
 from sparkdownpour.server.shards import ShardedServer, ShardedStore
+from sparkdownpour.server.store_protocol import Store
 from sparkdownpour.server.store import ParameterStore
 
 __all__ = ["Master", "serve_master"]
@@ -28,7 +29,7 @@ DASHBOARD_MAX_REQUEST_BYTES = 1 << 20  # the driver's dashboard server takes no 
 
 
 class Master(NamedTuple):
-    store: Any
+    store: Store
     server: Any
     shard_urls: tuple[str, ...]
     dashboard: Any

@@ -20,6 +20,7 @@ import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.store import ParameterStore
+from sparkdownpour.server.store_protocol import Store
 
 __all__ = ["ShardedServer", "ShardedStore", "serve_all"]
 
@@ -63,7 +64,7 @@ class ShardedStore:
         self.rule = rule
 
     @classmethod
-    def over(cls, layout: ShardLayout, stores: Sequence[Any], rule: Any) -> "ShardedStore":
+    def over(cls, layout: ShardLayout, stores: Sequence[Store], rule: Any) -> "ShardedStore":
         """The same driver-side view over stores built elsewhere (e.g. in child processes:
         ``store_process.StoreProcess``), one per range of ``layout``."""
         if len(stores) != len(layout.bounds):

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from sparkdownpour.server.ledger import Position, ProgressLedger
+from sparkdownpour.server.rule_state import flatten_rule_state, unflatten_rule_state
 from sparkdownpour.transport.frames import encode_frame
 from sparkdownpour.server.sync import SyncRounds, SyncTag
 
@@ -338,7 +339,7 @@ class ParameterStore:
         """Everything a checkpoint needs, copied under the lock (see ``server.checkpoint``)."""
         with self._lock:
             rule_arrays: list[np.ndarray] = []
-            structure = _flatten_state(self._state, rule_arrays)
+            structure = flatten_rule_state(self._state, rule_arrays)
             return {
                 "params": [p.copy() for p in self._params],
                 "rule_arrays": [np.array(a, copy=True) for a in rule_arrays],
@@ -356,7 +357,7 @@ class ParameterStore:
             raise ValueError(f"checkpoint shapes {[p.shape for p in params]} differ from the "
                              f"model's {list(self._shapes)}")
         template = self.rule.init([p.copy() for p in params])
-        rule_state = _unflatten_state(template, state["rule_structure"], state["rule_arrays"])
+        rule_state = unflatten_rule_state(template, state["rule_structure"], state["rule_arrays"])
         counters = state["counters"]
         with self._lock:
             self._params, self._state, self._step = params, rule_state, int(state["step"])
@@ -375,31 +376,3 @@ class ParameterStore:
         with self._lock:
             self._bytes_in += received
             self._bytes_out += sent
-
-
-def _flatten_state(node: Any, arrays: list) -> Any:
-    """The rule state's structure as JSON (arrays replaced by their index into ``arrays``)."""
-    if isinstance(node, np.ndarray):
-        arrays.append(node)
-        return {"array": len(arrays) - 1}
-    if isinstance(node, (list, tuple)):
-        return [_flatten_state(child, arrays) for child in node]
-    if node is None or isinstance(node, (bool, int, float, str)):
-        return {"value": node.item() if isinstance(node, np.generic) else node}
-    if isinstance(node, np.generic):
-        return {"value": node.item()}
-    raise TypeError(f"cannot checkpoint rule state of type {type(node).__name__}: rule states "
-                    "must be (named) tuples/lists of numpy arrays and plain numbers")
-
-
-def _unflatten_state(template: Any, structure: Any, arrays: Sequence[np.ndarray]) -> Any:
-    if isinstance(template, (list, tuple)):
-        if not isinstance(structure, list) or len(structure) != len(template):
-            raise ValueError("the checkpoint's rule state does not match the rule's")
-        children = [_unflatten_state(t, s, arrays) for t, s in zip(template, structure)]
-        if isinstance(template, list):
-            return children
-        return type(template)(*children) if hasattr(template, "_fields") else tuple(children)
-    if "array" in structure:
-        return np.array(arrays[structure["array"]], copy=True)
-    return structure["value"]
