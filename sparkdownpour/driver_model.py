@@ -104,6 +104,9 @@ def device_options(cfg) -> DeviceOptions:
 
 def check_devices_on_driver(device: str, spark) -> None:
     """Refuse ``device="gpu"`` before any Spark job where the driver can tell it cannot work."""
-    sc = spark.sparkContext
-    check_gpu_on_driver(device, sc.master, sc.getConf().get("spark.task.resource.gpu.amount",
-                                                             None))
+    from sparkdownpour.session import LOOPBACK, conf_value, connect_endpoint, is_connect, master_of
+
+    if is_connect(spark) and connect_endpoint(spark)[0] not in LOOPBACK:
+        return  # a Connect server elsewhere: even a local master's replicas run on its machine
+    check_gpu_on_driver(device, master_of(spark),
+                        conf_value(spark, "spark.task.resource.gpu.amount"))

@@ -9,6 +9,8 @@ import sys
 
 logger = logging.getLogger(__name__)
 
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
 
 def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = None):
     """The active session, untouched; else an embedded ``local[*]`` one set up for this process.
@@ -55,20 +57,102 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
             .getOrCreate())
 
 
-def driver_address(spark) -> str:
-    """Where executors reach the driver: loopback for local masters, ``spark.driver.host`` else.
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (``SparkSession.builder.remote(...)``, ``SPARK_REMOTE``
+    or ``spark.api.mode=connect``): no SparkContext, no RDD API."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
-    ``spark`` is a SparkSession or a SparkContext."""
-    sc = getattr(spark, "sparkContext", spark)
-    if sc.master.startswith("local"):
+
+def conf_value(spark, key: str, default: str | None = None) -> str | None:
+    """A Spark setting through ``spark.conf`` (both kinds of session); ``spark`` may also be a
+    SparkContext (read through its SparkConf)."""
+    if hasattr(spark, "getConf"):  # a SparkContext
+        return spark.getConf().get(key, default)
+    try:
+        value = spark.conf.get(key, default)
+    except Exception:  # Connect answers an unknown key without a default with an error
+        return default
+    return default if value is None else value
+
+
+def master_of(spark) -> str:
+    return getattr(spark, "master", None) or conf_value(spark, "spark.master", "") or ""
+
+
+def driver_address(spark, server_host: str | None = None) -> str:
+    """The address executors reach this process's servers at.
+
+    ``server_host`` (a config knob) wins. In a Spark Connect session the servers run in the
+    client's process, not on Spark's driver: loopback when the Connect server is on this
+    machine (``remote("local[*]")``, ``sc://localhost``), else the client's own address on
+    its route to the Connect server. In a classic session: loopback for local masters, else
+    ``spark.driver.host``. ``spark`` is a SparkSession of either kind or a SparkContext.
+    """
+    if server_host:
+        return server_host
+    if is_connect(spark):
+        endpoint = connect_endpoint(spark)
+        if endpoint[0] in LOOPBACK:
+            return "127.0.0.1"
+        return route_address(endpoint)
+    if master_of(spark).startswith("local"):
         return "127.0.0.1"
-    host = sc.getConf().get("spark.driver.host", None)
+    host = conf_value(spark, "spark.driver.host")
     if not host:
         raise RuntimeError("spark.driver.host is not set: cannot tell executors where the master "
-                           "model server listens; set it in the Spark configuration")
+                           "model server listens; set it in the Spark configuration, or set "
+                           "server_host")
     return host
 
 
+def connect_endpoint(spark) -> tuple[str, int]:
+    """``(host, port)`` of the Spark Connect server a Connect session talks to."""
+    client = spark.client
+    host = (getattr(client, "host", None) or "localhost").strip("[]")
+    port = getattr(getattr(client, "_builder", None), "_port", None)  # no public accessor
+    return host, int(port or 15002)
+
+
+def route_address(endpoint: tuple[str, int]) -> str:
+    """This machine's address on its route towards ``endpoint`` (a UDP connect sends nothing)."""
+    import socket
+
+    host, port = endpoint
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            return sock.getsockname()[0]
+    except OSError as e:
+        raise RuntimeError(f"cannot tell this client's address towards the Spark Connect server "
+                           f"{host}:{port} ({e}); set server_host to an address of this machine "
+                           "that Spark's executors can reach") from e
+
+
 def task_cpus(spark) -> int:
-    sc = getattr(spark, "sparkContext", spark)
-    return int(sc.getConf().get("spark.task.cpus", "1"))
+    return int(conf_value(spark, "spark.task.cpus", "1") or 1)
+
+
+def default_parallelism(spark) -> int:
+    """``spark.default.parallelism`` without a SparkContext: the setting, else a local master's
+    thread count, else the partitions Spark gives a range of rows it was not told to split."""
+    setting = conf_value(spark, "spark.default.parallelism")
+    if setting:
+        return int(setting)
+    master = master_of(spark)
+    if master == "local":
+        return 1
+    if master.startswith("local["):
+        threads = master[len("local["):].split(",")[0].rstrip("]")
+        return (os.cpu_count() or 1) if threads == "*" else int(threads)
+    return num_partitions(spark.range(0, 1 << 20))
+
+
+def num_partitions(df) -> int:
+    """How many partitions ``df`` has, without ``df.rdd`` (which Spark Connect lacks): one
+    small job over the frame (nothing but partition ids is read from a cached one). Trailing
+    empty partitions are not counted."""
+    from pyspark.sql import functions as F
+
+    last = df.select(F.spark_partition_id().alias("p")).agg(F.max("p")).first()[0]
+    return 0 if last is None else int(last) + 1

@@ -1,4 +1,4 @@
-"""Running a Spark job under a named job group that is cancelled if anything goes wrong."""
+"""Running Spark jobs under a job tag that is interrupted if anything goes wrong."""
 
 from __future__ import annotations
 
@@ -20,22 +20,39 @@ def describe(algorithm: str, run_id: str | None, what: str) -> str:
 
 
 @contextlib.contextmanager
-def job_group(spark, description: str, *, run_id: str | None = None):  # SparkSession/Context
-    """Tag every job started inside with one group id; cancel the group on any exception.
+def job_group(spark, description: str, *, run_id: str | None = None):
+    """Tag every job started inside (in this thread) with one job tag; interrupt the tag's jobs
+    on any exception. Yields the tag.
 
     A failed epoch or a KeyboardInterrupt in a notebook must not leave tasks running against a
-    server that is about to shut down. With ``run_id`` the group id starts with the run's id.
+    server that is about to shut down. Job tags (``addTag``/``interruptTag``) work in classic
+    and Spark Connect sessions alike; with ``run_id`` the tag starts with the run's id. A
+    classic session's Spark UI also shows ``description`` for the jobs.
     """
-    sc = getattr(spark, "sparkContext", spark)
+    session = getattr(spark, "sparkSession", spark)  # a DataFrame's session, or the session
     run = f"{run_id[:8]}-" if run_id else ""
-    group = f"sparkdownpour-{run}{uuid.uuid4().hex[:12]}"
-    sc.setJobGroup(group, description, interruptOnCancel=True)
+    tag = f"sparkdownpour-{run}{uuid.uuid4().hex[:12]}"
+    session.addTag(tag)
+    sc = _classic_context(session)
+    if sc is not None:
+        sc.setJobDescription(description)
     try:
-        yield group
+        yield tag
     except BaseException:
-        logger.warning("cancelling Spark job group %s (%s)", group, description)
-        sc.cancelJobGroup(group)
+        logger.warning("interrupting the Spark jobs tagged %s (%s)", tag, description)
+        try:
+            session.interruptTag(tag)
+        except Exception as e:  # the session itself may be what failed
+            logger.warning("could not interrupt the jobs tagged %s: %s", tag, e)
         raise
     finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
+        session.removeTag(tag)
+        if sc is not None:
+            sc.setJobDescription(None)
+
+
+def _classic_context(session):
+    """A classic session's SparkContext (for the UI's job description); None under Connect."""
+    from sparkdownpour.session import is_connect
+
+    return None if is_connect(session) else session.sparkContext

@@ -83,16 +83,16 @@ def test_sandblaster_writes_objective_and_grad_norm_per_iteration(spark, tmp_pat
     assert history.info["dashboard"].startswith(history.info["dashboard_server"] + "/login?code=")
 
 
-def test_job_descriptions_and_groups_name_the_run(spark):
+def test_job_descriptions_and_tags_name_the_run(spark):
     sc = spark.sparkContext
     run = "0123456789abcdef"
     text = describe("downpour", run, "epoch 2/5 (4 replicas)")
     assert text == "sparkdownpour downpour run 01234567: epoch 2/5 (4 replicas)"
-    with job_group(spark, text, run_id=run) as group:
-        assert group.startswith("sparkdownpour-01234567-")
+    with job_group(spark, text, run_id=run) as tag:
+        assert tag.startswith("sparkdownpour-01234567-") and tag in spark.getTags()
         assert sc.getLocalProperty("spark.job.description") == text
         spark.range(10).count()
-    assert sc.statusTracker().getJobIdsForGroup(group)
+    assert tag not in spark.getTags()
     assert sc.getLocalProperty("spark.job.description") is None
 
 
