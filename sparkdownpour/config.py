@@ -29,6 +29,18 @@ def _positive_number(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a finite number > 0, received {value!r}")
 
 
+def _check_server_host(host: Any) -> None:
+    """``server_host``: the address executors dial (see session.driver_address); None: chosen."""
+    if host is None:
+        return
+    if not isinstance(host, str) or not host or any(c.isspace() or c in "/[]" for c in host):
+        raise TypeError(f"server_host must be a host name or IP address (str) or None, "
+                        f"received {host!r}")
+    if host in ("0.0.0.0", "::", "*"):
+        raise ValueError(f"server_host={host!r} is a wildcard, not an address executors can "
+                         "dial; give this machine's address on the executors' network")
+
+
 def _check_loss(loss: Any) -> None:
     if not (isinstance(loss, str) and loss) and not callable(loss):
         raise TypeError(f"loss must be a Keras loss name or a callable, received {loss!r}")
@@ -127,6 +139,7 @@ class DownpourConfig(_Loadable):
     tls_ca: str | None = None
     # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
     server_port: int = 0              # 0: a free port per run
+    server_host: str | None = None    # the address executors dial; None: chosen (docs/connect.md)
     token_file: str | None = None     # None: a fresh random token per run
     # Devices and precision on executors (README "Running on GPUs").
     device: str = "auto"              # "auto" | "cpu" | "gpu"; Spark's GPU scheduling wins
@@ -160,6 +173,7 @@ class DownpourConfig(_Loadable):
             _integer(name, getattr(self, name), minimum=0)
         _positive_number("request_timeout", self.request_timeout)
         _positive_number("max_request_mb", self.max_request_mb)
+        _check_server_host(self.server_host)
         _integer("request_retries", self.request_retries, minimum=0)
         _integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
         _integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
@@ -174,6 +188,7 @@ class DownpourConfig(_Loadable):
             raise TypeError(f"skip_nonfinite must be True or False, received "
                             f"{self.skip_nonfinite!r}")
         _integer("server_port", self.server_port, minimum=0)
+        _check_server_host(self.server_host)
         if self.server_port > 65535:
             raise ValueError(f"server_port must be in 0..65535 (0: any free port), received "
                              f"{self.server_port!r}")
@@ -243,6 +258,7 @@ class SandblasterConfig(_Loadable):
     request_timeout: float = 60.0
     max_request_mb: float = 512.0
     verbose: int = 1
+    server_host: str | None = None    # the address executors dial; None: chosen (docs/connect.md)
     # Evaluations' device (README "Running on GPUs"); they always compute in float32, since
     # the line search compares objectives to about 1e-7 (f_noise).
     device: str = "auto"
@@ -283,3 +299,4 @@ class SandblasterConfig(_Loadable):
                              f"c2={self.c2!r}")
         _positive_number("request_timeout", self.request_timeout)
         _positive_number("max_request_mb", self.max_request_mb)
+        _check_server_host(self.server_host)

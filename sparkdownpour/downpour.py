@@ -42,11 +42,14 @@ from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
 from sparkdownpour.transport.http_server import tls_context
-from sparkdownpour.session import driver_address, task_cpus
+from sparkdownpour.reachability import check_bindable, check_reachable
+from sparkdownpour.session import driver_address, num_partitions, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 10.0  # the reachability probe's connect/read timeout (docs/connect.md)
 
 
 class Downpour(Trainer):
@@ -113,7 +116,7 @@ class Downpour(Trainer):
 
     def _validate(self, cached, prepared, features_col, label_col, run: Run) -> Validated:
         summary = data.validate(cached, features_col, label_col)
-        return Validated(summary, info={"partitions": cached.rdd.getNumPartitions(),
+        return Validated(summary, info={"partitions": num_partitions(cached),
                                         "rule": repr(self._rule)}, label_frame=cached)
 
     def _release(self, cached) -> None:
@@ -139,12 +142,18 @@ class Downpour(Trainer):
         per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
         expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
         tls, tls_ca = _tls(cfg)
+        host = driver_address(spark, cfg.server_host)
+        check_bindable(host)
         with serve_master(params, rule, num_shards=cfg.num_shards,
                           processes=cfg.shard_processes, store_kwargs=store_kwargs,
-                          host=driver_address(spark), port=cfg.server_port,
+                          host=host, port=cfg.server_port,
                           token=read_token_file(cfg.token_file), tls=tls,
                           max_request_bytes=int(cfg.max_request_mb * 2**20)) as master:
             store, server = master.store, master.server
+            # Every executor must reach every server before a replica starts (or fail now).
+            history.info["probe_s"] = check_reachable(
+                spark, (server.url, *master.shard_urls), server.token, tasks=partitions,
+                timeout=min(cfg.request_timeout, PROBE_TIMEOUT_S), ca_data=tls_ca, host=host)
             first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
             if run.resume:  # the servers are up, no replica has run yet
                 first_epoch, warm_start = _resume(store, cfg, config_hash, history, warm_start)

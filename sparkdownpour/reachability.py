@@ -1,0 +1,65 @@
+"""Before training: can the executors reach the servers this process started?
+
+Under Spark Connect the driver-side Python (and so the master model server) runs in the
+client's process, which may sit on a laptop or a notebook host the executors cannot dial.
+Executors that cannot reach the parameter server and hang until their timeouts are the failure
+users of parameter-server libraries report most; here ``fit`` fails within seconds instead,
+naming the address it tried and the knob to set.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+
+from sparkdownpour.replica.probe import PROBE_DDL, probe_partition
+
+__all__ = ["check_bindable", "check_reachable"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PROBE_TASKS = 64
+
+
+def check_bindable(host: str, what: str = "server_host") -> None:
+    """Refuse, before any server starts, an address that is not one of this machine's."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except OSError as e:
+        raise RuntimeError(
+            f"cannot serve on {host!r} ({what}): {e.strerror or e}. The servers run in this "
+            f"process and must listen on one of this machine's addresses that Spark's executors "
+            f"can reach; set {what} to such an address (docs/connect.md)") from e
+
+
+def check_reachable(spark, urls, token: str, *, tasks: int, timeout: float,
+                    ca_data: str | None = None, host: str, what: str = "server_host") -> float:
+    """Run ``tasks`` tiny Spark tasks (spread over the executors) that each dial every URL
+    with ``token``; raise RuntimeError naming the address if any cannot. Returns seconds."""
+    from sparkdownpour.spark_jobs import job_group
+
+    started = time.perf_counter()
+    urls = tuple(urls)
+    tasks = max(1, min(int(tasks), MAX_PROBE_TASKS))
+    function = functools.partial(probe_partition, urls=urls, token=token, ca_data=ca_data,
+                                 timeout=float(timeout))
+    with job_group(spark, f"sparkdownpour: probe {', '.join(urls)} from {tasks} task(s)"):
+        rows = spark.range(tasks, numPartitions=tasks).mapInArrow(function, PROBE_DDL).collect()
+    failed = [row for row in rows if not row.ok]
+    seconds = time.perf_counter() - started
+    if failed:
+        first = failed[0]
+        hosts = sorted({row.executor for row in failed})
+        raise RuntimeError(
+            f"Spark's executors cannot reach the server at {first.url} ({what}={host!r}): "
+            f"{len(failed)} of {len(rows)} probes failed (executor hosts: "
+            f"{', '.join(hosts[:5])}{' ...' if len(hosts) > 5 else ''}); first error: "
+            f"{first.error}. Set {what} to an address of this machine that the executors can "
+            "reach (and open the port, or fix server_port), or run this client inside the "
+            "cluster's network (docs/connect.md)")
+    logger.info("%d probe task(s) reached %s in %.2f s", len(rows), ", ".join(urls), seconds)
+    return seconds
