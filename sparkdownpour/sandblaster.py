@@ -38,7 +38,8 @@ from sparkdownpour.driver_model import (
     driver_cpu,
     raise_if_no_gpu,
 )
-from sparkdownpour.session import driver_address, task_cpus
+from sparkdownpour.reachability import check_bindable, check_reachable
+from sparkdownpour.session import default_parallelism, driver_address, is_connect, task_cpus
 from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
@@ -46,6 +47,7 @@ from sparkdownpour.trainer import Run, Trainer, Validated
 logger = logging.getLogger(__name__)
 
 SMALL_AGGREGATE_BYTES = 64 * 2**20  # float64 partial gradients the driver collects directly
+PROBE_TIMEOUT_S = 10.0  # the reachability probe's connect/read timeout (docs/connect.md)
 
 
 class Sandblaster(Trainer):
@@ -97,6 +99,11 @@ class Sandblaster(Trainer):
                          mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
 
     def _cache(self, prepared, run: Run):
+        run.options["session"] = prepared.sparkSession  # blocks.context is no session
+        if is_connect(prepared.sparkSession):  # lbfgs.blocks/stage still use the RDD API
+            raise RuntimeError("Sandblaster does not run in a Spark Connect session yet (its "
+                               "cached numpy blocks are an RDD); use a classic SparkSession, "
+                               "or Downpour (docs/connect.md)")
         portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
         return numpy_blocks(prepared, portions)
 
@@ -133,7 +140,9 @@ class Sandblaster(Trainer):
 
     def _minimize(self, blocks, model, spec, history, run: Run):
         cfg = self.config
-        spark = blocks.context
+        spark = run.options["session"]
+        host = driver_address(spark, cfg.server_host)
+        check_bindable(host)
         arrays = trainable_arrays(model)
         x0 = np.concatenate([a.ravel() for a in arrays]).astype(np.float64)
         digest = checkpoints.config_hash(cfg, [a.shape for a in arrays], history.info["rows"],
@@ -150,14 +159,17 @@ class Sandblaster(Trainer):
         options = LBFGSOptions(max_iter=max(cfg.max_iter - done, 0), tol=cfg.tol, gtol=cfg.gtol,
                                history_size=cfg.history_size, l2=cfg.l2, c1=cfg.c1, c2=cfg.c2,
                                max_line_search=cfg.max_line_search, f_noise=cfg.f_noise)
-        with ShardGroup(x0.size, cfg.num_shards, host=driver_address(spark),
+        with ShardGroup(x0.size, cfg.num_shards, host=host,
                         max_request_bytes=int(cfg.max_request_mb * 2**20),
                         timeout=cfg.request_timeout,
                         processes=cfg.shard_processes) as shards, \
                 _IterationProgress(cfg.max_iter, cfg.verbose) as progress, \
-                iteration_dashboard(driver_address(spark), history, cfg.verbose,
+                iteration_dashboard(host, history, cfg.verbose,
                                     f"Sandblaster run {history.info['run_id'][:8]}") as view:
             history.info["shard_urls"] = shards.urls
+            history.info["probe_s"] = check_reachable(
+                spark, shards.urls, shards.token, tasks=history.info["partitions"],
+                timeout=min(cfg.request_timeout, PROBE_TIMEOUT_S), host=host)
             run.callbacks.on_server_start(shards)
             base = StageSpec(run_id=history.info["run_id"], model=spec,
                              shard_urls=tuple(shards.urls),
@@ -211,7 +223,7 @@ class Sandblaster(Trainer):
 
 def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:
     if num_portions is None:
-        return cfg.portions_per_core * spark.sparkContext.defaultParallelism
+        return cfg.portions_per_core * default_parallelism(spark)
     if isinstance(num_portions, bool) or not isinstance(num_portions, int) or num_portions < 1:
         raise ValueError(f"num_portions must be an integer >= 1, received {num_portions!r}")
     return num_portions
