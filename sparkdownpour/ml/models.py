@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 from sparkdownpour.data.columns import features_expression
 from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
+from sparkdownpour.ml.payload import payload_source
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
 
@@ -37,7 +38,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         self._payload = payload
         self._history = history or History()
         self._keras = None
-        self._broadcast = None  # (SparkContext, Broadcast of the payload), made on first use
+        self._source = None  # where executors read the payload (ml.payload), made on first use
 
     @property
     def keras_model(self):
@@ -62,11 +63,13 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
                                "an estimator's fit() or load() a saved one")
         return self._payload
 
-    def _payload_broadcast(self, spark):
-        sc = spark.sparkContext
-        if self._broadcast is None or self._broadcast[0] is not sc:
-            self._broadcast = (sc, sc.broadcast(self._require_payload()))
-        return self._broadcast[1]
+    def _payload_source(self, spark):
+        """The bytes in the UDF's closure, or a file beyond ``ml.payload``'s limit; no
+        ``sc.broadcast``, so Spark Connect sessions transform too."""
+        if self._source is None:
+            payload = self._require_payload()
+            self._source = payload_source(spark, payload, digest_of(payload))
+        return self._source
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.sql.functions import arrow_udf
@@ -87,7 +90,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
             return dataset
         features = self.getFeaturesCol()
         options = dict(digest=digest_of(self._require_payload()),
-                       broadcast=self._payload_broadcast(dataset.sparkSession), task=task,
+                       broadcast=self._payload_source(dataset.sparkSession), task=task,
                        activation=self.getOutputActivation(), num_features=self.getNumFeatures(),
                        features_col=features, task_cpus=task_cpus(dataset.sparkSession))
 
