@@ -25,34 +25,41 @@ def job_group(spark, description: str, *, run_id: str | None = None):
     on any exception. Yields the tag.
 
     A failed epoch or a KeyboardInterrupt in a notebook must not leave tasks running against a
-    server that is about to shut down. Job tags (``addTag``/``interruptTag``) work in classic
-    and Spark Connect sessions alike; with ``run_id`` the tag starts with the run's id. A
-    classic session's Spark UI also shows ``description`` for the jobs.
+    server that is about to shut down. Under Spark Connect the session's tags
+    (``addTag``/``interruptTag``); in a classic session the SparkContext's job tags, which also
+    reach RDD jobs (a session's tags reach only its SQL executions), and the Spark UI shows
+    ``description`` for the jobs. With ``run_id`` the tag starts with the run's id.
     """
     session = getattr(spark, "sparkSession", spark)  # a DataFrame's session, or the session
     run = f"{run_id[:8]}-" if run_id else ""
     tag = f"sparkdownpour-{run}{uuid.uuid4().hex[:12]}"
-    session.addTag(tag)
     sc = _classic_context(session)
-    if sc is not None:
+    if sc is None:
+        session.addTag(tag)
+    else:
+        sc.addJobTag(tag)
         sc.setJobDescription(description)
+        sc.setInterruptOnCancel(True)  # a cancelled task's thread (and Python worker) stops
     try:
         yield tag
     except BaseException:
         logger.warning("interrupting the Spark jobs tagged %s (%s)", tag, description)
         try:
-            session.interruptTag(tag)
+            session.interruptTag(tag) if sc is None else sc.cancelJobsWithTag(tag)
         except Exception as e:  # the session itself may be what failed
             logger.warning("could not interrupt the jobs tagged %s: %s", tag, e)
         raise
     finally:
-        session.removeTag(tag)
-        if sc is not None:
+        if sc is None:
+            session.removeTag(tag)
+        else:
+            sc.removeJobTag(tag)
             sc.setJobDescription(None)
+            sc.setLocalProperty("spark.job.interruptOnCancel", None)
 
 
 def _classic_context(session):
-    """A classic session's SparkContext (for the UI's job description); None under Connect."""
+    """A classic session's SparkContext (or the SparkContext given); None under Connect."""
     from sparkdownpour.session import is_connect
 
-    return None if is_connect(session) else session.sparkContext
+    return None if is_connect(session) else getattr(session, "sparkContext", session)

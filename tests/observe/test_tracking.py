@@ -89,10 +89,10 @@ def test_job_descriptions_and_tags_name_the_run(spark):
     text = describe("downpour", run, "epoch 2/5 (4 replicas)")
     assert text == "sparkdownpour downpour run 01234567: epoch 2/5 (4 replicas)"
     with job_group(spark, text, run_id=run) as tag:
-        assert tag.startswith("sparkdownpour-01234567-") and tag in spark.getTags()
+        assert tag.startswith("sparkdownpour-01234567-") and tag in sc.getJobTags()
         assert sc.getLocalProperty("spark.job.description") == text
         spark.range(10).count()
-    assert tag not in spark.getTags()
+    assert tag not in sc.getJobTags()
     assert sc.getLocalProperty("spark.job.description") is None
 
 
