@@ -4,10 +4,16 @@
         dd.train(rdd, gradient, descent)        # gradient(model, rows) -> update, on executors
         dd.model                                # descent(model, update) -> None, on the driver
 
-The model is any tree of numpy arrays (see ``sparkdownpour.tree``). Each partition fetches the
-model once, calls ``gradient`` on its rows and pushes the update; the server applies it at once
-with the user's ``descent`` on the driver's model. Nothing is pickled over the wire: executors get
-code through Spark's closure, and arrays as binary frames.
+The model is any tree of numpy arrays (see ``sparkdownpour.tree``), or, as in DeepDist's own
+README, a plain Python object whose state is numpy arrays held in its attributes (gensim's
+Word2Vec: ``descent`` does ``model.syn0 += update["syn0"]``): executors get a copy through
+Spark's closure and load the fetched arrays into it, ``gradient`` may change it in place, and
+``descent`` updates the driver's object in place. Each partition fetches the model once, calls
+``gradient`` on its rows and pushes the update; the server applies it at once with the user's
+``descent`` on the driver's model. ``train`` takes an RDD (classic sessions) or a DataFrame
+(classic or Spark Connect; its partitions run through ``mapInArrow`` and ``gradient`` gets
+their rows as ``pyspark.sql.Row`` objects, as ``df.rdd`` would give). Nothing is pickled over the
+wire: executors get code through Spark's closure, and arrays as binary frames.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 
 from sparkdownpour import tree
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.client import ParameterClient
-from sparkdownpour.session import driver_address, get_or_create_session
+from sparkdownpour.reachability import check_reachable
+from sparkdownpour.session import default_parallelism, driver_address, get_or_create_session
 from sparkdownpour.spark_jobs import describe, job_group
 
 
@@ -66,8 +74,9 @@ class DeepDist:
         self._server: ParameterServer | None = None
         self._spark = None
         # Executors need a template to load fetched arrays into: containers are rebuilt from
-        # the structure; weights objects travel (via Spark's closure) as a copy.
-        self._template = model if self._structure[0] == "weights" else None
+        # the structure; weights objects and plain objects travel (via Spark's closure) as a copy.
+        self._template = model if self._structure[0] in ("weights", "object") else None
+        self._probed = False
 
     def __enter__(self) -> "DeepDist":
         self._spark = get_or_create_session()
@@ -93,7 +102,9 @@ class DeepDist:
         return self._store.status()
 
     def train(self, rdd, gradient: Callable, descent: Callable) -> dict:
-        """One pass over ``rdd``: every partition pushes ``gradient(model, rows)`` once."""
+        """One pass over ``rdd`` (an RDD or a DataFrame): every partition pushes
+        ``gradient(model, rows)`` once. The first call checks that the executors reach the
+        server (``host``), and fails at once naming the address if they cannot."""
         if self._server is None:
             raise RuntimeError("DeepDist.train must run inside `with DeepDist(model) as dd:`")
         if not callable(gradient) or not callable(descent):
@@ -105,14 +116,37 @@ class DeepDist:
             structure=self._structure, template=self._template, gradient=gradient,
             timeout=self._timeout)
         started = time.perf_counter()
+        frame = hasattr(rdd, "mapInArrow")  # a DataFrame: no RDD API needed (Spark Connect)
+        session = rdd.sparkSession if frame else self._spark
+        if not self._probed:
+            check_reachable(session, [self._server.url], self._server.token,
+                            tasks=default_parallelism(session),
+                            timeout=min(self._timeout, 10.0), host=self._server.host,
+                            what="DeepDist's host")
+            self._probed = True
         before = self._store.status()["updates_applied"]
-        with job_group(rdd.context, describe("deepdist", None, f"train "
+        if frame:
+            with job_group(session, describe("deepdist", None, "train (DataFrame)")):
+                counts = [row.rows for row in rdd.mapInArrow(
+                    functools.partial(_train_batches, worker=worker), "rows long").collect()]
+        else:
+            with job_group(session, describe("deepdist", None, f"train "
                                              f"({rdd.getNumPartitions()} partitions)")):
-            counts = rdd.mapPartitionsWithIndex(worker).collect()
+                counts = rdd.mapPartitionsWithIndex(worker).collect()
         status = self._store.status()
         return {"partitions": len(counts), "rows": int(sum(counts)),
                 "updates": status["updates_applied"] - before,
                 "seconds": time.perf_counter() - started}
+
+
+def _train_batches(batches, *, worker):
+    """``mapInArrow``'s function: the partition's rows as ``Row`` objects, then ``worker``."""
+    from pyspark import TaskContext
+    from pyspark.sql import Row
+
+    rows = [Row(**row) for batch in batches for row in batch.to_pylist()]
+    for count in worker(TaskContext.get().partitionId(), rows):
+        yield pa.RecordBatch.from_pylist([{"rows": count}], schema=pa.schema([("rows", pa.int64())]))
 
 
 def _train_partition(index, rows, *, url, token, structure, template, gradient, timeout):

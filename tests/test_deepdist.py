@@ -72,3 +72,44 @@ def test_descent_in_place_never_touches_the_servers_arrays(spark):
         dd.train(rdd, gradient, descent)
         assert held[0].tolist() == [0.0] and held[1].tolist() == [0.0, 0.0]
         assert dd._store.fetch()[1][1].tolist() != [0.0, 0.0]  # the update did land
+
+
+class Vectors:
+    """A plain object whose state is numpy attributes, as DeepDist's README's Word2Vec."""
+
+    def __init__(self):
+        self.syn0 = np.zeros((3, 2))
+        self.layers = [np.zeros(2)]
+        self.vocab = {"a": 0, "b": 1, "c": 2}  # not state: no arrays
+        self.alpha = 0.1
+
+
+def test_a_plain_object_with_numpy_attributes_trains_from_a_dataframe(spark):
+    from sparkdownpour import tree
+
+    leaves, structure = tree.flatten(Vectors())
+    assert structure[0] == "object" and structure[1] == ["layers", "syn0"]
+
+    def count(model, rows):  # on executors: the fetched state is loaded into the copy
+        assert model.vocab == {"a": 0, "b": 1, "c": 2}
+        model.syn0[0] += 1.0  # gradient may change its copy in place
+        update = {"syn0": np.zeros((3, 2)), "layers": [np.ones(2)]}
+        for row in rows:
+            update["syn0"][model.vocab[row.word]] += model.alpha
+        return update
+
+    def add(model, update):
+        model.syn0 += update["syn0"]
+        model.layers[0] += update["layers"][0]
+
+    frame = spark.createDataFrame([(w,) for w in "aabcc"], "word string").repartition(2)
+    model = Vectors()
+    syn0 = model.syn0
+    with DeepDist(model) as dd:
+        stats = dd.train(frame, count, add)
+        stats = dd.train(frame, count, add)
+        assert dd.model is model
+    assert stats["rows"] == 5 and stats["partitions"] == 2
+    assert model.syn0 is syn0  # updated in place
+    np.testing.assert_allclose(model.syn0[:, 0], [0.4, 0.2, 0.4])
+    np.testing.assert_allclose(model.layers[0], [4.0, 4.0])
