@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", help="[output] path: where the fitted PipelineModel is saved "
                    "(empty: not saved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--remote", help="a Spark Connect server, sc://host:port (default: the "
+                   "SPARK_REMOTE variable; neither: a classic session)")
     return p.parse_args(argv)
 
 
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
                         "%(message)s")
     from sparkdownpour import data as sdp_data
     from sparkdownpour.jobdata import load_frame, sample_data_path
-    from sparkdownpour.session import get_or_create_session
+    from sparkdownpour.session import get_or_create_session, master_of, quiet_spark_logs
 
     try:  # every setting is checked before Spark starts
         settings = job_settings(args)
@@ -147,8 +149,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc}") from None
     data, model, output = settings["data"], settings["model"], settings["output"]
     label_col = data.get("label_col", "label")
-    spark = get_or_create_session("sparkdownpour-train", settings["spark"])
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = get_or_create_session("sparkdownpour-train", settings["spark"], remote=args.remote)
+    quiet_spark_logs(spark)
     started = time.perf_counter()
     path = data.get("path") or sample_data_path("sample_multiclass_classification_data.txt")
     try:
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     print(f"algorithm:          {settings['train']['algorithm']}, model {model['kind']} "
           f"{model['hidden'] if model['kind'] == 'mlp' else ''}".rstrip())
     print(f"pipeline:           {' -> '.join(type(s).__name__ for s in fitted.stages)}")
-    print(f"master:             {spark.sparkContext.master}")
+    print(f"master:             {master_of(spark)}")
     for name, value in scores.items():
         print(f"held-out {name}:{' ' * (10 - len(name))}{value:.4f}")
     print(f"saved to:           {output.get('path') or '(not saved)'}")

@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    default="float32", help="replicas' compute precision (weights stay float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--remote", help="a Spark Connect server, sc://host:port (default: the "
+                   "SPARK_REMOTE variable; neither: a classic session)")
     return p.parse_args(argv)
 
 
@@ -63,10 +65,10 @@ def main(argv=None) -> int:
     from sparkdownpour import Downpour
     from sparkdownpour.examples import arrays_to_frame, build_mlp, digits_arrays
     from sparkdownpour.jobdata import held_out_arrays
-    from sparkdownpour.session import get_or_create_session
+    from sparkdownpour.session import get_or_create_session, master_of, quiet_spark_logs
 
-    spark = get_or_create_session("sparkdownpour-train-digits")
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = get_or_create_session("sparkdownpour-train-digits", remote=args.remote)
+    quiet_spark_logs(spark)
     started = time.perf_counter()
     if args.data:
         train, test, features = load_user_data(spark, args)
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
     last = result.history.final
     print(f"data:               {args.data or 'scikit-learn digits (bundled)'}, "
           f"{result.history.info['rows']} training rows, {len(y_test)} held out")
-    print(f"replicas:           {result.history.info['partitions']} on {spark.sparkContext.master}")
+    print(f"replicas:           {result.history.info['partitions']} on {master_of(spark)}")
     print(f"devices:            {'; '.join(result.history.info['devices'])}, "
           f"precision {args.precision}")
     print(f"epochs:             {len(result.history)}")

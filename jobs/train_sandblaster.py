@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "here (default with --save-model: beside it, <model>-history.png)")
     p.add_argument("--log-dir", help="write TensorBoard scalars per iteration here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--remote", help="a Spark Connect server, sc://host:port (default: the "
+                   "SPARK_REMOTE variable; neither: a classic session)")
     return p.parse_args(argv)
 
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     from sparkdownpour import Sandblaster, SandblasterConfig
     from sparkdownpour.jobdata import held_out_arrays, load_frame, sample_data_path
     from sparkdownpour.jobmodels import loss_for, model_builder
-    from sparkdownpour.session import get_or_create_session
+    from sparkdownpour.session import get_or_create_session, master_of, quiet_spark_logs
 
     try:  # every setting is checked before Spark starts
         settings = job_settings(args)
@@ -102,8 +104,9 @@ def main(argv=None) -> int:
         if args.resume and config.checkpoint_dir is None:
             raise ValueError("--resume needs --checkpoint-dir (or checkpoint_dir in "
                              "[sandblaster]): where the earlier run wrote its checkpoints")
-        spark = get_or_create_session("sparkdownpour-train-sandblaster", settings["spark"])
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = get_or_create_session("sparkdownpour-train-sandblaster", settings["spark"],
+                                      remote=args.remote)
+        quiet_spark_logs(spark)
         started = time.perf_counter()
         path = data.get("path") or sample_data_path("sample_binary_classification_data.txt")
         df, features = load_frame(spark, path, data.get("format") or None,
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
         result.history.plot(plot)
     print(f"data:               {path}, {info['rows']} training rows, {len(y_test)} held out")
     print(f"model:              {kind}, {info['features']} features, loss {loss}, l2 {config.l2}")
-    print(f"portions:           {info['partitions']} on {spark.sparkContext.master}, "
+    print(f"portions:           {info['partitions']} on {master_of(spark)}, "
           f"{config.num_shards} shard(s)")
     if "resumed_from" in info:
         print(f"resumed from:       {info['resumed_from']['path']} (after iteration "

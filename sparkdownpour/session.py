@@ -12,8 +12,13 @@ logger = logging.getLogger(__name__)
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
-def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = None):
+def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = None,
+                          remote: str | None = None):
     """The active session, untouched; else an embedded ``local[*]`` one set up for this process.
+
+    ``remote`` (``sc://host:port``, or ``local[N]`` for a local Connect server), else the
+    standard ``SPARK_REMOTE`` variable, asks for a Spark Connect session instead; ``conf``'s
+    run-time settings then apply to it.
 
     ``conf`` (e.g. a job file's ``[spark]`` table, ``{"spark.speculation": True}``) applies to
     a new session, under spark-submit too; ``--conf`` given to spark-submit wins over it. Its
@@ -28,6 +33,9 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = remote or os.environ.get("SPARK_REMOTE")
+    if remote:
+        return _connect_session(app_name, conf or {}, remote)
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise RuntimeError("Spark needs Java 17 or newer: install a JDK (e.g. apt-get install "
                            "openjdk-17-jre-headless) or set JAVA_HOME")
@@ -55,6 +63,28 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate())
+
+
+def _connect_session(app_name: str, conf: dict, remote: str):
+    import warnings
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # a local server's Python workers
+    logger.info("starting a Spark Connect session on %s", remote)
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in conf.items():
+        if key != "spark.master":
+            builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
+    with warnings.catch_warnings():  # static settings a running server cannot take
+        warnings.simplefilter("ignore", UserWarning)
+        return builder.getOrCreate()
+
+
+def quiet_spark_logs(spark) -> None:
+    """Spark's own log at ERROR for a classic session (a Connect server's log is its own)."""
+    if not is_connect(spark):
+        spark.sparkContext.setLogLevel("ERROR")
 
 
 def is_connect(spark) -> bool:
