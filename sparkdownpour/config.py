@@ -33,9 +33,12 @@ def _check_server_host(host: Any) -> None:
     """``server_host``: the address executors dial (see session.driver_address); None: chosen."""
     if host is None:
         return
-    if not isinstance(host, str) or not host or any(c.isspace() or c in "/[]" for c in host):
+    if not isinstance(host, str):
         raise TypeError(f"server_host must be a host name or IP address (str) or None, "
-                        f"received {host!r}")
+                        f"received {host!r} of type {type(host).__name__}")
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError(f"server_host must be a bare host name or IP address (no scheme, "
+                         f"port or brackets), received {host!r}")
     if host in ("0.0.0.0", "::", "*"):
         raise ValueError(f"server_host={host!r} is a wildcard, not an address executors can "
                          "dial; give this machine's address on the executors' network")

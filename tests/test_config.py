@@ -30,3 +30,14 @@ def test_bad_toml_value_is_refused_with_its_name(tmp_path):
 def test_config_and_knobs_together_are_refused():
     with pytest.raises(TypeError, match="either config= or keyword knobs"):
         Downpour(lambda: None, config=DownpourConfig(), epochs=2)
+
+
+@pytest.mark.parametrize("host,error", [(5, TypeError), ("a b", ValueError),
+                                        ("http://h", ValueError), ("0.0.0.0", ValueError)])
+def test_server_host_is_a_dialable_address(host, error):
+    from sparkdownpour.config import DownpourConfig, SandblasterConfig
+
+    for config in (DownpourConfig, SandblasterConfig):
+        with pytest.raises(error, match="server_host"):
+            config(server_host=host)
+    assert DownpourConfig(server_host="10.0.0.5").server_host == "10.0.0.5"
