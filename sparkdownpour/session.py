@@ -73,6 +73,8 @@ def _connect_session(app_name: str, conf: dict, remote: str):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # a local server's Python workers
     logger.info("starting a Spark Connect session on %s", remote)
     builder = SparkSession.builder.remote(remote).appName(app_name)
+    if remote.startswith("local"):  # a server in this process: no console progress bars
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in conf.items():
         if key != "spark.master":
             builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
