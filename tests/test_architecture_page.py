@@ -15,7 +15,7 @@ PACKAGE = ROOT / "sparkdownpour"
 
 
 def layout_block(text: str) -> list[str]:
-    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE):
         lines = block.splitlines()
         if lines and lines[0].strip() == "sparkdownpour/":
             return lines

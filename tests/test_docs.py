@@ -1,15 +1,18 @@
 """The generated configuration reference lists every knob of both configs, each documented."""
 
 import dataclasses
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from sparkdownpour.config import DownpourConfig, SandblasterConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "_ext"))
-from config_reference import config_table, table_rst  # noqa: E402
+_EXTENSION = Path(__file__).resolve().parents[1] / "docs" / "_ext" / "config_reference.py"
+_spec = importlib.util.spec_from_file_location("config_reference", _EXTENSION)
+config_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(config_reference)
+config_table, table_rst = config_reference.config_table, config_reference.table_rst
 
 
 @pytest.mark.parametrize("cls", [DownpourConfig, SandblasterConfig])

@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import importlib
 import inspect
+import itertools
 import textwrap
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ def attribute_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
-    for node, following in zip(body, body[1:]):
+    for node, following in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and isinstance(following, ast.Expr)
                 and isinstance(following.value, ast.Constant)
