@@ -97,50 +97,122 @@ class DownpourConfig(_Loadable):
     SECTION: ClassVar[str] = "downpour"
 
     loss: str | Callable = "sparse_categorical_crossentropy"
+    """Keras loss name or callable."""
     optimizer: str = "adagrad"
+    """Server-side update rule: ``sgd``, ``momentum``, ``adagrad``, ``adam``, the delay-aware
+    ``staleness_aware``, ``dc_asgd``, ``dc_asgd_adaptive``, ``delay_tolerant_adagrad``, or an
+    ``UpdateRule`` (e.g. ``optimizers.get("dc_asgd", variance_control=0.1)``).
+    """
     learning_rate: float = 0.05
+    """The rule's learning rate."""
     batch_size: int = 32
+    """Mini-batch rows per gradient."""
     epochs: int = 10
+    """Passes over the data; each is one Spark job."""
     n_fetch: int = 1
+    """Fetch the parameters every N mini-batches."""
     n_push: int = 1
+    """Push the accumulated gradient every N mini-batches."""
     num_shards: int = 1
+    """Independent server shards, each holding a contiguous range of the flat parameter vector
+    (own store, lock, rule state, step counter, port). Keep each under about 28 MB (7M
+    parameters): bigger frames are page-faulted afresh on every request (see Benchmarks);
+    ``fit`` warns and names a shard count that fits.
+    """
     shard_processes: bool = False     # each shard in its own (spawned) process, not a driver thread
+    """Serve each shard (the one store too, with ``num_shards = 1``) from its own spawned child
+    process instead of a thread of the driver, so updates to different shards run on
+    different cores; the dashboard is then served by the driver
+    (``history.info["dashboard_server"]``) and each shard's status reports its ``pid``. On 2
+    cores: the server's throughput rises to 0.50-0.53 of a raw socket, training epochs are
+    6-10% shorter, about the noise (see Benchmarks).
+    """
     num_replicas: int | None = None   # None: one replica per existing partition of the DataFrame
+    """Repartition to N replicas; ``None``: one per existing partition."""
     warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
+    """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0
+    """Per-epoch, per-partition shuffling."""
     request_timeout: float = 60.0     # seconds before a replica gives up on one server request
+    """Seconds after which a replica gives up on one server request."""
     max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
+    """Bigger pushes are refused with HTTP 413."""
     verbose: int = 1                  # 0: silent; 1: a progress bar
+    """0 silences the progress bar (and the printed dashboard link)."""
     # Reliability (see README "Failure model").
     request_retries: int = 3          # connection errors retried with exponential backoff
+    """Connection errors are retried with exponential backoff, then ``ParameterServerError``."""
     skip_nonfinite: bool = False      # a replica drops a NaN/Inf gradient instead of failing
+    """A replica drops a NaN/Inf gradient (counted) instead of failing its task."""
     clip_norm: float | None = None    # clip each mini-batch gradient to this global L2 norm
+    """Clip each mini-batch gradient to this global L2 norm."""
     divergence_factor: float = 4.0    # status flags a replica whose loss grew this much
+    """Status lists a replica whose smoothed loss grew this many times its best."""
     checkpoint_dir: str | None = None  # write the server's state here (None: no checkpoints)
+    """Write checkpoints here; ``fit(..., resume=True)`` continues from the newest."""
     checkpoint_every_updates: int = 0  # ... every N applied updates (0: off)
+    """Checkpoint every N applied updates (0: off); checkpoints are also written after every
+    epoch.
+    """
     checkpoint_every_s: float = 60.0   # ... and every T seconds; always after every epoch
+    """Checkpoint every T seconds (and after every epoch)."""
     checkpoint_keep: int = 3           # keep the newest K checkpoints
+    """Newest checkpoints kept."""
     # TLS for the parameter server: PEM certificate + key on the driver; replicas verify it
     # against tls_ca (default: the certificate itself, i.e. a self-signed one).
     tls_cert: str | None = None
+    """Serve over TLS with this PEM certificate (with ``tls_key``)."""
     tls_key: str | None = None
+    """The PEM key for ``tls_cert``."""
     tls_ca: str | None = None
+    """Replicas verify the server against this PEM (default: the certificate itself)."""
     # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
     server_port: int = 0              # 0: a free port per run
+    """The master model server's port; 0: a free one per run (fix it to scrape ``/metrics``)."""
     token_file: str | None = None     # None: a fresh random token per run
+    """Read the run's bearer token from this file's first line (>= 16 characters); ``None``: a
+    random one per run.
+    """
     # Devices and precision on executors (README "Running on GPUs").
     device: str = "auto"              # "auto" | "cpu" | "gpu"; Spark's GPU scheduling wins
+    """Where replicas compute: ``"auto"`` (a GPU if TensorFlow can use one, else the CPU),
+    ``"cpu"``, ``"gpu"`` (fail if none); Spark's GPU scheduling decides *which* GPU (see
+    Running on GPUs).
+    """
     precision: str | None = None      # None/"float32", "mixed_float16", "mixed_bfloat16"
+    """``"mixed_float16"`` (with dynamic loss scaling) or ``"mixed_bfloat16"``: replicas compute
+    in 16 bits; weights, gradients pushed and the server's master copy stay float32.
+    ``None``/``"float32"``: all float32.
+    """
     gpu_memory_growth: bool = True    # TensorFlow allocates GPU memory as needed
+    """TensorFlow takes GPU memory as it needs it, not all of it at start."""
     gpu_memory_limit_mb: int | None = None  # a per-task cap on GPU memory (None: no cap)
+    """Cap each task's GPU memory (e.g. for fractional GPU amounts); replaces growth."""
     # Parameter server at scale (README "Shards and staleness").
     max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
+    """A push staler than this many updates (on its shard) is refused and counted
+    (``stale_refused``); its mini-batches count as consumed and the replica refetches.
+    """
     compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
+    """Pushes as ``"fp16"``, ``"bf16"`` or ``"topk"`` (error feedback on the replica); fetches
+    stay float32.
+    """
     topk_ratio: float = 0.01          # share of each array a "topk" push sends
+    """With ``"topk"``, the share of each array sent per push."""
     mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
+    """``"async"``: Downpour; ``"sync"``: synchronous SGD on a Spark barrier stage (one averaged
+    update per round; needs ``n_fetch = n_push = 1`` and a free task slot per partition);
+    ``"easgd"``: elastic averaging.
+    """
     overlap: bool = False             # async: push on a background thread while the next batch computes
+    """Async: each push (answered with the fresh parameters) runs on a background thread while
+    the next mini-batch computes on the parameters at hand; one push in flight, so staleness
+    grows by about one.
+    """
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
+    """easgd: mini-batches between exchanges."""
     easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
+    """easgd: moving rate (``None``: 0.9 / replicas). easgd refuses ``warmstart_steps``."""
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
@@ -223,31 +295,75 @@ class SandblasterConfig(_Loadable):
     SECTION: ClassVar[str] = "sandblaster"
 
     loss: str | Callable = "binary_crossentropy"
+    """Keras loss; with a sigmoid/softmax last layer the loss is computed from logits (exact
+    where probabilities round to 0 or 1).
+    """
     max_iter: int = 100
+    """L-BFGS iterations at most (stop reason ``max_iter``)."""
     tol: float = 1e-6                 # stop when the objective's relative change is below this
+    """Stop when the objective's relative change is at most this (``tol``); a ``tol`` below
+    ``f_noise`` turns this test off (gtol and max_iter stop).
+    """
     gtol: float = 1e-5                # ... or the gradient's Euclidean norm is below this
+    """Stop when the gradient's Euclidean norm is at most this (``gtol``)."""
     l2: float = 0.0
+    """The objective adds ``l2/2 * sum(kernel**2)`` (biases too with ``l2_biases``), as MLlib's
+    ``regParam`` does.
+    """
     l2_biases: bool = False
+    """Apply ``l2`` to the biases too."""
     history_size: int = 10            # L-BFGS memory m
+    """L-BFGS memory m (at most 100)."""
     num_shards: int = 1               # servers holding the vectors and the history
+    """Servers holding the parameter vector, gradient, direction and history, each a contiguous
+    slice.
+    """
     shard_processes: bool = False     # each shard in its own process, not a driver thread
+    """Run each shard in its own child process (spawned), so no process, the driver included,
+    holds the whole vector or history; the status route reports each shard's pid.
+    """
     portions_per_core: int = 4        # data portions per core, for load balancing
+    """Data portions = this x ``spark.default.parallelism``, unless ``fit(num_portions=)``."""
     aggregation_depth: int | None = None  # treeReduce depth; None: 1 for small gradients, else 2
+    """``treeReduce`` depth; ``None``: 1 while portions x gradient bytes <= 64 MiB, else 2."""
     c1: float = 1e-4                  # strong-Wolfe sufficient decrease
+    """Strong-Wolfe sufficient-decrease constant."""
     c2: float = 0.9                   # strong-Wolfe curvature
+    """Strong-Wolfe curvature constant."""
     max_line_search: int = 20         # objective evaluations per line search
+    """Evaluations per line search; on failure the history is reset and the search retried from
+    steepest descent (then stop reason ``line_search``).
+    """
     f_noise: float = 1e-7             # objective's relative rounding (float32 evaluations)
+    """The objective's relative rounding (evaluations run in float32): a step whose objective
+    rises by at most this, relatively, is accepted on its slope alone (Hager-Zhang
+    approximate Wolfe), and a failed search that promised less than this stops with reason
+    ``precision``; 0 keeps exact Armijo.
+    """
     checkpoint_dir: str | None = None  # write the current point here (None: no checkpoints)
+    """Write the current point here (``None``: no checkpoints); ``fit(resume=True)`` starts from
+    the newest matching one (see Failure model).
+    """
     checkpoint_every: int = 10        # ... every N iterations, and when the fit ends
+    """Checkpoint every N iterations, and when the fit ends."""
     checkpoint_keep: int = 3          # keep the newest K checkpoints
+    """Newest checkpoints kept."""
     request_timeout: float = 60.0
+    """As for Downpour: seconds before a request to a shard is given up."""
     max_request_mb: float = 512.0
+    """As for Downpour: bigger requests are refused with HTTP 413."""
     verbose: int = 1
+    """0 silences the progress bar; the bar shows iterations, objective and gradient norm."""
     # Evaluations' device (README "Running on GPUs"); they always compute in float32, since
     # the line search compares objectives to about 1e-7 (f_noise).
     device: str = "auto"
+    """As for Downpour, for the evaluation tasks; evaluations always compute in float32 (no
+    ``precision`` knob: the line search compares objectives to about 1e-7).
+    """
     gpu_memory_growth: bool = True
+    """As for Downpour, for the evaluation tasks."""
     gpu_memory_limit_mb: int | None = None
+    """As for Downpour, for the evaluation tasks."""
 
     def __post_init__(self) -> None:
         _check_loss(self.loss)
