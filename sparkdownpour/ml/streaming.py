@@ -105,8 +105,14 @@ class MicroBatchTrainer:
         started = time.perf_counter()
         record: dict[str, Any] = {"batch_id": batch_id, "rows": 0}
         if not batch_df.isEmpty():
-            result = Downpour(self.model, self._config).fit(batch_df, self.features_col,
-                                                           self.label_col)
+            try:
+                result = Downpour(self.model, self._config).fit(batch_df, self.features_col,
+                                                               self.label_col)
+            except BaseException:
+                # The model may hold a part of this batch: forget it, so that Spark's re-run
+                # starts from the last committed checkpoint.
+                self._model = None
+                raise
             last_epoch = result.history.epochs[-1] if result.history.epochs else {}
             record.update(rows=int(result.history.info.get("rows", 0)),
                           loss=last_epoch.get("loss"))

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from sparkdownpour.examples import arrays_to_frame
 from sparkdownpour.ml import MicroBatchTrainer
@@ -74,3 +75,13 @@ def test_bad_knobs_and_models_are_refused_before_any_batch(tmp_path):
         MicroBatchTrainer(dense(3, 2, "softmax"), tmp_path / "a", epochs=0)
     with pytest.raises(TypeError, match="keras.Model or a function that builds one"):
         MicroBatchTrainer("model.keras", tmp_path / "b")
+
+
+def test_a_failed_batch_leaves_nothing_behind(spark, batches, tmp_path):
+    trainer = MicroBatchTrainer(dense(3, 2, "softmax"), tmp_path / "model")
+    initial = weights(trainer.model)
+    with pytest.raises(ValueError, match="outside"):
+        trainer(batches[0].withColumn("label", F.lit(5.0)), 0)
+    assert trainer.last_batch_id is None and trainer.batches == []
+    assert same(weights(trainer.model), initial)  # reloaded from the last checkpoint
+
