@@ -32,15 +32,15 @@ from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batche
 logger = logging.getLogger(__name__)
 
 # Spark 4.3 (seen with 4.3.0; spark.sql.execution.arrow.pythonUDF.columnarInput.enabled, on by
-# default) evaluates an Arrow UDF over a columnar child (a vectorized Parquet or ORC scan, batch
-# or streaming) in ColumnarArrowEvalPythonEvaluatorFactory. When the UDF's arguments are not
-# plain Arrow-backed columns (ours are vector_to_array/cast expressions, and Parquet's column
-# vectors are not Arrow), it falls back to a row queue and then turns every output row, the
-# passed-through input columns included, back into a ColumnarBatch with RowToColumnConverter,
-# which has no case for user-defined types: any Spark ML vector column in the frame (the
-# features or any other) fails the task with UNSUPPORTED_DATATYPE UDT("STRUCT<type: TINYINT
-# ...>"), whatever the UDF's input is. Spark's row path handles UDTs, so when the frame carries
-# one, the columnar input is switched off (_row_input_for_udt_columns).
+# default) evaluates an Arrow UDF over a columnar child (a vectorized Parquet scan, batch or
+# streaming, or any source that yields ColumnarBatches) in ColumnarArrowEvalPythonEvaluatorFactory.
+# When the UDF's arguments are not plain Arrow-backed columns (ours are vector_to_array/cast
+# expressions, and Parquet's column vectors are not Arrow), it falls back to a row queue and then
+# turns every output row, the passed-through input columns included, back into a ColumnarBatch
+# with RowToColumnConverter, which has no case for user-defined types: any Spark ML vector column
+# in the frame (the features or any other) fails the task with UNSUPPORTED_DATATYPE
+# UDT("STRUCT<type: TINYINT ...>"), whatever the UDF's input is. Spark's row path handles UDTs,
+# so when the frame carries one, the columnar input is switched off (_row_input_for_udt_columns).
 COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
 
 
