@@ -12,6 +12,7 @@ can live on any Hadoop file system and load with ``PipelineModel.load``. No pick
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import pyarrow as pa
@@ -27,6 +28,20 @@ from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
+
+logger = logging.getLogger(__name__)
+
+# Spark 4.3 (seen with 4.3.0; spark.sql.execution.arrow.pythonUDF.columnarInput.enabled, on by
+# default) evaluates an Arrow UDF over a columnar child (a vectorized Parquet scan, batch or
+# streaming, or any source that yields ColumnarBatches) in ColumnarArrowEvalPythonEvaluatorFactory.
+# When the UDF's arguments are not plain Arrow-backed columns (ours are vector_to_array/cast
+# expressions, and Parquet's column vectors are not Arrow), it falls back to a row queue and then
+# turns every output row, the passed-through input columns included, back into a ColumnarBatch
+# with RowToColumnConverter, which has no case for user-defined types: any Spark ML vector column
+# in the frame (the features or any other) fails the task with UNSUPPORTED_DATATYPE
+# UDT("STRUCT<type: TINYINT ...>"), whatever the UDF's input is. Spark's row path handles UDTs,
+# so when the frame carries one, the columnar input is switched off (_row_input_for_udt_columns).
+COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
 
 
 class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
@@ -86,6 +101,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         if not outputs:
             return dataset
         features = self.getFeaturesCol()
+        _row_input_for_udt_columns(dataset)
         options = dict(digest=digest_of(self._require_payload()),
                        broadcast=self._payload_broadcast(dataset.sparkSession), task=task,
                        activation=self.getOutputActivation(), num_features=self.getNumFeatures(),
@@ -124,6 +140,36 @@ class DownpourModel(KerasPredictionModel):
 
 class SandblasterModel(KerasPredictionModel):
     """What ``SandblasterEstimator.fit`` returns."""
+
+
+def _has_udt(dtype: T.DataType) -> bool:
+    if isinstance(dtype, T.UserDefinedType):
+        return True
+    if isinstance(dtype, T.StructType):
+        return any(_has_udt(field.dataType) for field in dtype.fields)
+    if isinstance(dtype, T.ArrayType):
+        return _has_udt(dtype.elementType)
+    if isinstance(dtype, T.MapType):
+        return _has_udt(dtype.keyType) or _has_udt(dtype.valueType)
+    return False
+
+
+def _row_input_for_udt_columns(dataset: DataFrame) -> None:
+    """Work around Spark's columnar Arrow-UDF path for frames with a UDT column (see
+    ``COLUMNAR_UDF_INPUT``): the one place that knows about it.
+
+    The setting is read when a query runs, so it is set on the frame's session (a streaming
+    query copies it when it starts). It only turns an optimisation off; results are the same.
+    """
+    if not _has_udt(dataset.schema):
+        return
+    conf = dataset.sparkSession.conf
+    if str(conf.get(COLUMNAR_UDF_INPUT, "true")).lower() == "false":
+        return
+    logger.info("the DataFrame has a user-defined-type column (a Spark ML vector); setting %s="
+                "false on its session, because Spark's columnar Arrow-UDF input path cannot "
+                "pass such a column through", COLUMNAR_UDF_INPUT)
+    conf.set(COLUMNAR_UDF_INPUT, "false")
 
 
 def _lasting(info: dict) -> dict:
