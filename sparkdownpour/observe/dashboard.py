@@ -37,7 +37,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 
 
 def _static(name: str) -> str:
-    return resources.files("sparkdownpour.server").joinpath("static", name).read_text("utf-8")
+    return resources.files("sparkdownpour.observe").joinpath("static", name).read_text("utf-8")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
