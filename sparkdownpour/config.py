@@ -208,6 +208,11 @@ class DownpourConfig(_Loadable):
             raise ValueError(f"warmstart_steps={self.warmstart_steps} pushes gradients, but in "
                              "mode='easgd' the server adds elastic differences; use "
                              "warmstart_steps=0 with easgd")
+        if self.mode == "easgd" and self.max_staleness is not None:
+            raise ValueError(f"max_staleness={self.max_staleness} refuses stale gradients, but in "
+                             "mode='easgd' a push is an elastic difference against the center "
+                             "it has just fetched, and dropping one would lose the replica's "
+                             "local steps; use max_staleness=None with easgd")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")

@@ -30,3 +30,11 @@ def test_bad_toml_value_is_refused_with_its_name(tmp_path):
 def test_config_and_knobs_together_are_refused():
     with pytest.raises(TypeError, match="either config= or keyword knobs"):
         Downpour(lambda: None, config=DownpourConfig(), epochs=2)
+
+
+def test_easgd_with_max_staleness_is_refused_naming_both():
+    # A stale elastic push used to reach the replica as an unexplained "batch order" failure.
+    with pytest.raises(ValueError, match=r"max_staleness=3 .* mode='easgd'"):
+        DownpourConfig(mode="easgd", max_staleness=3)
+    assert DownpourConfig(mode="easgd").max_staleness is None
+    assert DownpourConfig(mode="async", max_staleness=3).max_staleness == 3
