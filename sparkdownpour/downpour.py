@@ -24,7 +24,7 @@ from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.observe.links import announce, read_token_file
-from sparkdownpour.observe.progress import ServerProgress
+from sparkdownpour.observe.progress import ServerProgress, expected_updates
 from sparkdownpour.driver_model import (
     check_devices_on_driver,
     device_options,
@@ -139,9 +139,7 @@ class Downpour:
         params = trainable_arrays(model)
         config_hash = _config_hash(cfg, self._rule, [p.shape for p in params], history.info)
         partitions = history.info["partitions"]
-        # Exact for evenly filled partitions (each ends in a short batch and a final push).
-        per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
-        expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
+        total_updates = expected_updates(cfg, history.info["rows"], partitions)
         tls, tls_ca = _tls(cfg)
         with serve_master(params, rule, num_shards=cfg.num_shards,
                           processes=cfg.shard_processes, store_kwargs=store_kwargs,
@@ -183,7 +181,7 @@ class Downpour:
                                overlap=cfg.overlap,
                                **_easgd_fields(cfg, self._rule, partitions))
             base = replace(base, **self._replica_overrides)
-            with ServerProgress(store, expected_updates, cfg.verbose) as progress, \
+            with ServerProgress(store, total_updates, cfg.verbose) as progress, \
                     (checkpoints or contextlib.nullcontext()):
                 if warm_start:
                     store.open_epoch(0)
