@@ -317,15 +317,19 @@ def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
 
 def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -> dict:
     examples = sum(s["examples"] for s in stats)
-    staleness = status.get("staleness", {})
+    staleness, this_epoch = status.get("staleness", {}), status["this_epoch"]
     return {
         "epoch": epoch,
         "loss": sum(s["loss_sum"] for s in stats) / max(examples, 1),
         "examples": examples,
         "steps": sum(s["steps"] for s in stats),
-        "updates": status["updates_applied"],
-        "staleness_mean": float(staleness.get("mean", 0.0)),
-        "staleness_max": int(staleness.get("max", 0)),
+        # This epoch's updates and their staleness; the whole run's so far under "_total".
+        "updates": this_epoch["updates_applied"],
+        "staleness_mean": float(this_epoch["staleness_mean"]),
+        "staleness_max": int(this_epoch["staleness_max"]),
+        "updates_total": status["updates_applied"],
+        "staleness_mean_total": float(staleness.get("mean", 0.0)),
+        "staleness_max_total": int(staleness.get("max", 0)),
         "replicas": len(stats),
         "wall_time_s": seconds,
         "compute_s": sum(s["compute_s"] for s in stats),
