@@ -88,6 +88,11 @@ class _Loadable:
 
 MODES = ("async", "sync", "easgd")
 
+# The one default limit on a request body (a push, a vector): servers answer bigger ones 413.
+# Config knobs give it in MiB (``max_request_mb``); servers take bytes.
+DEFAULT_MAX_REQUEST_MB = 512.0
+DEFAULT_MAX_REQUEST_BYTES = int(DEFAULT_MAX_REQUEST_MB * 2**20)
+
 
 @dataclass(frozen=True)
 class DownpourConfig(_Loadable):
@@ -109,7 +114,7 @@ class DownpourConfig(_Loadable):
     warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
     seed: int = 0
     request_timeout: float = 60.0     # seconds before a replica gives up on one server request
-    max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB  # the server refuses bigger pushes with 413
     verbose: int = 1                  # 0: silent; 1: a progress bar
     # Reliability (see README "Failure model").
     request_retries: int = 3          # connection errors retried with exponential backoff
@@ -246,7 +251,7 @@ class SandblasterConfig(_Loadable):
     checkpoint_every: int = 10        # ... every N iterations, and when the fit ends
     checkpoint_keep: int = 3          # keep the newest K checkpoints
     request_timeout: float = 60.0
-    max_request_mb: float = 512.0
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     verbose: int = 1
     # Evaluations' device (README "Running on GPUs"); they always compute in float32, since
     # the line search compares objectives to about 1e-7 (f_noise).

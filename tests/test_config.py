@@ -38,3 +38,19 @@ def test_easgd_with_max_staleness_is_refused_naming_both():
         DownpourConfig(mode="easgd", max_staleness=3)
     assert DownpourConfig(mode="easgd").max_staleness is None
     assert DownpourConfig(mode="async", max_staleness=3).max_staleness == 3
+
+
+def test_one_default_request_size_limit_for_every_server():
+    import inspect
+
+    from sparkdownpour import DeepDist, SandblasterConfig, config
+    from sparkdownpour.lbfgs.shard_server import ShardGroup
+    from sparkdownpour.server import create_app
+    from sparkdownpour.transport.http_server import HttpServer
+
+    limit = config.DEFAULT_MAX_REQUEST_BYTES
+    assert DownpourConfig().max_request_mb * 2**20 == limit
+    assert SandblasterConfig().max_request_mb * 2**20 == limit
+    assert inspect.signature(DeepDist).parameters["max_request_mb"].default * 2**20 == limit
+    for server in (ShardGroup, create_app, HttpServer):  # was 256 MiB in two of them
+        assert inspect.signature(server).parameters["max_request_bytes"].default == limit

@@ -15,12 +15,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from sparkdownpour.config import DEFAULT_MAX_REQUEST_BYTES
 from sparkdownpour.transport.frames import FRAME_CONTENT_TYPE, ProtocolError
 
 __all__ = ["BROWSER_AUTH", "DEFAULT_MAX_REQUEST_BYTES", "error_response", "frame_response",
            "guarded_app", "read_body"]
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
 BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key (install_dashboard)
 
 
