@@ -10,7 +10,10 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:  # config stays free of the rules' import; the annotation only names it
+    from sparkdownpour.optimizers.base import UpdateRule
 
 
 def _integer(name: str, value: Any, minimum: int) -> None:
@@ -87,6 +90,7 @@ class _Loadable:
 
 
 MODES = ("async", "sync", "easgd")
+DEFAULT_LEARNING_RATE = 0.05  # for an update rule given by name
 
 # The one default limit on a request body (a push, a vector): servers answer bigger ones 413.
 # Config knobs give it in MiB (``max_request_mb``); servers take bytes.
@@ -102,8 +106,9 @@ class DownpourConfig(_Loadable):
     SECTION: ClassVar[str] = "downpour"
 
     loss: str | Callable = "sparse_categorical_crossentropy"
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.05
+    optimizer: str | UpdateRule = "adagrad"  # a rule's name (optimizers.RULES) or an UpdateRule
+    # For a rule given by name; None: 0.05. An UpdateRule has its own, so giving both is refused.
+    learning_rate: float | None = None
     batch_size: int = 32
     epochs: int = 10
     n_fetch: int = 1
@@ -156,7 +161,15 @@ class DownpourConfig(_Loadable):
         if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
             raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
                             f"received {self.optimizer!r}")
-        _positive_number("learning_rate", self.learning_rate)
+        if isinstance(self.optimizer, str):
+            if self.learning_rate is None:
+                object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE)
+            _positive_number("learning_rate", self.learning_rate)
+        elif self.learning_rate is not None:
+            raise ValueError(f"optimizer={self.optimizer!r} is a ready UpdateRule with its own "
+                             f"learning rate, so learning_rate={self.learning_rate!r} would be "
+                             "ignored: set it on the rule, or give the rule's name (e.g. "
+                             "optimizer='adagrad') with learning_rate")
         for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
             _integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:

@@ -54,3 +54,18 @@ def test_one_default_request_size_limit_for_every_server():
     assert inspect.signature(DeepDist).parameters["max_request_mb"].default * 2**20 == limit
     for server in (ShardGroup, create_app, HttpServer):  # was 256 MiB in two of them
         assert inspect.signature(server).parameters["max_request_bytes"].default == limit
+
+
+def test_an_update_rule_with_a_learning_rate_is_refused_naming_both():
+    from sparkdownpour import optimizers
+
+    rule = optimizers.Adam(learning_rate=0.001)
+    # The rule's own rate is the one used; a second one would have been silently ignored.
+    with pytest.raises(ValueError, match=r"optimizer=Adam\(learning_rate=0.001.*"
+                                         r"learning_rate=0.1 would be ignored"):
+        Downpour(lambda: None, optimizer=rule, learning_rate=0.1)
+    trainer = Downpour(lambda: None, optimizer=rule)
+    assert trainer.config.learning_rate is None and trainer.config.optimizer is rule
+    # A rule given by name takes learning_rate, 0.05 unless given.
+    assert DownpourConfig().learning_rate == 0.05
+    assert Downpour(lambda: None, optimizer="adam", learning_rate=0.1).config.learning_rate == 0.1
