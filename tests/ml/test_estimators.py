@@ -146,3 +146,15 @@ def test_a_multi_unit_sigmoid_model_is_refused_before_training(binary):
     frame, _, _ = binary
     with pytest.raises(ValueError, match="multi-label"):
         SandblasterEstimator(model=dense(3, 2, "sigmoid")).fit(frame)
+
+
+def test_param_defaults_are_the_config_defaults_and_every_rule_is_documented():
+    from sparkdownpour import DownpourConfig, SandblasterConfig, optimizers
+
+    for stage, config in ((DownpourEstimator(model=dense(3, 2, "softmax")), DownpourConfig()),
+                          (SandblasterEstimator(model=dense(3, 1, "sigmoid")),
+                           SandblasterConfig())):
+        for param, knob in stage._param_to_knob.items():
+            assert stage.getOrDefault(param) == getattr(config, knob), param
+    doc = DownpourEstimator.optimizer.doc
+    assert all(name in doc for name in optimizers.RULES), doc
