@@ -4,7 +4,7 @@ Routes added to a guarded app (token or session cookie, see ``browser_auth``)::
 
     GET /login?code=<one-time code>   -> sets the session cookie, 303 to /
     GET /                             -> the page, charts rendered in it
-    GET /v1/dashboard                 -> {"title", "sections": {id: svg/html}, "version"}
+    GET /v1/dashboard                 -> {"title", "sections": {id: svg/html}, "time"}
     GET /static/dashboard.{js,css}    -> shipped in the package (no CDN)
 
 A *view* renders the sections: ``DownpourView`` from a store's ``status()`` (sampled into a

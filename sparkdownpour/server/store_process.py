@@ -7,8 +7,7 @@ and wire format as with threaded shards. The driver reaches each child's store t
 child's pipe (``StoreProcess``: epochs, status, checkpoints, the final parameters), and with
 several shards through a ``ShardedStore`` over those proxies, so checkpoints, resume and the
 progress bar work unchanged. The dashboard is served from the driver
-(``observe_routes.create_status_app``): a
-child's own dashboard sees only its shard.
+(``observe.routes.create_status_app``): a child's own dashboard sees only its shard.
 """
 
 from __future__ import annotations
