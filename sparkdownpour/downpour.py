@@ -166,7 +166,8 @@ class Downpour:
             if master.dashboard is not server:  # shard processes: the driver serves it
                 history.info["dashboard_server"] = master.dashboard.url
             run_id = history.info["run_id"]
-            announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}")
+            announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}",
+                     plan={"epochs": cfg.epochs, "updates": total_updates})
             if self._on_server_start is not None:
                 self._on_server_start(server)
             base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,

@@ -36,14 +36,18 @@ def read_token_file(path) -> str | None:
     return token
 
 
-def announce(server, history, verbose: int, title: str, *, listen: bool = True) -> None:
+def announce(server, history, verbose: int, title: str, *, listen: bool = True,
+             plan: dict | None = None) -> None:
     """Mint the one-time dashboard link, keep it in ``history.info["dashboard"]``, log it and
     (with ``verbose``) print it above the progress bar; with ``listen`` the history's records
-    go to the dashboard as they are appended."""
+    go to the dashboard as they are appended. ``plan`` (``{"epochs", "updates"}``) lets the
+    dashboard show the run's progress and the time left."""
     view = dashboard_view(server)
     if view is None:
         return
     view.title = title
+    if plan:
+        view.plan = dict(plan)
     if listen:
         history.listeners.append(view.note_record)
     link = dashboard_link(server)
