@@ -10,7 +10,10 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:  # config stays free of the rules' import; the annotation only names it
+    from sparkdownpour.optimizers.base import UpdateRule
 
 
 def _integer(name: str, value: Any, minimum: int) -> None:
@@ -87,6 +90,12 @@ class _Loadable:
 
 
 MODES = ("async", "sync", "easgd")
+DEFAULT_LEARNING_RATE = 0.05  # for an update rule given by name
+
+# The one default limit on a request body (a push, a vector): servers answer bigger ones 413.
+# Config knobs give it in MiB (``max_request_mb``); servers take bytes.
+DEFAULT_MAX_REQUEST_MB = 512.0
+DEFAULT_MAX_REQUEST_BYTES = int(DEFAULT_MAX_REQUEST_MB * 2**20)
 
 
 @dataclass(frozen=True)
@@ -98,13 +107,14 @@ class DownpourConfig(_Loadable):
 
     loss: str | Callable = "sparse_categorical_crossentropy"
     """Keras loss name or callable."""
-    optimizer: str = "adagrad"
+    optimizer: str | UpdateRule = "adagrad"
     """Server-side update rule: ``sgd``, ``momentum``, ``adagrad``, ``adam``, the delay-aware
     ``staleness_aware``, ``dc_asgd``, ``dc_asgd_adaptive``, ``delay_tolerant_adagrad``, or an
     ``UpdateRule`` (e.g. ``optimizers.get("dc_asgd", variance_control=0.1)``).
     """
-    learning_rate: float = 0.05
-    """The rule's learning rate."""
+    learning_rate: float | None = None
+    """The learning rate of a rule given by name; ``None``: 0.05. An ``UpdateRule`` has its own,
+    so giving both is refused."""
     batch_size: int = 32
     """Mini-batch rows per gradient."""
     epochs: int = 10
@@ -135,7 +145,7 @@ class DownpourConfig(_Loadable):
     """Per-epoch, per-partition shuffling."""
     request_timeout: float = 60.0     # seconds before a replica gives up on one server request
     """Seconds after which a replica gives up on one server request."""
-    max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     """Bigger pushes are refused with HTTP 413."""
     verbose: int = 1                  # 0: silent; 1: a progress bar
     """0 silences the progress bar (and the printed dashboard link)."""
@@ -223,7 +233,15 @@ class DownpourConfig(_Loadable):
         if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
             raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
                             f"received {self.optimizer!r}")
-        _positive_number("learning_rate", self.learning_rate)
+        if isinstance(self.optimizer, str):
+            if self.learning_rate is None:
+                object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE)
+            _positive_number("learning_rate", self.learning_rate)
+        elif self.learning_rate is not None:
+            raise ValueError(f"optimizer={self.optimizer!r} is a ready UpdateRule with its own "
+                             f"learning rate, so learning_rate={self.learning_rate!r} would be "
+                             "ignored: set it on the rule, or give the rule's name (e.g. "
+                             "optimizer='adagrad') with learning_rate")
         for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
             _integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:
@@ -280,6 +298,11 @@ class DownpourConfig(_Loadable):
             raise ValueError(f"warmstart_steps={self.warmstart_steps} pushes gradients, but in "
                              "mode='easgd' the server adds elastic differences; use "
                              "warmstart_steps=0 with easgd")
+        if self.mode == "easgd" and self.max_staleness is not None:
+            raise ValueError(f"max_staleness={self.max_staleness} refuses stale gradients, but in "
+                             "mode='easgd' a push is an elastic difference against the center "
+                             "it has just fetched, and dropping one would lose the replica's "
+                             "local steps; use max_staleness=None with easgd")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")
@@ -350,7 +373,7 @@ class SandblasterConfig(_Loadable):
     """Newest checkpoints kept."""
     request_timeout: float = 60.0
     """As for Downpour: seconds before a request to a shard is given up."""
-    max_request_mb: float = 512.0
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
     """As for Downpour: bigger requests are refused with HTTP 413."""
     verbose: int = 1
     """0 silences the progress bar; the bar shows iterations, objective and gradient norm."""

@@ -8,11 +8,17 @@ in MLlib.
 Persistence is Spark ML's: ``metadata/`` (class, uid, Params, training history, the model's
 SHA-256) plus ``keras/``, a one-row Parquet file holding the ``.keras`` bytes, so the directory
 can live on any Hadoop file system and load with ``PipelineModel.load``. No pickle anywhere.
+
+The ``.keras`` bytes reach executors in a broadcast made on the first ``transform`` and shared
+by the model's copies; it is unpersisted when the last of them is garbage-collected, or at once
+with ``unpersist()``. Unpersisting only drops the executors' copies: a DataFrame a
+``transform`` returned still evaluates (Spark sends the bytes again).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Iterator
 
 import pyarrow as pa
@@ -52,7 +58,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         self._payload = payload
         self._history = history or History()
         self._keras = None
-        self._broadcast = None  # (SparkContext, Broadcast of the payload), made on first use
+        self._broadcast: _Shipped | None = None  # the payload's broadcast, made on first use
 
     @property
     def keras_model(self):
@@ -79,9 +85,17 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
 
     def _payload_broadcast(self, spark):
         sc = spark.sparkContext
-        if self._broadcast is None or self._broadcast[0] is not sc:
-            self._broadcast = (sc, sc.broadcast(self._require_payload()))
-        return self._broadcast[1]
+        if self._broadcast is None or self._broadcast.context is not sc:
+            self._broadcast = _Shipped(sc, self._require_payload())
+        return self._broadcast.broadcast
+
+    def unpersist(self) -> "KerasPredictionModel":
+        """Release the executors' copies of the model's bytes now, rather than when the model
+        is garbage-collected; a later ``transform`` broadcasts them again."""
+        shipped, self._broadcast = self._broadcast, None
+        if shipped is not None:
+            shipped.release()
+        return self
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.sql.functions import arrow_udf
@@ -132,6 +146,27 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
     @classmethod
     def read(cls) -> MLReader:
         return KerasParamsReader(KerasPredictionModel, _model_from_saved, "fitted model")
+
+
+class _Shipped:
+    """A payload's broadcast in one SparkContext, unpersisted when nothing holds it any more
+    (models' copies share one) or on ``release()``."""
+
+    def __init__(self, context, payload: bytes) -> None:
+        self.context = context
+        self.broadcast = context.broadcast(payload)
+        self._finalizer = weakref.finalize(self, _unpersist, self.broadcast)
+        self._finalizer.atexit = False  # the JVM may be gone by then; Spark frees it anyway
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def _unpersist(broadcast) -> None:
+    try:
+        broadcast.unpersist()
+    except Exception:  # noqa: BLE001 - the SparkContext has stopped: nothing left to free
+        pass
 
 
 class DownpourModel(KerasPredictionModel):
