@@ -6,87 +6,22 @@ knob's name and the value received.
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+from sparkdownpour.config_checks import (  # noqa: F401  (DEVICES, PRECISIONS: part of config's API)
+    DEVICES,
+    PRECISIONS,
+    Loadable,
+    check_device_knobs,
+    check_loss,
+    integer,
+    positive_number,
+)
 
 if TYPE_CHECKING:  # config stays free of the rules' import; the annotation only names it
     from sparkdownpour.optimizers.base import UpdateRule
-
-
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, received {value!r} of type "
-                        f"{type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
-
-
-def _positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, received {value!r} of type "
-                        f"{type(value).__name__}")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, received {value!r}")
-
-
-def _check_loss(loss: Any) -> None:
-    if not (isinstance(loss, str) and loss) and not callable(loss):
-        raise TypeError(f"loss must be a Keras loss name or a callable, received {loss!r}")
-
-
-DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
-
-
-def _check_device_knobs(config) -> None:
-    """``device``, ``gpu_memory_growth`` and ``gpu_memory_limit_mb`` (see README "Running on
-    GPUs"); kept in step with ``replica.devices``, which config does not import, to stay light."""
-    if config.device not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)} ('auto': a GPU if TensorFlow "
-                         f"can use one, else the CPU), received {config.device!r}")
-    if not isinstance(config.gpu_memory_growth, bool):
-        raise TypeError(f"gpu_memory_growth must be true or false, received "
-                        f"{config.gpu_memory_growth!r}")
-    if config.gpu_memory_limit_mb is not None:
-        _integer("gpu_memory_limit_mb", config.gpu_memory_limit_mb, minimum=1)
-
-
-class _Loadable:
-    """``replace``, ``from_dict`` and ``from_toml`` for the frozen config dataclasses."""
-
-    SECTION: ClassVar[str] = ""
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str | None = None):
-        """Read ``[section]`` of a TOML file; unknown keys are refused with the allowed ones."""
-        section = section or cls.SECTION
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-        return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
-
-    @classmethod
-    def resolve(cls, config=None, knobs: dict | None = None):
-        """A trainer's ``config=`` or its keyword knobs (not both) as a validated config."""
-        if config is not None and knobs:
-            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
-                            f"{sorted(knobs)})")
-        if config is not None and not isinstance(config, cls):
-            raise TypeError(f"config must be a {cls.__name__}, received {type(config).__name__}")
-        return config if config is not None else cls(**(knobs or {}))
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "config"):
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**values)
 
 
 MODES = ("async", "sync", "easgd")
@@ -99,7 +34,7 @@ DEFAULT_MAX_REQUEST_BYTES = int(DEFAULT_MAX_REQUEST_MB * 2**20)
 
 
 @dataclass(frozen=True)
-class DownpourConfig(_Loadable):
+class DownpourConfig(Loadable):
     """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
     every replica fetching and pushing after each mini-batch."""
 
@@ -225,8 +160,8 @@ class DownpourConfig(_Loadable):
     """easgd: moving rate (``None``: 0.9 / replicas). easgd refuses ``warmstart_steps``."""
 
     def __post_init__(self) -> None:
-        _check_loss(self.loss)
-        _check_device_knobs(self)
+        check_loss(self.loss)
+        check_device_knobs(self)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)} (mixed: float32 "
                              f"weights, low-precision compute), received {self.precision!r}")
@@ -236,34 +171,34 @@ class DownpourConfig(_Loadable):
         if isinstance(self.optimizer, str):
             if self.learning_rate is None:
                 object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE)
-            _positive_number("learning_rate", self.learning_rate)
+            positive_number("learning_rate", self.learning_rate)
         elif self.learning_rate is not None:
             raise ValueError(f"optimizer={self.optimizer!r} is a ready UpdateRule with its own "
                              f"learning rate, so learning_rate={self.learning_rate!r} would be "
                              "ignored: set it on the rule, or give the rule's name (e.g. "
                              "optimizer='adagrad') with learning_rate")
         for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
-            _integer(name, getattr(self, name), minimum=1)
+            integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:
-            _integer("num_replicas", self.num_replicas, minimum=1)
+            integer("num_replicas", self.num_replicas, minimum=1)
         for name in ("warmstart_steps", "seed", "verbose"):
-            _integer(name, getattr(self, name), minimum=0)
-        _positive_number("request_timeout", self.request_timeout)
-        _positive_number("max_request_mb", self.max_request_mb)
-        _integer("request_retries", self.request_retries, minimum=0)
-        _integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
-        _integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
-        _positive_number("checkpoint_every_s", self.checkpoint_every_s)
-        _positive_number("divergence_factor", self.divergence_factor)
+            integer(name, getattr(self, name), minimum=0)
+        positive_number("request_timeout", self.request_timeout)
+        positive_number("max_request_mb", self.max_request_mb)
+        integer("request_retries", self.request_retries, minimum=0)
+        integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
+        integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
+        positive_number("checkpoint_every_s", self.checkpoint_every_s)
+        positive_number("divergence_factor", self.divergence_factor)
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1 (a loss this many times its best "
                              f"is called diverging), received {self.divergence_factor!r}")
         if self.clip_norm is not None:
-            _positive_number("clip_norm", self.clip_norm)
+            positive_number("clip_norm", self.clip_norm)
         if not isinstance(self.skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite must be True or False, received "
                             f"{self.skip_nonfinite!r}")
-        _integer("server_port", self.server_port, minimum=0)
+        integer("server_port", self.server_port, minimum=0)
         if self.server_port > 65535:
             raise ValueError(f"server_port must be in 0..65535 (0: any free port), received "
                              f"{self.server_port!r}")
@@ -278,7 +213,7 @@ class DownpourConfig(_Loadable):
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
         if self.max_staleness is not None:
-            _integer("max_staleness", self.max_staleness, minimum=0)
+            integer("max_staleness", self.max_staleness, minimum=0)
         from sparkdownpour.server.compression import check_compression
 
         check_compression(self.compression, self.topk_ratio)
@@ -288,9 +223,9 @@ class DownpourConfig(_Loadable):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, received "
                                 f"{getattr(self, name)!r}")
-        _integer("easgd_tau", self.easgd_tau, minimum=1)
+        integer("easgd_tau", self.easgd_tau, minimum=1)
         if self.easgd_alpha is not None:
-            _positive_number("easgd_alpha", self.easgd_alpha)
+            positive_number("easgd_alpha", self.easgd_alpha)
             if self.easgd_alpha > 1:
                 raise ValueError(f"easgd_alpha is a moving rate in (0, 1], received "
                                  f"{self.easgd_alpha!r}")
@@ -310,7 +245,7 @@ class DownpourConfig(_Loadable):
 
 
 @dataclass(frozen=True)
-class SandblasterConfig(_Loadable):
+class SandblasterConfig(Loadable):
     """Sandblaster L-BFGS's knobs (DistBelief §4.2). The objective is the mean loss over all rows
     plus ``l2/2 * |w|^2`` over the kernels (and the biases too with ``l2_biases``), plus the
     layers' own regularizers (``model.losses``)."""
@@ -389,14 +324,14 @@ class SandblasterConfig(_Loadable):
     """As for Downpour, for the evaluation tasks."""
 
     def __post_init__(self) -> None:
-        _check_loss(self.loss)
-        _check_device_knobs(self)
+        check_loss(self.loss)
+        check_device_knobs(self)
         for name in ("max_iter", "history_size", "num_shards", "portions_per_core",
                      "max_line_search", "checkpoint_every", "checkpoint_keep"):
-            _integer(name, getattr(self, name), minimum=1)
+            integer(name, getattr(self, name), minimum=1)
         if self.aggregation_depth is not None:
-            _integer("aggregation_depth", self.aggregation_depth, minimum=1)
-        _integer("verbose", self.verbose, minimum=0)
+            integer("aggregation_depth", self.aggregation_depth, minimum=1)
+        integer("verbose", self.verbose, minimum=0)
         if self.history_size > 100:
             raise ValueError(f"history_size must be <= 100, received {self.history_size} "
                              "(beyond a few tens the direction stops improving)")
@@ -420,5 +355,5 @@ class SandblasterConfig(_Loadable):
                 and 0 < self.c1 < self.c2 < 1):
             raise ValueError(f"the line search needs 0 < c1 < c2 < 1, received c1={self.c1!r}, "
                              f"c2={self.c2!r}")
-        _positive_number("request_timeout", self.request_timeout)
-        _positive_number("max_request_mb", self.max_request_mb)
+        positive_number("request_timeout", self.request_timeout)
+        positive_number("max_request_mb", self.max_request_mb)
