@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         seconds, epochs, acc, last = downpour_time_to_accuracy(frame, x_test, y_test, args.target,
                                                                args.max_epochs)
         rows.append((f"Downpour adagrad lr=0.05, {args.partitions} replicas, {label}", seconds,
-                     epochs, acc, f"staleness mean {last['staleness_mean']:.2f}"))
+                     epochs, acc, f"staleness mean {last['staleness_mean_total']:.2f}"))
     wire = measure_wire()
     tuned = measure_wire() if keep_freed_buffers() else None  # process-wide, so measured after default
 

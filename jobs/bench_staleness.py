@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     for label, replicas, seconds, epochs, last in rows:
         ratio = seconds / reference[replicas] if replicas in reference else float("nan")
         print(f"{label:<16}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
-              f"{last['val_accuracy']:>9.4f}{last['staleness_mean']:>11.2f}{ratio:>14.2f}")
+              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{ratio:>14.2f}")
     best = min((r for r in rows if np.isfinite(r[2])), key=lambda r: r[2], default=None)
     print(f"bench_staleness: {args.rows} rows x {FEATURES}, target {args.target:.0%}: fastest "
           + (f"{best[0]} at {best[1]} replicas, {best[2]:.2f} s" if best else "none reached it"))

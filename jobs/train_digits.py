@@ -98,8 +98,9 @@ def main(argv=None) -> int:
     print(f"devices:            {'; '.join(result.history.info['devices'])}, "
           f"precision {args.precision}")
     print(f"epochs:             {len(result.history)}")
-    print(f"updates applied:    {last['updates']}")
-    print(f"staleness:          mean {last['staleness_mean']:.2f}, max {last['staleness_max']}")
+    print(f"updates applied:    {last['updates_total']}")
+    print(f"staleness:          mean {last['staleness_mean_total']:.2f}, "
+          f"max {last['staleness_max_total']}")
     print(f"final train loss:   {last['loss']:.4f}")
     print(f"wall time:          {time.perf_counter() - started:.1f} s")
     print(f"held-out accuracy:  {last['val_accuracy']:.4f}")

@@ -6,30 +6,34 @@ knob's name and the value received.
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+from sparkdownpour.config_checks import (  # noqa: F401  (DEVICES, PRECISIONS: part of config's API)
+    DEVICES,
+    PRECISIONS,
+    Loadable,
+    check_device_knobs,
+    check_loss,
+    integer,
+    positive_number,
+)
+
+if TYPE_CHECKING:  # config stays free of the rules' import; the annotation only names it
+    from sparkdownpour.optimizers.base import UpdateRule
 
 
-def _integer(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, received {value!r} of type "
-                        f"{type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
+MODES = ("async", "sync", "easgd")
+DEFAULT_LEARNING_RATE = 0.05  # for an update rule given by name
+
+# The one default limit on a request body (a push, a vector): servers answer bigger ones 413.
+# Config knobs give it in MiB (``max_request_mb``); servers take bytes.
+DEFAULT_MAX_REQUEST_MB = 512.0
+DEFAULT_MAX_REQUEST_BYTES = int(DEFAULT_MAX_REQUEST_MB * 2**20)
 
 
-def _positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, received {value!r} of type "
-                        f"{type(value).__name__}")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, received {value!r}")
-
-
-def _check_server_host(host: Any) -> None:
+def _check_server_host(host: object) -> None:
     """``server_host``: the address executors dial (see session.driver_address); None: chosen."""
     if host is None:
         return
@@ -44,153 +48,177 @@ def _check_server_host(host: Any) -> None:
                          "dial; give this machine's address on the executors' network")
 
 
-def _check_loss(loss: Any) -> None:
-    if not (isinstance(loss, str) and loss) and not callable(loss):
-        raise TypeError(f"loss must be a Keras loss name or a callable, received {loss!r}")
-
-
-DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
-
-
-def _check_device_knobs(config) -> None:
-    """``device``, ``gpu_memory_growth`` and ``gpu_memory_limit_mb`` (see README "Running on
-    GPUs"); kept in step with ``replica.devices``, which config does not import, to stay light."""
-    if config.device not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)} ('auto': a GPU if TensorFlow "
-                         f"can use one, else the CPU), received {config.device!r}")
-    if not isinstance(config.gpu_memory_growth, bool):
-        raise TypeError(f"gpu_memory_growth must be true or false, received "
-                        f"{config.gpu_memory_growth!r}")
-    if config.gpu_memory_limit_mb is not None:
-        _integer("gpu_memory_limit_mb", config.gpu_memory_limit_mb, minimum=1)
-
-
-class _Loadable:
-    """``replace``, ``from_dict`` and ``from_toml`` for the frozen config dataclasses."""
-
-    SECTION: ClassVar[str] = ""
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, section: str | None = None):
-        """Read ``[section]`` of a TOML file; unknown keys are refused with the allowed ones."""
-        section = section or cls.SECTION
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-        return cls.from_dict(data.get(section, {}), where=f"{path} [{section}]")
-
-    @classmethod
-    def resolve(cls, config=None, knobs: dict | None = None):
-        """A trainer's ``config=`` or its keyword knobs (not both) as a validated config."""
-        if config is not None and knobs:
-            raise TypeError(f"pass either config= or keyword knobs, not both (got config and "
-                            f"{sorted(knobs)})")
-        if config is not None and not isinstance(config, cls):
-            raise TypeError(f"config must be a {cls.__name__}, received {type(config).__name__}")
-        return config if config is not None else cls(**(knobs or {}))
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "config"):
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**values)
-
-
-MODES = ("async", "sync", "easgd")
-
-
 @dataclass(frozen=True)
-class DownpourConfig(_Loadable):
+class DownpourConfig(Loadable):
     """Downpour SGD's knobs (DistBelief §4.1). Defaults follow the paper: Adagrad on the server,
     every replica fetching and pushing after each mini-batch."""
 
     SECTION: ClassVar[str] = "downpour"
 
     loss: str | Callable = "sparse_categorical_crossentropy"
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.05
+    """Keras loss name or callable."""
+    optimizer: str | UpdateRule = "adagrad"
+    """Server-side update rule: ``sgd``, ``momentum``, ``adagrad``, ``adam``, the delay-aware
+    ``staleness_aware``, ``dc_asgd``, ``dc_asgd_adaptive``, ``delay_tolerant_adagrad``, or an
+    ``UpdateRule`` (e.g. ``optimizers.get("dc_asgd", variance_control=0.1)``).
+    """
+    learning_rate: float | None = None
+    """The learning rate of a rule given by name; ``None``: 0.05. An ``UpdateRule`` has its own,
+    so giving both is refused."""
     batch_size: int = 32
+    """Mini-batch rows per gradient."""
     epochs: int = 10
+    """Passes over the data; each is one Spark job."""
     n_fetch: int = 1
+    """Fetch the parameters every N mini-batches."""
     n_push: int = 1
+    """Push the accumulated gradient every N mini-batches."""
     num_shards: int = 1
+    """Independent server shards, each holding a contiguous range of the flat parameter vector
+    (own store, lock, rule state, step counter, port). Keep each under about 28 MB (7M
+    parameters): bigger frames are page-faulted afresh on every request (see Benchmarks);
+    ``fit`` warns and names a shard count that fits.
+    """
     shard_processes: bool = False     # each shard in its own (spawned) process, not a driver thread
+    """Serve each shard (the one store too, with ``num_shards = 1``) from its own spawned child
+    process instead of a thread of the driver, so updates to different shards run on
+    different cores; the dashboard is then served by the driver
+    (``history.info["dashboard_server"]``) and each shard's status reports its ``pid``. On 2
+    cores: the server's throughput rises to 0.50-0.53 of a raw socket, training epochs are
+    6-10% shorter, about the noise (see Benchmarks).
+    """
     num_replicas: int | None = None   # None: one replica per existing partition of the DataFrame
+    """Repartition to N replicas; ``None``: one per existing partition."""
     warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
+    """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0
+    """Per-epoch, per-partition shuffling."""
     request_timeout: float = 60.0     # seconds before a replica gives up on one server request
-    max_request_mb: float = 512.0     # the server refuses bigger pushes with 413
+    """Seconds after which a replica gives up on one server request."""
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
+    """Bigger pushes are refused with HTTP 413."""
     verbose: int = 1                  # 0: silent; 1: a progress bar
+    """0 silences the progress bar (and the printed dashboard link)."""
     # Reliability (see README "Failure model").
     request_retries: int = 3          # connection errors retried with exponential backoff
+    """Connection errors are retried with exponential backoff, then ``ParameterServerError``."""
     skip_nonfinite: bool = False      # a replica drops a NaN/Inf gradient instead of failing
+    """A replica drops a NaN/Inf gradient (counted) instead of failing its task."""
     clip_norm: float | None = None    # clip each mini-batch gradient to this global L2 norm
+    """Clip each mini-batch gradient to this global L2 norm."""
     divergence_factor: float = 4.0    # status flags a replica whose loss grew this much
+    """Status lists a replica whose smoothed loss grew this many times its best."""
     checkpoint_dir: str | None = None  # write the server's state here (None: no checkpoints)
+    """Write checkpoints here; ``fit(..., resume=True)`` continues from the newest."""
     checkpoint_every_updates: int = 0  # ... every N applied updates (0: off)
+    """Checkpoint every N applied updates (0: off); checkpoints are also written after every
+    epoch.
+    """
     checkpoint_every_s: float = 60.0   # ... and every T seconds; always after every epoch
+    """Checkpoint every T seconds (and after every epoch)."""
     checkpoint_keep: int = 3           # keep the newest K checkpoints
+    """Newest checkpoints kept."""
     # TLS for the parameter server: PEM certificate + key on the driver; replicas verify it
     # against tls_ca (default: the certificate itself, i.e. a self-signed one).
     tls_cert: str | None = None
+    """Serve over TLS with this PEM certificate (with ``tls_key``)."""
     tls_key: str | None = None
+    """The PEM key for ``tls_cert``."""
     tls_ca: str | None = None
+    """Replicas verify the server against this PEM (default: the certificate itself)."""
     # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
     server_port: int = 0              # 0: a free port per run
-    server_host: str | None = None    # the address executors dial; None: chosen (docs/connect.md)
+    """The master model server's port; 0: a free one per run (fix it to scrape ``/metrics``)."""
+    server_host: str | None = None
+    """The address executors dial to reach the servers, which bind to it (an address of this
+    machine); ``None``: loopback for local masters and a local Spark Connect server, the
+    client's route address towards a remote Connect server, else ``spark.driver.host``.
+    Checked by a probe before the first epoch (docs/connect.md)."""
     token_file: str | None = None     # None: a fresh random token per run
+    """Read the run's bearer token from this file's first line (>= 16 characters); ``None``: a
+    random one per run.
+    """
     # Devices and precision on executors (README "Running on GPUs").
     device: str = "auto"              # "auto" | "cpu" | "gpu"; Spark's GPU scheduling wins
+    """Where replicas compute: ``"auto"`` (a GPU if TensorFlow can use one, else the CPU),
+    ``"cpu"``, ``"gpu"`` (fail if none); Spark's GPU scheduling decides *which* GPU (see
+    Running on GPUs).
+    """
     precision: str | None = None      # None/"float32", "mixed_float16", "mixed_bfloat16"
+    """``"mixed_float16"`` (with dynamic loss scaling) or ``"mixed_bfloat16"``: replicas compute
+    in 16 bits; weights, gradients pushed and the server's master copy stay float32.
+    ``None``/``"float32"``: all float32.
+    """
     gpu_memory_growth: bool = True    # TensorFlow allocates GPU memory as needed
+    """TensorFlow takes GPU memory as it needs it, not all of it at start."""
     gpu_memory_limit_mb: int | None = None  # a per-task cap on GPU memory (None: no cap)
+    """Cap each task's GPU memory (e.g. for fractional GPU amounts); replaces growth."""
     # Parameter server at scale (README "Shards and staleness").
     max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
+    """A push staler than this many updates (on its shard) is refused and counted
+    (``stale_refused``); its mini-batches count as consumed and the replica refetches.
+    """
     compression: str | None = None    # pushes as "fp16", "bf16" or "topk"; fetches stay float32
+    """Pushes as ``"fp16"``, ``"bf16"`` or ``"topk"`` (error feedback on the replica); fetches
+    stay float32.
+    """
     topk_ratio: float = 0.01          # share of each array a "topk" push sends
+    """With ``"topk"``, the share of each array sent per push."""
     mode: str = "async"               # "async" (Downpour), "sync" (barrier rounds) or "easgd"
+    """``"async"``: Downpour; ``"sync"``: synchronous SGD on a Spark barrier stage (one averaged
+    update per round; needs ``n_fetch = n_push = 1`` and a free task slot per partition);
+    ``"easgd"``: elastic averaging.
+    """
     overlap: bool = False             # async: push on a background thread while the next batch computes
+    """Async: each push (answered with the fresh parameters) runs on a background thread while
+    the next mini-batch computes on the parameters at hand; one push in flight, so staleness
+    grows by about one.
+    """
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
+    """easgd: mini-batches between exchanges."""
     easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
+    """easgd: moving rate (``None``: 0.9 / replicas). easgd refuses ``warmstart_steps``."""
 
     def __post_init__(self) -> None:
-        _check_loss(self.loss)
-        _check_device_knobs(self)
+        check_loss(self.loss)
+        check_device_knobs(self)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)} (mixed: float32 "
                              f"weights, low-precision compute), received {self.precision!r}")
         if not isinstance(self.optimizer, str) and not hasattr(self.optimizer, "update"):
             raise TypeError(f"optimizer must be a rule name such as 'adagrad' or an UpdateRule, "
                             f"received {self.optimizer!r}")
-        _positive_number("learning_rate", self.learning_rate)
+        if isinstance(self.optimizer, str):
+            if self.learning_rate is None:
+                object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE)
+            positive_number("learning_rate", self.learning_rate)
+        elif self.learning_rate is not None:
+            raise ValueError(f"optimizer={self.optimizer!r} is a ready UpdateRule with its own "
+                             f"learning rate, so learning_rate={self.learning_rate!r} would be "
+                             "ignored: set it on the rule, or give the rule's name (e.g. "
+                             "optimizer='adagrad') with learning_rate")
         for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
-            _integer(name, getattr(self, name), minimum=1)
+            integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:
-            _integer("num_replicas", self.num_replicas, minimum=1)
+            integer("num_replicas", self.num_replicas, minimum=1)
         for name in ("warmstart_steps", "seed", "verbose"):
-            _integer(name, getattr(self, name), minimum=0)
-        _positive_number("request_timeout", self.request_timeout)
-        _positive_number("max_request_mb", self.max_request_mb)
-        _check_server_host(self.server_host)
-        _integer("request_retries", self.request_retries, minimum=0)
-        _integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
-        _integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
-        _positive_number("checkpoint_every_s", self.checkpoint_every_s)
-        _positive_number("divergence_factor", self.divergence_factor)
+            integer(name, getattr(self, name), minimum=0)
+        positive_number("request_timeout", self.request_timeout)
+        positive_number("max_request_mb", self.max_request_mb)
+        integer("request_retries", self.request_retries, minimum=0)
+        integer("checkpoint_every_updates", self.checkpoint_every_updates, minimum=0)
+        integer("checkpoint_keep", self.checkpoint_keep, minimum=1)
+        positive_number("checkpoint_every_s", self.checkpoint_every_s)
+        positive_number("divergence_factor", self.divergence_factor)
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1 (a loss this many times its best "
                              f"is called diverging), received {self.divergence_factor!r}")
         if self.clip_norm is not None:
-            _positive_number("clip_norm", self.clip_norm)
+            positive_number("clip_norm", self.clip_norm)
         if not isinstance(self.skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite must be True or False, received "
                             f"{self.skip_nonfinite!r}")
-        _integer("server_port", self.server_port, minimum=0)
+        integer("server_port", self.server_port, minimum=0)
         _check_server_host(self.server_host)
         if self.server_port > 65535:
             raise ValueError(f"server_port must be in 0..65535 (0: any free port), received "
@@ -206,7 +234,7 @@ class DownpourConfig(_Loadable):
         if self.tls_ca is not None and self.tls_cert is None:
             raise ValueError(f"tls_ca={self.tls_ca!r} is only used with tls_cert and tls_key")
         if self.max_staleness is not None:
-            _integer("max_staleness", self.max_staleness, minimum=0)
+            integer("max_staleness", self.max_staleness, minimum=0)
         from sparkdownpour.server.compression import check_compression
 
         check_compression(self.compression, self.topk_ratio)
@@ -216,9 +244,9 @@ class DownpourConfig(_Loadable):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, received "
                                 f"{getattr(self, name)!r}")
-        _integer("easgd_tau", self.easgd_tau, minimum=1)
+        integer("easgd_tau", self.easgd_tau, minimum=1)
         if self.easgd_alpha is not None:
-            _positive_number("easgd_alpha", self.easgd_alpha)
+            positive_number("easgd_alpha", self.easgd_alpha)
             if self.easgd_alpha > 1:
                 raise ValueError(f"easgd_alpha is a moving rate in (0, 1], received "
                                  f"{self.easgd_alpha!r}")
@@ -226,6 +254,11 @@ class DownpourConfig(_Loadable):
             raise ValueError(f"warmstart_steps={self.warmstart_steps} pushes gradients, but in "
                              "mode='easgd' the server adds elastic differences; use "
                              "warmstart_steps=0 with easgd")
+        if self.mode == "easgd" and self.max_staleness is not None:
+            raise ValueError(f"max_staleness={self.max_staleness} refuses stale gradients, but in "
+                             "mode='easgd' a push is an elastic difference against the center "
+                             "it has just fetched, and dropping one would lose the replica's "
+                             "local steps; use max_staleness=None with easgd")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")
@@ -233,7 +266,7 @@ class DownpourConfig(_Loadable):
 
 
 @dataclass(frozen=True)
-class SandblasterConfig(_Loadable):
+class SandblasterConfig(Loadable):
     """Sandblaster L-BFGS's knobs (DistBelief §4.2). The objective is the mean loss over all rows
     plus ``l2/2 * |w|^2`` over the kernels (and the biases too with ``l2_biases``), plus the
     layers' own regularizers (``model.losses``)."""
@@ -241,42 +274,87 @@ class SandblasterConfig(_Loadable):
     SECTION: ClassVar[str] = "sandblaster"
 
     loss: str | Callable = "binary_crossentropy"
+    """Keras loss; with a sigmoid/softmax last layer the loss is computed from logits (exact
+    where probabilities round to 0 or 1).
+    """
     max_iter: int = 100
+    """L-BFGS iterations at most (stop reason ``max_iter``)."""
     tol: float = 1e-6                 # stop when the objective's relative change is below this
+    """Stop when the objective's relative change is at most this (``tol``); a ``tol`` below
+    ``f_noise`` turns this test off (gtol and max_iter stop).
+    """
     gtol: float = 1e-5                # ... or the gradient's Euclidean norm is below this
+    """Stop when the gradient's Euclidean norm is at most this (``gtol``)."""
     l2: float = 0.0
+    """The objective adds ``l2/2 * sum(kernel**2)`` (biases too with ``l2_biases``), as MLlib's
+    ``regParam`` does.
+    """
     l2_biases: bool = False
+    """Apply ``l2`` to the biases too."""
     history_size: int = 10            # L-BFGS memory m
+    """L-BFGS memory m (at most 100)."""
     num_shards: int = 1               # servers holding the vectors and the history
+    """Servers holding the parameter vector, gradient, direction and history, each a contiguous
+    slice.
+    """
     shard_processes: bool = False     # each shard in its own process, not a driver thread
+    """Run each shard in its own child process (spawned), so no process, the driver included,
+    holds the whole vector or history; the status route reports each shard's pid.
+    """
     portions_per_core: int = 4        # data portions per core, for load balancing
+    """Data portions = this x ``spark.default.parallelism``, unless ``fit(num_portions=)``."""
     aggregation_depth: int | None = None  # treeReduce depth; None: 1 for small gradients, else 2
+    """``treeReduce`` depth; ``None``: 1 while portions x gradient bytes <= 64 MiB, else 2."""
     c1: float = 1e-4                  # strong-Wolfe sufficient decrease
+    """Strong-Wolfe sufficient-decrease constant."""
     c2: float = 0.9                   # strong-Wolfe curvature
+    """Strong-Wolfe curvature constant."""
     max_line_search: int = 20         # objective evaluations per line search
+    """Evaluations per line search; on failure the history is reset and the search retried from
+    steepest descent (then stop reason ``line_search``).
+    """
     f_noise: float = 1e-7             # objective's relative rounding (float32 evaluations)
+    """The objective's relative rounding (evaluations run in float32): a step whose objective
+    rises by at most this, relatively, is accepted on its slope alone (Hager-Zhang
+    approximate Wolfe), and a failed search that promised less than this stops with reason
+    ``precision``; 0 keeps exact Armijo.
+    """
     checkpoint_dir: str | None = None  # write the current point here (None: no checkpoints)
+    """Write the current point here (``None``: no checkpoints); ``fit(resume=True)`` starts from
+    the newest matching one (see Failure model).
+    """
     checkpoint_every: int = 10        # ... every N iterations, and when the fit ends
+    """Checkpoint every N iterations, and when the fit ends."""
     checkpoint_keep: int = 3          # keep the newest K checkpoints
+    """Newest checkpoints kept."""
     request_timeout: float = 60.0
-    max_request_mb: float = 512.0
+    """As for Downpour: seconds before a request to a shard is given up."""
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
+    """As for Downpour: bigger requests are refused with HTTP 413."""
     verbose: int = 1
-    server_host: str | None = None    # the address executors dial; None: chosen (docs/connect.md)
+    """0 silences the progress bar; the bar shows iterations, objective and gradient norm."""
+    server_host: str | None = None
+    """As for Downpour: the address executors dial to reach the vector shards."""
     # Evaluations' device (README "Running on GPUs"); they always compute in float32, since
     # the line search compares objectives to about 1e-7 (f_noise).
     device: str = "auto"
+    """As for Downpour, for the evaluation tasks; evaluations always compute in float32 (no
+    ``precision`` knob: the line search compares objectives to about 1e-7).
+    """
     gpu_memory_growth: bool = True
+    """As for Downpour, for the evaluation tasks."""
     gpu_memory_limit_mb: int | None = None
+    """As for Downpour, for the evaluation tasks."""
 
     def __post_init__(self) -> None:
-        _check_loss(self.loss)
-        _check_device_knobs(self)
+        check_loss(self.loss)
+        check_device_knobs(self)
         for name in ("max_iter", "history_size", "num_shards", "portions_per_core",
                      "max_line_search", "checkpoint_every", "checkpoint_keep"):
-            _integer(name, getattr(self, name), minimum=1)
+            integer(name, getattr(self, name), minimum=1)
         if self.aggregation_depth is not None:
-            _integer("aggregation_depth", self.aggregation_depth, minimum=1)
-        _integer("verbose", self.verbose, minimum=0)
+            integer("aggregation_depth", self.aggregation_depth, minimum=1)
+        integer("verbose", self.verbose, minimum=0)
         if self.history_size > 100:
             raise ValueError(f"history_size must be <= 100, received {self.history_size} "
                              "(beyond a few tens the direction stops improving)")
@@ -300,6 +378,6 @@ class SandblasterConfig(_Loadable):
                 and 0 < self.c1 < self.c2 < 1):
             raise ValueError(f"the line search needs 0 < c1 < c2 < 1, received c1={self.c1!r}, "
                              f"c2={self.c2!r}")
-        _positive_number("request_timeout", self.request_timeout)
-        _positive_number("max_request_mb", self.max_request_mb)
+        positive_number("request_timeout", self.request_timeout)
+        positive_number("max_request_mb", self.max_request_mb)
         _check_server_host(self.server_host)

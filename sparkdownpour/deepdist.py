@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdownpour import tree
+from sparkdownpour.config import DEFAULT_MAX_REQUEST_MB
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.client import ParameterClient
 from sparkdownpour.reachability import check_reachable
@@ -65,7 +66,7 @@ class DeepDist:
     """Context manager owning the master model server for one model."""
 
     def __init__(self, model, *, host: str | None = None, request_timeout: float = 60.0,
-                 max_request_mb: float = 512.0) -> None:
+                 max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> None:
         self._leaves, self._structure = tree.flatten(model)
         self._rule = _DescentRule(model, self._structure)
         self._store = ParameterStore(self._leaves, self._rule)

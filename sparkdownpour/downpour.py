@@ -24,7 +24,7 @@ from sparkdownpour.config import DownpourConfig
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import TrainingResult
 from sparkdownpour.observe.links import announce, read_token_file
-from sparkdownpour.observe.progress import ServerProgress
+from sparkdownpour.observe.progress import ServerProgress, expected_updates
 from sparkdownpour.driver_model import device_options, driver_cpu, raise_if_no_gpu
 from sparkdownpour.keras_model import (
     BINARY_LOSSES,
@@ -138,9 +138,7 @@ class Downpour(Trainer):
         params = trainable_arrays(model)
         config_hash = _config_hash(cfg, self._rule, [p.shape for p in params], history.info)
         partitions = history.info["partitions"]
-        # Exact for evenly filled partitions (each ends in a short batch and a final push).
-        per_partition = -(-history.info["rows"] // (partitions * cfg.batch_size))
-        expected_updates = partitions * -(-per_partition // cfg.n_push) * cfg.epochs
+        total_updates = expected_updates(cfg, history.info["rows"], partitions)
         tls, tls_ca = _tls(cfg)
         host = driver_address(spark, cfg.server_host)
         check_bindable(host)
@@ -173,7 +171,8 @@ class Downpour(Trainer):
             if master.dashboard is not server:  # shard processes: the driver serves it
                 history.info["dashboard_server"] = master.dashboard.url
             run_id = history.info["run_id"]
-            view = announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}")
+            view = announce(master.dashboard, history, cfg.verbose, f"Downpour run {run_id[:8]}",
+                            plan={"epochs": cfg.epochs, "updates": total_updates})
             if view is not None:
                 run.callbacks.append(LambdaCallback(
                     on_epoch_end=lambda epoch, logs: view.note_record(logs)))
@@ -190,7 +189,7 @@ class Downpour(Trainer):
                                overlap=cfg.overlap,
                                step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
-            with ServerProgress(store, expected_updates, cfg.verbose) as progress, \
+            with ServerProgress(store, total_updates, cfg.verbose) as progress, \
                     (checkpoints or contextlib.nullcontext()):
                 if warm_start:
                     store.open_epoch(0)
@@ -327,15 +326,19 @@ def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
 
 def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -> dict:
     examples = sum(s["examples"] for s in stats)
-    staleness = status.get("staleness", {})
+    staleness, this_epoch = status.get("staleness", {}), status["this_epoch"]
     return {
         "epoch": epoch,
         "loss": sum(s["loss_sum"] for s in stats) / max(examples, 1),
         "examples": examples,
         "steps": sum(s["steps"] for s in stats),
-        "updates": status["updates_applied"],
-        "staleness_mean": float(staleness.get("mean", 0.0)),
-        "staleness_max": int(staleness.get("max", 0)),
+        # This epoch's updates and their staleness; the whole run's so far under "_total".
+        "updates": this_epoch["updates_applied"],
+        "staleness_mean": float(this_epoch["staleness_mean"]),
+        "staleness_max": int(this_epoch["staleness_max"]),
+        "updates_total": status["updates_applied"],
+        "staleness_mean_total": float(staleness.get("mean", 0.0)),
+        "staleness_max_total": int(staleness.get("max", 0)),
         "replicas": len(stats),
         "wall_time_s": seconds,
         "compute_s": sum(s["compute_s"] for s in stats),

@@ -1,4 +1,11 @@
-"""The project's one error type for the wire; everything else is a built-in exception."""
+"""``ParameterServerError``: the error for a failed exchange with a server, and the only one
+exported from the package.
+
+The project's other error classes are ``ValueError`` subclasses for bad input, raised where it
+is read: ``transport.frames.ProtocolError`` (a malformed frame), ``server.checkpoint.
+CheckpointError`` (an unusable checkpoint) and ``lbfgs.vectors.VectorOpError`` (an impossible
+vector operation). Everything else is a built-in exception.
+"""
 
 
 class ParameterServerError(RuntimeError):

@@ -25,10 +25,15 @@ def test_digits_local2_four_partitions_reaches_095(digits):
     assert accuracy(result.model, x_test, y_test) >= 0.95
     history = result.history
     assert len(history) == 10 and history.info["partitions"] == 4
-    # One push per mini-batch, none lost: the server applied exactly that many updates.
-    assert history.final["updates"] == 10 * expected_updates(frame, 32)
+    # One push per mini-batch, none lost: the server applied exactly that many updates, and
+    # each epoch's record counts that epoch's alone (the run's so far are the "_total"s).
+    assert history["updates"] == [expected_updates(frame, 32)] * 10
+    assert history.final["updates_total"] == 10 * expected_updates(frame, 32)
     assert history["loss"][-1] < history["loss"][0]
     assert history.final["staleness_max"] >= history.final["staleness_mean"] >= 0
+    assert history.final["staleness_max_total"] == max(history["staleness_max"])
+    assert history.final["staleness_mean_total"] == pytest.approx(
+        sum(history["staleness_mean"]) / 10)  # equal epochs: the mean of the epochs' means
     assert history.final["val_accuracy"] == pytest.approx(accuracy(result.model, x_test, y_test))
 
 
@@ -42,13 +47,15 @@ def test_keras_model_instance_is_trained_in_place_with_n_fetch_n_push(digits):
                       verbose=0).fit(frame)
     assert result.model is model
     assert accuracy(model, x_test, y_test) > max(before + 0.3, 0.7)
-    assert result.history.final["updates"] == epochs * expected_updates(frame, 32, n_push=2)
+    assert result.history.final["updates_total"] == epochs * expected_updates(frame, 32, n_push=2)
 
 
 def test_warm_start_runs_one_replica_first(digits):
     frame, _ = digits
     result = Downpour(build_digits_mlp, epochs=1, warmstart_steps=7, verbose=0).fit(frame)
-    assert result.history.final["updates"] == 7 + expected_updates(frame, 32)
+    # The warm start's 7 updates count in the run's total, not in epoch 1's.
+    assert result.history.final["updates"] == expected_updates(frame, 32)
+    assert result.history.final["updates_total"] == 7 + expected_updates(frame, 32)
 
 
 def test_stop_when_ends_training_early(digits):

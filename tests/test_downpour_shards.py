@@ -24,7 +24,7 @@ def test_three_shards_train_digits_and_every_shard_applies_every_push(digits):
     status = seen["server"].store.status()
     want = 3 * expected_updates(frame, 32)
     assert [s["updates_applied"] for s in status["shards"]] == [want] * 3
-    assert result.history.final["updates"] == want
+    assert result.history.final["updates_total"] == want
 
 
 def test_dc_asgd_with_max_staleness_counts_what_it_refused(digits):
@@ -83,7 +83,7 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
     assert all(p.process is None for p in seen["server"].processes)  # stopped with the fit
     assert len(result.history.info["shards"]) == 2
     assert result.history.info["dashboard_server"] not in result.history.info["shards"]
-    assert result.history.final["updates"] == 2 * expected_updates(frame, 32)
+    assert result.history.final["updates_total"] == 2 * expected_updates(frame, 32)
     assert accuracy(result.model, x_test, y_test) >= 0.85
 
     again = Downpour(build_digits_mlp, epochs=3, num_shards=2, shard_processes=True,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour import Downpour
+from sparkdownpour.observe.progress import expected_updates
 
 
 def linear_model():
@@ -28,9 +29,9 @@ def test_sync_equals_single_process_sgd_on_the_summed_batch(spark):
                                   "features array<float>, label float")
     assert sorted(frame.rdd.glom().map(len).collect()) == [15, 25]
     lr, epochs = 0.1, 4
-    result = Downpour(linear_model, loss="mse", optimizer="sgd", learning_rate=lr,
-                      batch_size=64, epochs=epochs, mode="sync", num_shards=2,
-                      verbose=0).fit(frame)
+    trainer = Downpour(linear_model, loss="mse", optimizer="sgd", learning_rate=lr,
+                       batch_size=64, epochs=epochs, mode="sync", num_shards=2, verbose=0)
+    result = trainer.fit(frame)
 
     w, b = np.zeros(3), 0.0
     for _ in range(epochs):  # the same steps in float64, in one process
@@ -39,7 +40,9 @@ def test_sync_equals_single_process_sgd_on_the_summed_batch(spark):
     kernel, bias = (v.numpy() for v in result.model.trainable_variables)
     np.testing.assert_allclose(kernel[:, 0], w, atol=1e-5)
     np.testing.assert_allclose(bias[0], b, atol=1e-5)
-    assert result.history.final["updates"] == epochs  # one averaged update per round
+    assert result.history["updates"] == [1] * epochs  # one averaged update per round
+    assert result.history.final["updates_total"] == epochs
+    assert expected_updates(trainer.config, 40, 2) == epochs  # the progress bar's total
 
 
 def test_sync_mode_needs_fetch_and_push_every_batch():
@@ -55,11 +58,15 @@ def test_easgd_trains_digits_and_applies_one_exchange_per_tau_batches(digits):
 
     frame, (x_test, y_test) = digits
     tau = 4
-    result = Downpour(build_digits_mlp, mode="easgd", easgd_tau=tau, optimizer="sgd",
-                      learning_rate=0.1, epochs=3, verbose=0).fit(frame)
+    trainer = Downpour(build_digits_mlp, mode="easgd", easgd_tau=tau, optimizer="sgd",
+                       learning_rate=0.1, epochs=3, verbose=0)
+    result = trainer.fit(frame)
     sizes = frame.rdd.glom().map(len).collect()
     batches = [-(-size // 32) for size in sizes if size]
-    assert result.history.final["updates"] == 3 * sum(-(-b // tau) for b in batches)
+    assert result.history["updates"] == [sum(-(-b // tau) for b in batches)] * 3
+    assert result.history.final["updates_total"] == 3 * sum(-(-b // tau) for b in batches)
+    assert expected_updates(trainer.config, sum(sizes), len(sizes)) == \
+        result.history.final["updates_total"]  # the progress bar's total
     # The center moves only by elastic pulls (alpha = 0.9 / 4 per exchange): slower than async
     # Downpour on this tiny problem, well above chance (0.1) after three epochs.
     assert accuracy(result.model, x_test, y_test) >= 0.7

@@ -64,6 +64,12 @@ def features_expression(df: DataFrame, features_col: str | Sequence[str]):
         return F.col(features_col).cast(T.ArrayType(T.FloatType()))
     if isinstance(dtype, NUMERIC_TYPES):
         return F.array(F.col(features_col).cast("float"))
+    if isinstance(dtype, T.StructType) and \
+            [f.name for f in dtype.fields] == [f.name for f in VectorUDT.sqlType().fields]:
+        raise TypeError(
+            f"features column {features_col!r} has type {dtype.simpleString()}: a Spark ML vector "
+            "read back without its type (ORC, for one, keeps only the struct); read the table "
+            "with its vector schema, e.g. spark.read.schema(df.schema).orc(path)")
     raise TypeError(
         f"features column {features_col!r} has type {dtype.simpleString()}; expected a Spark ML "
         "vector, an array of numbers, or numeric columns (pass a list of names, or assemble them "

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import numpy as np
 from flask import Response, jsonify, request
 
+from sparkdownpour.config import DEFAULT_MAX_REQUEST_BYTES
 from sparkdownpour.lbfgs.vectors import (
     ProgramResult,
     VectorOpError,
@@ -158,7 +159,7 @@ class ShardGroup:
     """
 
     def __init__(self, size: int, num_shards: int = 1, *, host: str = "127.0.0.1",
-                 max_request_bytes: int = 256 * 2**20, timeout: float = 60.0,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, timeout: float = 60.0,
                  processes: bool = False) -> None:
         from sparkdownpour.lbfgs.shard_process import ShardProcess
 

@@ -19,7 +19,12 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from sparkdownpour.config import DownpourConfig, SandblasterConfig
 from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, SandblasterModel
-from sparkdownpour.ml.params import DownpourParams, SandblasterParams
+from sparkdownpour.ml.params import (
+    DOWNPOUR_KNOBS,
+    SANDBLASTER_KNOBS,
+    DownpourParams,
+    SandblasterParams,
+)
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter
 from sparkdownpour.ml.predict import keras_from_bytes, keras_to_bytes
 from sparkdownpour.keras_model import (
@@ -154,10 +159,7 @@ class DownpourEstimator(_KerasEstimator, DownpourParams):
 
     _config_class = DownpourConfig
     _model_class = DownpourModel
-    _param_to_knob = {"loss": "loss", "optimizer": "optimizer", "learningRate": "learning_rate",
-                      "batchSize": "batch_size", "epochs": "epochs", "nFetch": "n_fetch",
-                      "nPush": "n_push", "numShards": "num_shards",
-                      "shardProcesses": "shard_processes", "seed": "seed"}
+    _param_to_knob = DOWNPOUR_KNOBS
 
     def _check(self, config) -> None:
         from sparkdownpour import optimizers
@@ -177,9 +179,7 @@ class SandblasterEstimator(_KerasEstimator, SandblasterParams):
 
     _config_class = SandblasterConfig
     _model_class = SandblasterModel
-    _param_to_knob = {"loss": "loss", "maxIter": "max_iter", "tol": "tol", "gtol": "gtol",
-                      "l2": "l2", "historySize": "history_size", "numShards": "num_shards",
-                      "shardProcesses": "shard_processes"}
+    _param_to_knob = SANDBLASTER_KNOBS
 
     def _train(self, model, config, dataset):
         from sparkdownpour.sandblaster import Sandblaster

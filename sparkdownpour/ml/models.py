@@ -8,10 +8,19 @@ in MLlib.
 Persistence is Spark ML's: ``metadata/`` (class, uid, Params, training history, the model's
 SHA-256) plus ``keras/``, a one-row Parquet file holding the ``.keras`` bytes, so the directory
 can live on any Hadoop file system and load with ``PipelineModel.load``. No pickle anywhere.
+
+The ``.keras`` bytes reach executors in a broadcast made on the first ``transform`` and shared
+by the model's copies; it is unpersisted when the last of them is garbage-collected, or at once
+with ``unpersist()``. Unpersisting only drops the executors' copies: a DataFrame a
+``transform`` returned still evaluates (Spark sends the bytes again). A Spark Connect session
+has no broadcast: there the bytes ride in the UDF's closure, or a file beyond a size
+(``ml.payload``).
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from typing import Iterator
 
 import pyarrow as pa
@@ -26,8 +35,23 @@ from sparkdownpour.data.columns import features_expression
 from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
 from sparkdownpour.ml.payload import payload_source
+from sparkdownpour.session import is_connect
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
+
+logger = logging.getLogger(__name__)
+
+# Spark 4.3 (seen with 4.3.0; spark.sql.execution.arrow.pythonUDF.columnarInput.enabled, on by
+# default) evaluates an Arrow UDF over a columnar child (a vectorized Parquet scan, batch or
+# streaming, or any source that yields ColumnarBatches) in ColumnarArrowEvalPythonEvaluatorFactory.
+# When the UDF's arguments are not plain Arrow-backed columns (ours are vector_to_array/cast
+# expressions, and Parquet's column vectors are not Arrow), it falls back to a row queue and then
+# turns every output row, the passed-through input columns included, back into a ColumnarBatch
+# with RowToColumnConverter, which has no case for user-defined types: any Spark ML vector column
+# in the frame (the features or any other) fails the task with UNSUPPORTED_DATATYPE
+# UDT("STRUCT<type: TINYINT ...>"), whatever the UDF's input is. Spark's row path handles UDTs,
+# so when the frame carries one, the columnar input is switched off (_row_input_for_udt_columns).
+COLUMNAR_UDF_INPUT = "spark.sql.execution.arrow.pythonUDF.columnarInput.enabled"
 
 
 class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
@@ -38,7 +62,8 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         self._payload = payload
         self._history = history or History()
         self._keras = None
-        self._source = None  # where executors read the payload (ml.payload), made on first use
+        self._broadcast: _Shipped | None = None  # the payload's broadcast, made on first use
+        self._source = None  # Spark Connect: where executors read the payload (ml.payload)
 
     @property
     def keras_model(self):
@@ -64,12 +89,30 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         return self._payload
 
     def _payload_source(self, spark):
-        """The bytes in the UDF's closure, or a file beyond ``ml.payload``'s limit; no
-        ``sc.broadcast``, so Spark Connect sessions transform too."""
+        """Where executors read the payload: a classic session's broadcast; under Spark Connect
+        (no ``sc.broadcast``) the bytes in the UDF's closure, or a file beyond
+        ``ml.payload``'s limit."""
+        if not is_connect(spark):
+            return self._payload_broadcast(spark)
         if self._source is None:
             payload = self._require_payload()
             self._source = payload_source(spark, payload, digest_of(payload))
         return self._source
+
+    def _payload_broadcast(self, spark):
+        sc = spark.sparkContext
+        if self._broadcast is None or self._broadcast.context is not sc:
+            self._broadcast = _Shipped(sc, self._require_payload())
+        return self._broadcast.broadcast
+
+    def unpersist(self) -> "KerasPredictionModel":
+        """Release the executors' copies of the model's bytes now, rather than when the model
+        is garbage-collected; a later ``transform`` broadcasts them again."""
+        shipped, self._broadcast = self._broadcast, None
+        self._source = None
+        if shipped is not None:
+            shipped.release()
+        return self
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.sql.functions import arrow_udf
@@ -89,6 +132,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         if not outputs:
             return dataset
         features = self.getFeaturesCol()
+        _row_input_for_udt_columns(dataset)
         options = dict(digest=digest_of(self._require_payload()),
                        broadcast=self._payload_source(dataset.sparkSession), task=task,
                        activation=self.getOutputActivation(), num_features=self.getNumFeatures(),
@@ -121,12 +165,63 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         return KerasParamsReader(KerasPredictionModel, _model_from_saved, "fitted model")
 
 
+class _Shipped:
+    """A payload's broadcast in one SparkContext, unpersisted when nothing holds it any more
+    (models' copies share one) or on ``release()``."""
+
+    def __init__(self, context, payload: bytes) -> None:
+        self.context = context
+        self.broadcast = context.broadcast(payload)
+        self._finalizer = weakref.finalize(self, _unpersist, self.broadcast)
+        self._finalizer.atexit = False  # the JVM may be gone by then; Spark frees it anyway
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def _unpersist(broadcast) -> None:
+    try:
+        broadcast.unpersist()
+    except Exception:  # noqa: BLE001 - the SparkContext has stopped: nothing left to free
+        pass
+
+
 class DownpourModel(KerasPredictionModel):
     """What ``DownpourEstimator.fit`` returns."""
 
 
 class SandblasterModel(KerasPredictionModel):
     """What ``SandblasterEstimator.fit`` returns."""
+
+
+def _has_udt(dtype: T.DataType) -> bool:
+    if isinstance(dtype, T.UserDefinedType):
+        return True
+    if isinstance(dtype, T.StructType):
+        return any(_has_udt(field.dataType) for field in dtype.fields)
+    if isinstance(dtype, T.ArrayType):
+        return _has_udt(dtype.elementType)
+    if isinstance(dtype, T.MapType):
+        return _has_udt(dtype.keyType) or _has_udt(dtype.valueType)
+    return False
+
+
+def _row_input_for_udt_columns(dataset: DataFrame) -> None:
+    """Work around Spark's columnar Arrow-UDF path for frames with a UDT column (see
+    ``COLUMNAR_UDF_INPUT``): the one place that knows about it.
+
+    The setting is read when a query runs, so it is set on the frame's session (a streaming
+    query copies it when it starts). It only turns an optimisation off; results are the same.
+    """
+    if not _has_udt(dataset.schema):
+        return
+    conf = dataset.sparkSession.conf
+    if str(conf.get(COLUMNAR_UDF_INPUT, "true")).lower() == "false":
+        return
+    logger.info("the DataFrame has a user-defined-type column (a Spark ML vector); setting %s="
+                "false on its session, because Spark's columnar Arrow-UDF input path cannot "
+                "pass such a column through", COLUMNAR_UDF_INPUT)
+    conf.set(COLUMNAR_UDF_INPUT, "false")
 
 
 def _lasting(info: dict) -> dict:

@@ -3,6 +3,7 @@
 The shared mixins of ``pyspark.ml.param.shared`` are reused wherever Spark already has the name
 (featuresCol, labelCol, predictionCol, probabilityCol, maxIter, tol, learningRate, batchSize,
 seed), so a ``ParamGridBuilder`` and a ``CrossValidator`` treat these estimators like MLlib's.
+A Param's default is its config field's (``DownpourConfig``, ``SandblasterConfig``): one source.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from pyspark.ml.param.shared import (
     HasTol,
 )
 
+from sparkdownpour.config import DownpourConfig, SandblasterConfig
+from sparkdownpour.optimizers import RULES
+
+# Each trainer's Params and the config fields they set (the estimators build the config from
+# them); every other config field goes through the ``options`` Param.
+DOWNPOUR_KNOBS = {"loss": "loss", "optimizer": "optimizer", "learningRate": "learning_rate",
+                  "batchSize": "batch_size", "epochs": "epochs", "nFetch": "n_fetch",
+                  "nPush": "n_push", "numShards": "num_shards",
+                  "shardProcesses": "shard_processes", "seed": "seed"}
+SANDBLASTER_KNOBS = {"loss": "loss", "maxIter": "max_iter", "tol": "tol", "gtol": "gtol",
+                     "l2": "l2", "historySize": "history_size", "numShards": "num_shards",
+                     "shardProcesses": "shard_processes"}
 TASKS = ("multiclass", "binary", "regression")
 
 
@@ -41,6 +54,12 @@ def _non_negative_float(name: str):
             raise ValueError(f"{name} must be a finite number >= 0, received {value!r}")
         return number
     return convert
+
+
+def config_defaults(config_class: type, knobs: dict[str, str]) -> dict[str, Any]:
+    """The Params' defaults: the fields of a default ``config_class()``, by Param name."""
+    defaults = config_class()
+    return {param: getattr(defaults, knob) for param, knob in knobs.items()}
 
 
 def _loss(value: Any):
@@ -117,7 +136,7 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
     """Downpour SGD's Params; names follow ``DownpourConfig`` in Spark's camelCase."""
 
     optimizer = Param(Params._dummy(), "optimizer",
-                      "server-side update rule: adagrad, sgd, momentum or adam",
+                      f"server-side update rule, one of: {', '.join(RULES)}",
                       typeConverter=TypeConverters.toString)
     epochs = Param(Params._dummy(), "epochs", "passes over the data",
                    typeConverter=_positive_int("epochs"))
@@ -128,10 +147,8 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(loss="sparse_categorical_crossentropy", optimizer="adagrad",
-                         learningRate=0.05, batchSize=32, epochs=10, nFetch=1, nPush=1,
-                         numShards=1, shardProcesses=False, seed=0, options={}, logDir="",
-                         mlflow=False)
+        self._setDefault(**config_defaults(DownpourConfig, DOWNPOUR_KNOBS), options={},
+                         logDir="", mlflow=False)
 
     def getOptimizer(self) -> str:
         return self.getOrDefault(self.optimizer)
@@ -158,8 +175,7 @@ class SandblasterParams(HasTrainerCommon, HasMaxIter, HasTol):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(loss="binary_crossentropy", maxIter=100, tol=1e-6, gtol=1e-5, l2=0.0,
-                         historySize=10, numShards=1, shardProcesses=False, options={},
+        self._setDefault(**config_defaults(SandblasterConfig, SANDBLASTER_KNOBS), options={},
                          logDir="", mlflow=False)
 
     def getL2(self) -> float:

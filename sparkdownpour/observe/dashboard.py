@@ -4,26 +4,26 @@ Routes added to a guarded app (token or session cookie, see ``browser_auth``)::
 
     GET /login?code=<one-time code>   -> sets the session cookie, 303 to /
     GET /                             -> the page, charts rendered in it
-    GET /v1/dashboard                 -> {"title", "sections": {id: svg/html}, "version"}
+    GET /v1/dashboard                 -> {"title", "sections": {id: svg/html}, "time",
+                                          "progress" (Downpour: epoch, shares, eta_s)}
     GET /static/dashboard.{js,css}    -> shipped in the package (no CDN)
 
 A *view* renders the sections: ``DownpourView`` from a store's ``status()`` (sampled into a
-timeline each time the page polls, and fed the driver's epoch records), ``IterationView`` from
-Sandblaster's per-iteration records.
+bounded timeline from the server's start, whether or not a page is open, and fed the driver's
+epoch records and plan), ``IterationView`` from Sandblaster's per-iteration records.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from html import escape
 from importlib import resources
 from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
 
-from sparkdownpour.transport.flask_app import BROWSER_AUTH, error_response
+from sparkdownpour.transport.flask_app import BROWSER_AUTH, SERVICE_TICK, error_response
 from sparkdownpour.observe.browser_auth import LOGIN_PATH, BrowserAuth
 from sparkdownpour.observe.svg import bar_chart, fmt, line_chart
 
@@ -37,7 +37,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 
 
 def _static(name: str) -> str:
-    return resources.files("sparkdownpour.server").joinpath("static", name).read_text("utf-8")
+    return resources.files("sparkdownpour.observe").joinpath("static", name).read_text("utf-8")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -60,37 +60,107 @@ def _device(status: dict, partition: str) -> str:
     return str(devices.get(f"p{partition}-a{latest.get('attempt', 0)}", ""))
 
 
+class Timeline:
+    """A bounded time series that always reaches back to the run's start: samples at least
+    ``interval`` seconds apart; when ``capacity`` is reached every other one is dropped (the
+    first stays) and the interval doubles, so a long run keeps evenly spaced points."""
+
+    def __init__(self, capacity: int = 600, interval: float = 0.5) -> None:
+        self.capacity, self.interval = capacity, interval
+        self.samples: list[tuple] = []
+
+    def due(self, t: float) -> bool:
+        return not self.samples or t - self.samples[-1][0] >= self.interval
+
+    def add(self, t: float, *values: Any) -> None:
+        if not self.due(t):
+            return
+        self.samples.append((t, *values))
+        if len(self.samples) >= self.capacity:
+            self.samples = self.samples[::2]
+            self.interval *= 2
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown yet"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours} h {rest // 60:02d} min" if hours else
+            f"{rest // 60} min {rest % 60:02d} s" if rest >= 60 else f"{rest} s")
+
+
 class DownpourView:
-    """Sections for a Downpour master model server; samples ``store.status()`` when polled."""
+    """Sections for a Downpour master model server.
 
-    MIN_SAMPLE_S = 0.4
-    MAX_SAMPLES = 900
+    ``tick()`` samples ``store.status()`` into a ``Timeline`` from the moment the server starts
+    (the server's own loop calls it, see ``install_dashboard``), so a page opened late still
+    draws the whole run; the driver adds each epoch's record (``note_record``, with held-out
+    metrics) and the run's plan (``plan``: epochs and the updates expected, for the progress
+    and the time left).
+    """
 
-    def __init__(self, store: Any, title: str = "Downpour SGD") -> None:
+    SAMPLE_S = 0.5
+    MAX_SAMPLES = 600
+
+    def __init__(self, store: Any, title: str = "Downpour SGD", clock=time.monotonic) -> None:
         self.store, self.title = store, title
-        self._samples: deque = deque(maxlen=self.MAX_SAMPLES)  # (t, applied, live loss)
+        # (t, updates applied, live loss, staleness sum, staleness count) per sample
+        self._timeline = Timeline(self.MAX_SAMPLES, self.SAMPLE_S)
         self._epochs: list[dict] = []
         self._lock = threading.Lock()
-        self._t0 = time.monotonic()
+        self._clock = clock
+        self._t0 = clock()
+        self.plan: dict = {}  # {"epochs": E, "updates": N}, set by the driver (links.announce)
+        self.last_progress: dict = {}
 
     def note_record(self, record: dict) -> None:
-        """An epoch's history record from the driver (``History.listeners``)."""
+        """An epoch's history record from the driver (fed by the trainer's on_epoch_end callback)."""
         with self._lock:
-            self._epochs.append({k: record.get(k) for k in ("epoch", "loss", "val_accuracy")})
+            self._epochs.append({k: record.get(k) for k in (
+                "epoch", "loss", "val_loss", "val_accuracy", "updates", "wall_time_s")})
+
+    def tick(self) -> None:
+        """Sample the store if the timeline is due (cheap to call often)."""
+        if self._timeline.due(self._clock() - self._t0):
+            self._sample(self.store.status())
 
     def _sample(self, status: dict) -> list[tuple]:
-        now = time.monotonic() - self._t0
         live = getattr(self.store, "live_loss", lambda: None)()
+        stale = status.get("staleness", {})
+        count = sum(stale.get("histogram", {}).values())
         with self._lock:
-            if not self._samples or now - self._samples[-1][0] >= self.MIN_SAMPLE_S:
-                self._samples.append((now, status["updates_applied"], live))
-            return list(self._samples)
+            self._timeline.add(self._clock() - self._t0, status["updates_applied"], live,
+                               float(stale.get("mean", 0.0)) * count, count)
+            return list(self._timeline.samples)
+
+    def progress(self, status: dict, samples: list[tuple]) -> dict:
+        """Where the run is: epoch, share of the epoch and of the run, seconds left (estimate,
+        from the update rate since the first sample)."""
+        epochs, planned = self.plan.get("epochs"), self.plan.get("updates")
+        applied = status["updates_applied"]
+        out: dict[str, Any] = {"epoch": status.get("epoch"), "epochs": epochs,
+                               "updates": applied, "updates_planned": planned,
+                               "elapsed_s": samples[-1][0] if samples else 0.0}
+        if planned:
+            out["fraction"] = min(applied / planned, 1.0)
+            if epochs:
+                this = status.get("this_epoch", {}).get("updates_applied", 0)
+                out["epoch_fraction"] = min(this / (planned / epochs), 1.0)
+            (t0, a0, *_), (t1, a1, *_) = samples[0], samples[-1]
+            rate = (a1 - a0) / (t1 - t0) if t1 > t0 and a1 > a0 else None
+            out["eta_s"] = 0.0 if applied >= planned else \
+                (planned - applied) / rate if rate else None
+        return out
 
     def sections(self) -> dict[str, str]:
         s = self.store.status()
         samples = self._sample(s)
-        rates = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0, _), (t1, n1, _)
+        progress = self.last_progress = self.progress(s, samples)
+        rates = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0, *_), (t1, n1, *_)
                  in zip(samples, samples[1:]) if t1 > t0]
+        staleness = [(t1, (z1 - z0) / (c1 - c0)) for (_, _, _, z0, c0), (t1, _, _, z1, c1)
+                     in zip(samples, samples[1:]) if c1 > c0]
         with self._lock:
             epochs = list(self._epochs)
         stale = s.get("staleness", {})
@@ -110,20 +180,39 @@ class DownpourView:
                    ["bytes in / out", f"{s['bytes_in']} / {s['bytes_out']}"],
                    ["diverging replicas", ", ".join(s.get("diverging", {})) or "none"],
                    ["rule", s.get("rule", "")]]
+
+        def per_epoch(key: str, title: str) -> str:
+            return line_chart([(e["epoch"], e[key]) for e in epochs if e.get(key) is not None],
+                              title, x_label="epoch")
+
         return {
+            "progress": _progress_table(progress),
             "summary": _table(["", ""], summary),
-            "loss": line_chart([(t, loss) for t, _, loss in samples if loss is not None],
+            "loss": line_chart([(t, loss) for t, _, loss, *_ in samples if loss is not None],
                                "loss (replicas' recent mean)", x_label="s"),
-            "epoch_loss": line_chart([(e["epoch"], e["loss"]) for e in epochs
-                                      if e["loss"] is not None], "loss per epoch",
-                                     x_label="epoch"),
             "rate": line_chart(rates, "updates / s", x_label="s"),
+            "staleness_time": line_chart(staleness, "mean staleness", x_label="s"),
+            "epoch_loss": per_epoch("loss", "loss per epoch"),
+            "val_loss": per_epoch("val_loss", "held-out loss per epoch"),
+            "val_accuracy": per_epoch("val_accuracy", "held-out accuracy per epoch"),
             "staleness": bar_chart([(k, hist[k]) for k in order], "staleness histogram"),
             "replicas": _table(["epoch/partition", "mini-batches applied", "device"], replicas)
             + _table(["replica", "updates applied"], pushes),
             "shards": _table(["shard", "updates", "bytes in", "bytes out", "mean staleness"],
                              shards) if shards else "",
         }
+
+
+def _progress_table(p: dict) -> str:
+    def share(key: str) -> str:
+        return f"{p[key]:.0%}" if p.get(key) is not None else "unknown yet"
+
+    epoch = f"{p.get('epoch')} / {p['epochs']}" if p.get("epochs") else str(p.get("epoch"))
+    planned = f" of {p['updates_planned']}" if p.get("updates_planned") else ""
+    return _table(["", ""], [["epoch", f"{epoch} ({share('epoch_fraction')} of it done)"],
+                             ["run", f"{share('fraction')} ({p['updates']}{planned} updates)"],
+                             ["elapsed", _duration(p.get("elapsed_s"))],
+                             ["time left (estimate)", _duration(p.get("eta_s"))]])
 
 
 class IterationView:
@@ -164,7 +253,7 @@ class IterationView:
 
 
 def _page(view: Any, sections: dict[str, str]) -> str:
-    wide = ("replicas", "summary", "shards")
+    wide = ("progress", "replicas", "summary", "shards")
     blocks = "".join(f'<section id="{key}" class="{"wide" if key in wide else "chart"}">'
                      f"{html}</section>" for key, html in sections.items())
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -188,6 +277,8 @@ def install_dashboard(app: Flask, view: Any) -> BrowserAuth:
     auth = BrowserAuth()
     app.extensions[BROWSER_AUTH] = auth
     app.extensions[VIEW] = view
+    if callable(getattr(view, "tick", None)):  # sampled by the server's loop from its start
+        app.extensions[SERVICE_TICK] = view.tick
 
     @app.get(LOGIN_PATH)
     def login() -> Response:
@@ -206,8 +297,10 @@ def install_dashboard(app: Flask, view: Any) -> BrowserAuth:
 
     @app.get("/v1/dashboard")
     def data() -> Response:
-        return _secure(jsonify({"title": view.title, "sections": view.sections(),
-                                "time": time.time()}))
+        payload = {"title": view.title, "sections": view.sections(), "time": time.time()}
+        if getattr(view, "last_progress", None) is not None:
+            payload["progress"] = view.last_progress
+        return _secure(jsonify(payload))
 
     @app.get("/static/dashboard.<ext>")
     def static_file(ext: str) -> Response:

@@ -36,14 +36,17 @@ def read_token_file(path) -> str | None:
     return token
 
 
-def announce(server, history, verbose: int, title: str):
+def announce(server, history, verbose: int, title: str, *, plan: dict | None = None):
     """Mint the one-time dashboard link, keep it in ``history.info["dashboard"]``, log it and
-    (with ``verbose``) print it above the progress bar. Returns the server's dashboard view
-    (None: it serves none), which the trainer feeds each history record."""
+    (with ``verbose``) print it above the progress bar. ``plan`` (``{"epochs", "updates"}``)
+    lets the dashboard show the run's progress and the time left. Returns the server's
+    dashboard view (None: it serves none), which the trainer feeds each history record."""
     view = dashboard_view(server)
     if view is None:
         return None
     view.title = title
+    if plan:
+        view.plan = dict(plan)
     link = dashboard_link(server)
     history.info["dashboard"] = link
     logger.info("%s: live dashboard at %s (one-time link; it sets a session cookie)", title,

@@ -85,7 +85,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
 
-def _staleness(histogram: dict[str, int], applied: int, mean: float, name: str,
+def _staleness(histogram: dict[str, int], mean: float, name: str,
                labels: dict | None = None, family: HistogramMetricFamily | None = None
                ) -> HistogramMetricFamily:
     """The store's ``{"0": n, ..., "64": n, ">64": n}`` as cumulative Prometheus buckets."""
@@ -97,7 +97,10 @@ def _staleness(histogram: dict[str, int], applied: int, mean: float, name: str,
     family = family or HistogramMetricFamily(
         f"{PREFIX}_{name}", "Staleness of applied updates (updates landed since the replica's "
         "fetch)", labels=list(labels or {}))
-    family.add_metric(list((labels or {}).values()), buckets, sum_value=mean * applied)
+    # The histogram's own count: a sharded store's holds every shard's updates, more than
+    # its ``updates_applied`` (one per push), and its mean is over all of them.
+    family.add_metric(list((labels or {}).values()), buckets,
+                      sum_value=mean * sum(counts.values()))
     return family
 
 
@@ -116,8 +119,7 @@ def downpour_families(status: Callable[[], dict[str, Any]]) -> Callable[[], Iter
                                "or staleness rules), by reason", n, {"reason": reason}, refused)
         if refused is not None:
             yield refused
-        yield _staleness(stale.get("histogram", {}), s["updates_applied"],
-                         float(stale.get("mean", 0.0)), "staleness")
+        yield _staleness(stale.get("histogram", {}), float(stale.get("mean", 0.0)), "staleness")
         yield _gauge("staleness_max", "Largest staleness applied so far", stale.get("max", 0))
         yield _counter("received_bytes", "Request body bytes received (pushes)", s["bytes_in"])
         yield _counter("sent_bytes", "Response body bytes sent (parameter fetches)",
@@ -162,9 +164,8 @@ def _shard_families(shards: list[dict]) -> Iterable[Metric]:
         received.add_metric([str(i)], shard.get("bytes_in", 0))
         sent.add_metric([str(i)], shard.get("bytes_out", 0))
         st = shard.get("staleness", {})
-        stale = _staleness(st.get("histogram", {}), shard.get("updates_applied", 0),
-                           float(st.get("mean", 0.0)), "shard_staleness", {"shard": str(i)},
-                           stale)
+        stale = _staleness(st.get("histogram", {}), float(st.get("mean", 0.0)),
+                           "shard_staleness", {"shard": str(i)}, stale)
     yield from (applied, received, sent, stale)
 
 

@@ -5,6 +5,28 @@ from __future__ import annotations
 import threading
 
 
+def expected_updates(config, rows: int, partitions: int) -> int:
+    """How many updates the server applies in a whole run, for the progress bar's total.
+
+    ``config`` is a ``DownpourConfig``. Per epoch, each partition has ``b`` mini-batches
+    (``rows`` spread evenly over ``partitions``); the server applies one update per push in
+    ``"async"`` (every ``n_push`` mini-batches and at the partition's end), one per *round* in
+    ``"sync"`` (every replica's gradient averaged into one update, ``b`` rounds), and one per
+    elastic exchange in ``"easgd"`` (every ``easgd_tau`` mini-batches and at the end). The warm
+    start (one replica, ``warmstart_steps`` mini-batches) pushes every ``n_push``. Exact for
+    evenly filled partitions; an estimate otherwise.
+    """
+    partitions = max(partitions, 1)
+    batches = -(-rows // (partitions * config.batch_size))
+    if config.mode == "sync":
+        per_epoch = batches
+    else:
+        every = config.easgd_tau if config.mode == "easgd" else config.n_push
+        per_epoch = partitions * -(-batches // every)
+    warm = min(config.warmstart_steps, -(-rows // config.batch_size))
+    return per_epoch * config.epochs + -(-warm // config.n_push)
+
+
 class ServerProgress:
     """Polls ``store.status()`` on a daemon thread and shows updates applied, rate and staleness.
 

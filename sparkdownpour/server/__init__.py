@@ -1,4 +1,6 @@
-"""The master model server (driver side): parameter store, wire format, HTTP app and client."""
+"""Downpour's master model server: its store, app and server run on the driver (or in child
+processes it starts, ``store_process``); its clients (``ParameterClient``, ``ShardedClient``) run
+in the replicas on executors. The frame names are re-exported from ``transport.frames``."""
 
 from sparkdownpour.server.app import create_app
 from sparkdownpour.server.client import ParameterClient

@@ -8,8 +8,8 @@ Routes (all need ``Authorization: Bearer <token>``)::
     GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N&device=D]
                                            -> {"epoch", "partition", "applied"}
     GET  /v1/status                        -> store.status() as JSON
-    GET  /metrics                          -> Prometheus text (``server.metrics``)
-    GET  /, /v1/dashboard, /login?code=    -> the dashboard (``server.dashboard``); a browser
+    GET  /metrics                          -> Prometheus text (``observe.metrics``)
+    GET  /, /v1/dashboard, /login?code=    -> the dashboard (``observe.dashboard``); a browser
                                               may use the session cookie instead, GET only
 
 An update whose meta carries a position (epoch, partition, begin, end, attempt) is applied at

@@ -50,7 +50,8 @@ class ShardedStore:
 
     Counters in ``status()``: each shard's own under ``"shards"``; at the top level the sums
     (``updates_rejected``, ``stale_refused``, bytes), the maximum over shards of
-    ``updates_applied`` (a replica's push is one update on every shard) and of the staleness.
+    ``updates_applied`` (a replica's push is one update on every shard), and the staleness of
+    every shard's updates together (mean, max and histogram alike); ``this_epoch`` likewise.
     """
 
     def __init__(self, params: Sequence[Any], rule: Any, num_shards: int, **store_kwargs: Any
@@ -116,11 +117,22 @@ class ShardedStore:
         total = {key: sum(s[key] for s in shards) for key in
                  ("updates_rejected", "stale_refused", "bytes_in", "bytes_out",
                   "duplicates_refused", "nonfinite_skipped", "clipped")}
+        histogram: dict[str, int] = {}
+        for s in shards:
+            for bucket, n in s["staleness"]["histogram"].items():
+                histogram[bucket] = histogram.get(bucket, 0) + n
+        epochs = [s["this_epoch"] for s in shards]
+        epoch_applied = [e["updates_applied"] for e in epochs]
+        epoch_sum = sum(e["staleness_mean"] * n for e, n in zip(epochs, epoch_applied))
         return {**shards[0], **total, "step": sum(s["step"] for s in shards),
                 "updates_applied": max(applied),
                 "staleness": {"mean": stale_sum / sum(applied) if sum(applied) else 0.0,
                               "max": max(s["staleness"]["max"] for s in shards),
-                              "histogram": shards[0]["staleness"]["histogram"]},
+                              "histogram": histogram},
+                "this_epoch": {"updates_applied": max(epoch_applied),
+                               "staleness_mean": epoch_sum / sum(epoch_applied)
+                               if sum(epoch_applied) else 0.0,
+                               "staleness_max": max(e["staleness_max"] for e in epochs)},
                 "num_arrays": len(self.layout.shapes), "num_params": self.layout.size,
                 "num_shards": len(shards), "shards": shards}
 

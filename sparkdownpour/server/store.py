@@ -78,6 +78,7 @@ class ParameterStore:
         self._stale_sum = 0
         self._stale_max = 0
         self._histogram: dict[str, int] = {}
+        self._this_epoch = (0, 0, 0)  # the open epoch's (updates applied, staleness sum, max)
         self._bytes_in = 0
         self._bytes_out = 0
         self._started = time.monotonic()
@@ -149,6 +150,7 @@ class ParameterStore:
                     "max": self._stale_max,
                     "histogram": dict(self._histogram),
                 },
+                "this_epoch": this_epoch_status(*self._this_epoch),
                 "num_arrays": len(self._shapes),
                 "num_params": sum(math.prod(s) for s in self._shapes),
                 "bytes_in": self._bytes_in,
@@ -270,6 +272,8 @@ class ParameterStore:
             self._stale_max = max(self._stale_max, staleness)
             bucket = str(staleness) if staleness <= HISTOGRAM_MAX else f">{HISTOGRAM_MAX}"
             self._histogram[bucket] = self._histogram.get(bucket, 0) + 1
+            n, total, top = self._this_epoch
+            self._this_epoch = (n + 1, total + staleness, max(top, staleness))
             if sync is not None:
                 self._round_done.notify_all()
             if reread:
@@ -289,6 +293,8 @@ class ParameterStore:
     def open_epoch(self, epoch: int) -> None:
         """Accept positioned pushes for ``epoch`` only (the driver calls it per Spark job)."""
         with self._lock:
+            if epoch != self.ledger.epoch:  # reopening the same epoch (resume) keeps its counts
+                self._this_epoch = (0, 0, 0)
             self.ledger.open_epoch(epoch)
             self._backups.clear()  # the last epoch's replicas are gone
 
@@ -346,7 +352,8 @@ class ParameterStore:
                 "rule_structure": structure,
                 "step": self._step,
                 "counters": {"applied": self._applied, "rejected": self._rejected,
-                             "stale_sum": self._stale_sum, "stale_max": self._stale_max},
+                             "stale_sum": self._stale_sum, "stale_max": self._stale_max,
+                             "this_epoch": list(self._this_epoch)},
                 "ledger": self.ledger.export(),
             }
 
@@ -363,6 +370,7 @@ class ParameterStore:
             self._params, self._state, self._step = params, rule_state, int(state["step"])
             self._applied, self._rejected = int(counters["applied"]), int(counters["rejected"])
             self._stale_sum, self._stale_max = counters["stale_sum"], counters["stale_max"]
+            self._this_epoch = tuple(counters.get("this_epoch", (0, 0, 0)))
             self._frame = None
             self.ledger.restore(state["ledger"])
 
@@ -376,3 +384,9 @@ class ParameterStore:
         with self._lock:
             self._bytes_in += received
             self._bytes_out += sent
+
+
+def this_epoch_status(applied: int, stale_sum: float, stale_max: int) -> dict[str, Any]:
+    """``status()["this_epoch"]``: the open epoch's own updates and their staleness."""
+    return {"updates_applied": applied, "staleness_mean": stale_sum / applied if applied else 0.0,
+            "staleness_max": stale_max}

@@ -7,8 +7,7 @@ and wire format as with threaded shards. The driver reaches each child's store t
 child's pipe (``StoreProcess``: epochs, status, checkpoints, the final parameters), and with
 several shards through a ``ShardedStore`` over those proxies, so checkpoints, resume and the
 progress bar work unchanged. The dashboard is served from the driver
-(``observe_routes.create_status_app``): a
-child's own dashboard sees only its shard.
+(``observe.routes.create_status_app``): a child's own dashboard sees only its shard.
 """
 
 from __future__ import annotations
@@ -110,13 +109,11 @@ class ProcessShardedServer:
         arrays = [np.asarray(p, dtype=np.float32) for p in params]
         kwargs = {"host": host, "token": token, "max_request_bytes": max_request_bytes,
                   "tls": tls}
-        if num_shards == 1:
-            parts, labels = [arrays], [{"index": 0, "of": 1}]
-        else:
-            self.layout = ShardLayout([a.shape for a in arrays], num_shards)
-            parts = self.layout.split(arrays)
-            labels = [{"index": i, "of": num_shards, "range": list(rng)}
-                      for i, rng in enumerate(self.layout.bounds)]
+        self.layout = ShardLayout([a.shape for a in arrays], num_shards)  # one shard: as is
+        parts = self.layout.split(arrays)
+        labels = [{"index": 0, "of": 1}] if num_shards == 1 else \
+            [{"index": i, "of": num_shards, "range": list(rng)}
+             for i, rng in enumerate(self.layout.bounds)]
         self.processes = [
             StoreProcess(part, rule, store_kwargs or {}, label=label, port=port if i == 0 else 0,
                          name=f"sparkdownpour-shard-{i}", **kwargs)

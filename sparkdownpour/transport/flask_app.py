@@ -15,13 +15,16 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from sparkdownpour.config import DEFAULT_MAX_REQUEST_BYTES
 from sparkdownpour.transport.frames import FRAME_CONTENT_TYPE, ProtocolError
 
-__all__ = ["BROWSER_AUTH", "DEFAULT_MAX_REQUEST_BYTES", "error_response", "frame_response",
-           "guarded_app", "read_body"]
+__all__ = ["BROWSER_AUTH", "DEFAULT_MAX_REQUEST_BYTES", "SERVICE_TICK", "error_response",
+           "frame_response", "guarded_app", "read_body"]
 
-DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
 BROWSER_AUTH = "sparkdownpour.browser_auth"  # app.extensions key (install_dashboard)
+# app.extensions key: a no-argument callable the serving loop calls every few hundredths of a
+# second while the server runs (the dashboard samples its time series with it).
+SERVICE_TICK = "sparkdownpour.service_tick"
 
 
 def error_response(status: int, message: str) -> Response:

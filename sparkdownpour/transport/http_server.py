@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sparkdownpour.transport.flask_app import DEFAULT_MAX_REQUEST_BYTES
+from sparkdownpour.transport.flask_app import DEFAULT_MAX_REQUEST_BYTES, SERVICE_TICK
 from sparkdownpour.transport.keepalive import (
     KeepAliveHandler,
     close_connections,
@@ -58,6 +58,16 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
         raise ValueError(f"cannot load the TLS certificate {cert_file!r} and key {key_file!r}: "
                          f"{e}") from e
     return context
+
+
+def _guarded(tick: Callable[[], None]) -> Callable[[], None]:
+    """``tick``, with its errors logged: an exception would end the serving loop."""
+    def run() -> None:
+        try:
+            tick()
+        except Exception:  # noqa: BLE001
+            logger.debug("service tick failed", exc_info=True)
+    return run
 
 
 class HttpServer:
@@ -137,6 +147,9 @@ class HttpServer:
                     server.socket, server_side=True, do_handshake_on_connect=False)
                 server.ssl_context = self.ssl_context
             enable_connection_tracking(server)
+            tick = getattr(self.app, "extensions", {}).get(SERVICE_TICK)
+            if tick is not None:  # socketserver calls it once per pass of the accept loop
+                server.service_actions = _guarded(tick)
             self._port = server.server_address[1]
             thread = threading.Thread(
                 target=server.serve_forever,

@@ -54,7 +54,7 @@ def main(options):
         accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
         print(json.dumps({
             "name": run.get("name"), "accuracy": accuracy, "seconds": time.monotonic() - started,
-            "updates": history.final["updates"], "epochs_run": len(history),
+            "updates": history.final["updates_total"], "epochs_run": len(history),
             "expected_updates": batches_per_epoch * trainer.config.epochs,
             "duplicates": sum(history["duplicates_refused"][-1:]),
             "skipped": sum(history["skipped_steps"]),

@@ -146,3 +146,51 @@ def test_a_multi_unit_sigmoid_model_is_refused_before_training(binary):
     frame, _, _ = binary
     with pytest.raises(ValueError, match="multi-label"):
         SandblasterEstimator(model=dense(3, 2, "sigmoid")).fit(frame)
+
+
+def test_param_defaults_are_the_config_defaults_and_every_rule_is_documented():
+    from sparkdownpour import DownpourConfig, SandblasterConfig, optimizers
+
+    for stage, config in ((DownpourEstimator(model=dense(3, 2, "softmax")), DownpourConfig()),
+                          (SandblasterEstimator(model=dense(3, 1, "sigmoid")),
+                           SandblasterConfig())):
+        for param, knob in stage._param_to_knob.items():
+            assert stage.getOrDefault(param) == getattr(config, knob), param
+    doc = DownpourEstimator.optimizer.doc
+    assert all(name in doc for name in optimizers.RULES), doc
+
+
+def test_the_models_broadcast_is_released_with_unpersist_or_when_collected(spark, binary):
+    import gc
+
+    from sparkdownpour.ml.models import KerasPredictionModel
+    from sparkdownpour.ml.predict import keras_to_bytes
+
+    frame, _, _ = binary
+
+    def fitted():
+        model = KerasPredictionModel(keras_to_bytes(dense(3, 2, "softmax")()))
+        return model._set(task="multiclass", numFeatures=3)
+
+    def spy(model):  # the broadcast the first transform makes, its unpersist calls recorded
+        out = model.transform(frame)
+        shipped = model._broadcast.broadcast
+        calls = []
+        shipped.unpersist = lambda blocking=False: calls.append(blocking)
+        return out, calls
+
+    model = fitted()
+    out, calls = spy(model)
+    copy = model.copy()  # copies share the broadcast: kept while one of them lives
+    del model
+    gc.collect()
+    assert calls == []
+    del copy
+    gc.collect()
+    assert calls == [False]  # it used to live as long as the SparkContext
+    assert out.count() == 400  # a DataFrame made before still evaluates
+
+    model = fitted()
+    out, calls = spy(model)
+    assert model.unpersist() is model and calls == [False] and model._broadcast is None
+    assert model.transform(frame).count() == 400 and model._broadcast is not None

@@ -204,3 +204,27 @@ def test_sync_round_answers_wait_for_the_last_push_and_time_out_alone():
                          sync=SyncTag(1, 0, 2, 1))
     assert (result.applied, result.refusal, lonely.step) == (False, "sync_timeout", 0)
     assert lonely.status()["sync"]["pending"] == 0
+
+
+def test_status_combines_every_shards_staleness_histogram_like_its_mean_and_max():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sparkdownpour.observe.metrics import _Families, downpour_families
+    from tests.observe.test_metrics import samples
+
+    store = ShardedStore([np.zeros(s, np.float32) for s in SHAPES], PlainSGD(1.0), 2)
+    grads = [np.ones(s, np.float32) for s in SHAPES]
+    first, second = store.layout.split(grads)
+    store.stores[0].push(first, replica="a", base_step=0)       # shard 0: staleness 0
+    store.stores[1].push(second, replica="a", base_step=0)      # shard 1: staleness 0
+    store.stores[1].push(second, replica="b", base_step=0)      # shard 1: staleness 1
+    store.stores[1].push(second, replica="c", base_step=0)      # shard 1: staleness 2
+    stale = store.status()["staleness"]
+    # Shard 0 alone saw only staleness 0; the combined histogram holds all four updates.
+    assert stale["histogram"] == {"0": 2, "1": 1, "2": 1}
+    assert (stale["mean"], stale["max"]) == (0.75, 2)
+    registry = CollectorRegistry()
+    registry.register(_Families(downpour_families(store.status)))
+    m = samples(generate_latest(registry).decode())
+    assert m[("sparkdownpour_staleness_count", frozenset())] == 4
+    assert m[("sparkdownpour_staleness_sum", frozenset())] == pytest.approx(3.0)

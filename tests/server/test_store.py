@@ -143,3 +143,37 @@ def test_status_contents():
     assert (s["bytes_in"], s["bytes_out"]) == (10, 20)
     assert s["uptime_s"] >= 0 and s["rule"] == "sgd"
     assert s["staleness"] == {"mean": 0.0, "max": 0, "histogram": {}}
+
+
+def test_this_epoch_counts_only_the_open_epoch_and_survives_a_checkpoint():
+    store = ParameterStore(zeros(), PlainSGD())
+    grads = full(1.0)
+    store.open_epoch(1)
+    for base in (0, 0, 0):  # staleness 0, 1, 2
+        store.push(grads, replica="r", base_step=base)
+    assert store.status()["this_epoch"] == {"updates_applied": 3, "staleness_mean": 1.0,
+                                            "staleness_max": 2}
+    store.open_epoch(2)
+    store.push(grads, replica="r", base_step=store.step)
+    status = store.status()
+    assert status["this_epoch"] == {"updates_applied": 1, "staleness_mean": 0.0,
+                                    "staleness_max": 0}
+    assert (status["updates_applied"], status["staleness"]["max"]) == (4, 2)  # the run's
+    # A resume restores the interrupted epoch's counts and reopens the same epoch: kept.
+    again = ParameterStore(zeros(), PlainSGD())
+    again.restore_state(store.export_state())
+    again.open_epoch(2)
+    assert again.status()["this_epoch"] == status["this_epoch"]
+
+
+def test_sharded_this_epoch_combines_the_shards():
+    from sparkdownpour.server.shards import ShardedStore
+
+    store = ShardedStore(zeros(), PlainSGD(), 2)
+    store.open_epoch(1)
+    first, second = store.layout.split(full(1.0))
+    store.stores[0].push(first, replica="a", base_step=0)
+    store.stores[1].push(second, replica="a", base_step=0)
+    store.stores[1].push(second, replica="b", base_step=0)
+    assert store.status()["this_epoch"] == {"updates_applied": 2, "staleness_mean": 1 / 3,
+                                            "staleness_max": 1}

@@ -56,6 +56,10 @@ def test_shard_processes_apply_exactly_what_threaded_shards_apply(num_shards):
     servers = [ParameterServer(s, host="127.0.0.1", token=TOKEN)
                for s in getattr(threaded, "stores", [threaded])]
     with _processes(num_shards, rule) as children:
+        # The layout exists for one shard too (it raised AttributeError); it keeps the arrays.
+        assert children.layout.num_shards == num_shards
+        assert [a.shape for a in children.layout.merge(children.layout.split(_params()))] == \
+            SHAPES
         children.store.open_epoch(1)
         threaded.open_epoch(1)
         for server in servers:

@@ -1,5 +1,6 @@
 // sparkdownpour dashboard: re-fetch the server-rendered sections and swap them in.
 // Same origin, cookie sent by the browser (HttpOnly: this script never sees it).
+// The server keeps the run's time series from its start, so every poll redraws the whole run.
 (function () {
   "use strict";
   var state = document.getElementById("state");
@@ -8,6 +9,21 @@
 
   function show(text, cls) {
     if (state) { state.textContent = text; state.className = "state " + cls; }
+  }
+
+  function duration(s) {
+    s = Math.round(s);
+    if (s >= 3600) { return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min"; }
+    if (s >= 60) { return Math.floor(s / 60) + " min " + (s % 60) + " s"; }
+    return s + " s";
+  }
+
+  function where(p) {
+    if (!p || p.epoch === undefined || p.epoch === null) { return ""; }
+    var text = " · epoch " + p.epoch + (p.epochs ? "/" + p.epochs : "");
+    if (typeof p.fraction === "number") { text += " · " + Math.round(100 * p.fraction) + "%"; }
+    if (typeof p.eta_s === "number") { text += " · about " + duration(p.eta_s) + " left"; }
+    return text;
   }
 
   function poll() {
@@ -23,7 +39,8 @@
           // The HTML is rendered and escaped by the server (svg.py, dashboard.py).
           if (el) { el.innerHTML = data.sections[id]; }
         });
-        show("live · " + new Date(data.time * 1000).toLocaleTimeString(), "live");
+        show("live · " + new Date(data.time * 1000).toLocaleTimeString() + where(data.progress),
+             "live");
         setTimeout(poll, every);
       })
       .catch(function (e) {
