@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                    default="float32", help="replicas' compute precision (weights stay float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--target-accuracy", type=float, help="stop after the first epoch whose "
+                   "held-out accuracy reaches this (default: train every epoch)")
     p.add_argument("--remote", help="a Spark Connect server, sc://host:port (default: the "
                    "SPARK_REMOTE variable; neither: a classic session)")
     return p.parse_args(argv)
@@ -56,6 +58,12 @@ def load_user_data(spark, args):
         raise SystemExit(f"error: {exc}") from None
     train, test = df.randomSplit([1 - args.test_fraction, args.test_fraction], seed=args.seed)
     return train, test, features
+
+
+def _target_reached(target: float | None):
+    if target is None:
+        return None
+    return lambda record: record["val_accuracy"] >= target
 
 
 def main(argv=None) -> int:
@@ -88,7 +96,7 @@ def main(argv=None) -> int:
                       device=args.device, precision=args.precision,
                       verbose=0 if args.quiet else 1,
                       ).fit(train, features, args.label_col, validation_data=(x_test, y_test),
-                            log_dir=args.log_dir)
+                            log_dir=args.log_dir, stop_when=_target_reached(args.target_accuracy))
     if args.plot:
         result.history.plot(args.plot)
     last = result.history.final
