@@ -49,7 +49,7 @@ from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
 from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.session import driver_address, task_cpus
-from sparkdownpour.spark_jobs import describe, job_group
+from sparkdownpour.spark_jobs import cancel_run, describe, job_group
 from sparkdownpour.observe.tracking import Tracking
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,9 @@ class Downpour:
                           processes=cfg.shard_processes, store_kwargs=store_kwargs,
                           host=driver_address(spark), port=cfg.server_port,
                           token=read_token_file(cfg.token_file), tls=tls,
-                          max_request_bytes=int(cfg.max_request_mb * 2**20)) as master:
+                          max_request_bytes=int(cfg.max_request_mb * 2**20),
+                          on_shard_death=functools.partial(cancel_run, spark,
+                                                           history.info["run_id"])) as master:
             store, server = master.store, master.server
             first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
             if resume:  # the servers are up, no replica has run yet

@@ -30,6 +30,8 @@ def job_group(spark, description: str, *, run_id: str | None = None):  # SparkSe
     run = f"{run_id[:8]}-" if run_id else ""
     group = f"sparkdownpour-{run}{uuid.uuid4().hex[:12]}"
     sc.setJobGroup(group, description, interruptOnCancel=True)
+    if run_id:  # another thread may stop the run's jobs: cancel_run
+        sc.addJobTag(run_tag(run_id))
     try:
         yield group
     except BaseException:
@@ -37,5 +39,20 @@ def job_group(spark, description: str, *, run_id: str | None = None):  # SparkSe
         sc.cancelJobGroup(group)
         raise
     finally:
+        if run_id:
+            sc.removeJobTag(run_tag(run_id))
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
+
+
+def run_tag(run_id: str) -> str:
+    """The Spark job tag of every job a run starts under ``job_group(..., run_id=...)``."""
+    return f"sparkdownpour-run-{run_id}"
+
+
+def cancel_run(spark, run_id: str, reason: object = None) -> None:
+    """Cancel every running job of the run, from any thread (e.g. when a shard dies)."""
+    sc = getattr(spark, "sparkContext", spark)
+    logger.warning("cancelling the Spark jobs of run %s%s", run_id[:8],
+                   f": {reason}" if reason is not None else "")
+    sc.cancelJobsWithTag(run_tag(run_id))

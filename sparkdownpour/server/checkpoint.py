@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparkdownpour.errors import ParameterServerError
+
 __all__ = ["CheckpointError", "Checkpointer", "latest_checkpoint", "read_checkpoint",
            "write_checkpoint"]
 
@@ -184,6 +186,9 @@ class Checkpointer:
             try:
                 if self._due():
                     self.write()
+            except ParameterServerError as e:  # a shard is gone: the trainer raises that
+                logger.warning("checkpoints to %s stopped: %s", self.directory, e)
+                return
             except Exception:  # a full disk must not kill training; it is logged every time
                 logger.exception("writing a checkpoint to %s failed", self.directory)
 

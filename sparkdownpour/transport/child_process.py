@@ -254,6 +254,8 @@ class ServerProcess:
                                                f"{path} within {self.call_timeout} s")
                 answer = self._conn.recv()
             except (EOFError, OSError) as e:
+                if self.process is not None:
+                    self.process.join(1)  # reap it, so its exit code is known
                 code = self.process.exitcode if self.process is not None else None
                 raise ParameterServerError(
                     f"{self.name} (pid {self.pid}) stopped answering the driver (exit code "
