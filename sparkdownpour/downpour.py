@@ -243,7 +243,8 @@ class Downpour:
 def _resume(store, cfg: DownpourConfig, config_hash: str, history, warm_start: bool
             ) -> tuple[int, bool]:
     """Restore the newest usable checkpoint into ``store``; returns (first epoch, warm start)."""
-    state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash)
+    state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash,
+                              num_shards=cfg.num_shards)
     if state is None:
         logger.warning("resume=True but no usable checkpoint in %s: starting afresh",
                        cfg.checkpoint_dir)
