@@ -166,9 +166,9 @@ def start_child(payload: bytes, name: str) -> tuple[ChildProcess, Connection, th
     parent_sock, child_sock = socket.socketpair()
     try:
         fd = child_sock.fileno()
-        popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, str(fd), json.dumps(sys.path)],
-            pass_fds=(fd,), stdin=subprocess.DEVNULL, close_fds=True)
+        path = json.dumps([str(entry) for entry in sys.path])
+        popen = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, str(fd), path],
+                                 pass_fds=(fd,), stdin=subprocess.DEVNULL, close_fds=True)
     except BaseException:
         parent_sock.close()
         raise

@@ -39,30 +39,28 @@ def _exactly_once(run, epochs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_task_failing_halfway_is_retried_on_every_shard_exactly_once():
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_task_failing_halfway_is_retried_on_every_shard_exactly_once(mode):
     # local[2,4]: up to 4 attempts per task. In epoch 2 every task's first attempt raises
     # after 5 of its 12 mini-batches (4 pushed to every shard); its retry skips those 4.
-    runs = run_driver({"master": "local[2,4]", "runs": [
-        {"name": mode, "knobs": {"epochs": 3, **knobs},
-         "overrides": {"fail_first_attempt_after": 5, "fail_epoch": 2}}
-        for mode, knobs in MODES.items()]}, timeout=560)
-    assert [run["name"] for run in runs] == list(MODES)
-    for run in runs:
-        _exactly_once(run, 3)
-        assert run["skipped"] == 4 * 4
-        assert run["accuracy"] >= 0.85, run
+    (run,) = run_driver({"master": "local[2,4]", "runs": [
+        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]},
+         "overrides": {"fail_first_attempt_after": 5, "fail_epoch": 2}}]}, timeout=560)
+    _exactly_once(run, 3)
+    assert run["skipped"] == 4 * 4
+    assert run["accuracy"] >= 0.85, run
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
-    runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
-        {"name": mode, "knobs": {"epochs": 3, **knobs}, "kill_worker_after": 60}
-        for mode, knobs in MODES.items()]}, timeout=560)
-    for run in runs:
-        assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
-        _exactly_once(run, 3)
-        assert run["accuracy"] >= 0.85, run
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard(mode):
+    (run,) = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
+        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}]},
+        timeout=560)
+    assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
+    _exactly_once(run, 3)
+    assert run["accuracy"] >= 0.85, run
 
 
 @pytest.mark.slow
