@@ -73,6 +73,7 @@ def run_driver(options: dict) -> None:
     frame = arrays_to_frame(spark, x_train, y_train, 4)
     sizes = frame.rdd.glom().map(len).collect()
     batches = sum(-(-n // 32) for n in sizes)
+    options["partition_batches"] = [-(-n // 32) for n in sizes]
     deadline = time.time() + options["seconds"]  # wall clock: shared with the supervisor
     seen: dict = {"kills": [], "retries": {}}
     stop = threading.Event()
@@ -134,8 +135,12 @@ def kill_workers(server, options: dict, seen: dict, stop: threading.Event) -> No
                 seen["retries"][key] = max(seen["retries"].get(key, 0), int(attempt["attempt"]))
             if time.monotonic() < next_kill:
                 continue
-            pids = sorted({int(a["pid"]) for a in status["attempts"].values()} - {os.getpid()})
-            alive = [pid for pid in pids if _alive(pid)]
+            # Only a worker whose replica is mid-partition: its task fails and is retried.
+            busy = {int(a["pid"]) for partition, a in status["attempts"].items()
+                    if a["epoch"] == status["epoch"]
+                    and status["progress"].get(f"{a['epoch']}/{partition}", 0)
+                    < options["partition_batches"][int(partition)]}
+            alive = [pid for pid in sorted(busy - {os.getpid()}) if _alive(pid)]
             if alive:
                 pid = rng.choice(alive)
                 try:
@@ -193,6 +198,11 @@ def kill_driver(proc: subprocess.Popen, lines: list) -> list[int]:
     return [pid for pid in children if _alive(pid)]
 
 
+def _newest_checkpoint(directory: str) -> str | None:
+    names = sorted(p.name for p in Path(directory).glob("ckpt-*.npz"))
+    return names[-1] if names else None
+
+
 def supervise(args: argparse.Namespace) -> dict:
     checkpoint_dir = args.checkpoint_dir or tempfile.mkdtemp(prefix="sparkdownpour-soak-")
     end = time.time() + 60 * args.minutes
@@ -213,8 +223,11 @@ def supervise(args: argparse.Namespace) -> dict:
         if args.kill_driver and end - time.time() > 90:  # leave time for a resume to finish
             kill_at = time.monotonic() + min(args.driver_every * rng.uniform(0.5, 1.0),
                                              end - time.time() - 60)
+        newest = _newest_checkpoint(checkpoint_dir)
         while proc.poll() is None:
-            if kill_at is not None and time.monotonic() >= kill_at:
+            # A driver is killed only once it has checkpointed: a resume then has work to skip.
+            if kill_at is not None and time.monotonic() >= kill_at \
+                    and _newest_checkpoint(checkpoint_dir) != newest:
                 orphans += kill_driver(proc, lines)
                 driver_kills += 1
                 logging.warning("soak: driver %d SIGKILLed; resuming", proc.pid)
@@ -256,7 +269,8 @@ def report(result: dict) -> None:
               f"({'equal' if applied == expected else 'DIFFERENT'}), duplicates refused "
               f"{duplicates}")
     print(f"task retries seen by the server (last driver): {result['retries_seen']}; "
-          f"mini-batches skipped by retries: {result['skipped_steps']}")
+          f"mini-batches skipped as already applied (retries, resume): "
+          f"{result['skipped_steps']}")
     clean = result.get("clean_accuracy")
     print(f"accuracy {result['accuracy']:.4f}"
           + (f" vs a clean run of as many epochs {clean:.4f}" if clean is not None else ""))
