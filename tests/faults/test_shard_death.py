@@ -126,3 +126,22 @@ def test_a_killed_shard_child_is_named_stops_the_run_and_resumes(digits, spark, 
     # On every shard: each mini-batch applied once, whatever each had applied at the kill.
     assert [applied for applied, _ in _per_shard(seen["status"])] == [expected] * 4
     assert result.history["val_accuracy"][-1] >= 0.85
+
+
+def test_the_progress_bar_neither_masks_nor_dies_noisily_on_a_dead_shard():
+    from sparkdownpour.observe.progress import ServerProgress
+
+    class DeadStore:
+        calls = 0
+
+        def status(self):
+            DeadStore.calls += 1
+            if DeadStore.calls > 1:
+                raise ParameterServerError("parameter shard 1 of 2 died")
+            return {"updates_applied": 0, "staleness": {"mean": 0.0}}
+
+    with pytest.raises(KeyError, match="the trainer's own error"):
+        with ServerProgress(DeadStore(), 10, verbose=1, interval=0.01):
+            time.sleep(0.2)  # the polling thread meets the dead shard and stops quietly
+            raise KeyError("the trainer's own error")
+    assert DeadStore.calls >= 2
