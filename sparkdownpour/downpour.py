@@ -44,7 +44,7 @@ from sparkdownpour.server.master import serve_master
 from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.session import driver_address, num_partitions, task_cpus
-from sparkdownpour.spark_jobs import describe, job_group
+from sparkdownpour.spark_jobs import cancel_run, describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,9 @@ class Downpour(Trainer):
                           processes=cfg.shard_processes, store_kwargs=store_kwargs,
                           host=host, port=cfg.server_port,
                           token=read_token_file(cfg.token_file), tls=tls,
-                          max_request_bytes=int(cfg.max_request_mb * 2**20)) as master:
+                          max_request_bytes=int(cfg.max_request_mb * 2**20),
+                          on_shard_death=functools.partial(cancel_run, spark,
+                                                           history.info["run_id"])) as master:
             store, server = master.store, master.server
             # Every executor must reach every server before a replica starts (or fail now).
             history.info["probe_s"] = check_reachable(
@@ -248,7 +250,8 @@ class Downpour(Trainer):
 def _resume(store, cfg: DownpourConfig, config_hash: str, history, warm_start: bool
             ) -> tuple[int, bool]:
     """Restore the newest usable checkpoint into ``store``; returns (first epoch, warm start)."""
-    state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash)
+    state = latest_checkpoint(cfg.checkpoint_dir, config_hash=config_hash,
+                              num_shards=cfg.num_shards)
     if state is None:
         logger.warning("resume=True but no usable checkpoint in %s: starting afresh",
                        cfg.checkpoint_dir)

@@ -34,10 +34,10 @@ def job_group(spark, description: str, *, run_id: str | None = None):
     run = f"{run_id[:8]}-" if run_id else ""
     tag = f"sparkdownpour-{run}{uuid.uuid4().hex[:12]}"
     sc = _classic_context(session)
-    if sc is None:
-        session.addTag(tag)
-    else:
-        sc.addJobTag(tag)
+    tags = [tag, run_tag(run_id)] if run_id else [tag]  # the run's: cancel_run from any thread
+    for each in tags:
+        session.addTag(each) if sc is None else sc.addJobTag(each)
+    if sc is not None:
         sc.setJobDescription(description)
         sc.setInterruptOnCancel(True)  # a cancelled task's thread (and Python worker) stops
     try:
@@ -50,10 +50,9 @@ def job_group(spark, description: str, *, run_id: str | None = None):
             logger.warning("could not interrupt the jobs tagged %s: %s", tag, e)
         raise
     finally:
-        if sc is None:
-            session.removeTag(tag)
-        else:
-            sc.removeJobTag(tag)
+        for each in tags:
+            session.removeTag(each) if sc is None else sc.removeJobTag(each)
+        if sc is not None:
             sc.setJobDescription(None)
             sc.setLocalProperty("spark.job.interruptOnCancel", None)
 
@@ -63,3 +62,23 @@ def _classic_context(session):
     from sparkdownpour.session import is_connect
 
     return None if is_connect(session) else getattr(session, "sparkContext", session)
+
+
+def run_tag(run_id: str) -> str:
+    """The job tag of every job a run starts under ``job_group(..., run_id=...)``."""
+    return f"sparkdownpour-run-{run_id}"
+
+
+def cancel_run(spark, run_id: str, reason: object = None) -> None:
+    """Interrupt every running job of the run, from any thread (e.g. when a shard dies).
+
+    Session tags are thread-local under Connect but ``interruptTag`` reaches every thread's
+    jobs carrying the tag; a classic SparkContext's ``cancelJobsWithTag`` does the same."""
+    session = getattr(spark, "sparkSession", spark)
+    logger.warning("cancelling the Spark jobs of run %s%s", run_id[:8],
+                   f": {reason}" if reason is not None else "")
+    sc = _classic_context(session)
+    if sc is None:
+        session.interruptTag(run_tag(run_id))
+    else:
+        sc.cancelJobsWithTag(run_tag(run_id))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from sparkdownpour.errors import ParameterServerError
+
 
 def expected_updates(config, rows: int, partitions: int) -> int:
     """How many updates the server applies in a whole run, for the progress bar's total.
@@ -69,12 +71,20 @@ class ServerProgress:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._refresh()
+            try:
+                self._refresh()
+            except ParameterServerError:  # the server is gone: the trainer raises, not the bar
+                return
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._bar is not None:
-            self._refresh()
-            self._bar.close()
+            try:
+                self._refresh()
+            except ParameterServerError:
+                if exc[0] is None:  # only when nothing else is being raised already
+                    raise
+            finally:
+                self._bar.close()

@@ -30,8 +30,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sparkdownpour.errors import ParameterServerError
+
 __all__ = ["CheckpointError", "Checkpointer", "latest_checkpoint", "read_checkpoint",
-           "write_checkpoint"]
+           "shard_count", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +105,20 @@ def _checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: _NAME.match(p.name).groups(), reverse=True)
 
 
-def read_checkpoint(path: str | Path, *, config_hash: str | None = None) -> dict[str, Any]:
-    """Load and verify one checkpoint; ``CheckpointError`` says what is wrong with it."""
+def shard_count(state: dict[str, Any]) -> int:
+    """How many shards wrote a checkpoint's state (``ShardedStore.export_state`` keeps one
+    rule structure per shard)."""
+    structure = state.get("rule_structure")
+    if isinstance(structure, dict) and isinstance(structure.get("shards"), list) \
+            and "arrays" in structure:
+        return len(structure["shards"])
+    return 1
+
+
+def read_checkpoint(path: str | Path, *, config_hash: str | None = None,
+                    num_shards: int | None = None) -> dict[str, Any]:
+    """Load and verify one checkpoint; ``CheckpointError`` says what is wrong with it.
+    With ``num_shards``, one written by another number of shards raises ``ValueError``."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -119,6 +133,12 @@ def read_checkpoint(path: str | Path, *, config_hash: str | None = None) -> dict
         raise CheckpointError(f"{path}: checksum mismatch (the file was modified or damaged)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, this build reads {FORMAT}")
+    written = shard_count(meta)
+    if num_shards is not None and written != num_shards:
+        # Not skipped for an older one: the run's knob changed, not the file.
+        raise ValueError(f"{path} was written by a {written}-shard server and this run has "
+                         f"num_shards={num_shards}: resume with num_shards={written}, or start "
+                         f"without resume (or with another checkpoint_dir)")
     if config_hash is not None and meta["config_hash"] != config_hash:
         raise CheckpointError(f"{path}: written by a different configuration (the model, the "
                               "data or a knob that shapes the run changed); start without "
@@ -131,12 +151,14 @@ def read_checkpoint(path: str | Path, *, config_hash: str | None = None) -> dict
             "extra": meta["extra"]}
 
 
-def latest_checkpoint(directory: str | Path, *, config_hash: str | None = None
-                      ) -> dict[str, Any] | None:
-    """The newest checkpoint that verifies; each bad newer one is skipped with a warning."""
+def latest_checkpoint(directory: str | Path, *, config_hash: str | None = None,
+                      num_shards: int | None = None) -> dict[str, Any] | None:
+    """The newest checkpoint that verifies; each bad newer one is skipped with a warning.
+    With ``num_shards``, a newest checkpoint of another shard count is refused
+    (``ValueError`` naming both counts), not skipped."""
     for path in _checkpoints(Path(directory)):
         try:
-            return read_checkpoint(path, config_hash=config_hash)
+            return read_checkpoint(path, config_hash=config_hash, num_shards=num_shards)
         except CheckpointError as e:
             message = f"skipping checkpoint {e}; trying the previous one"
             logger.warning(message)
@@ -184,6 +206,9 @@ class Checkpointer:
             try:
                 if self._due():
                     self.write()
+            except ParameterServerError as e:  # a shard is gone: the trainer raises that
+                logger.warning("checkpoints to %s stopped: %s", self.directory, e)
+                return
             except Exception:  # a full disk must not kill training; it is logged every time
                 logger.exception("writing a checkpoint to %s failed", self.directory)
 

@@ -9,6 +9,10 @@ shard, calls go straight through.
 A push's outcome combines the shards' (``combine_outcomes``): exactly-once and staleness are
 per shard, so a push can be applied on one shard and refused as a duplicate on another (that
 shard had it already, e.g. from an attempt that died between the two), which counts as applied.
+
+Every shard's answer is checked against the range it should hold before the arrays are merged:
+a shard answering arrays of another range (shard URLs out of order, a server of another run)
+is named with its URL, not merged into a wrong model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.server.client import ParameterClient, PushOutcome
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.ledger import Position
@@ -71,7 +76,7 @@ class ShardedClient:
     def fetch(self, replica: str | None = None) -> tuple[tuple[int, ...], list[np.ndarray]]:
         """``(steps, params)``: every shard's step and the merged arrays."""
         parts = self._each(lambda c: c.fetch(replica))
-        return tuple(step for step, _ in parts), self.layout.merge([a for _, a in parts])
+        return tuple(step for step, _ in parts), self._merge([a for _, a in parts])
 
     def push(self, grads: Sequence[Any], *, base_step: Sequence[int], replica: str,
              return_params: bool = False, position: Position | None = None,
@@ -96,9 +101,23 @@ class ShardedClient:
             fresh = self._each(lambda c, r: (r.step, r.params) if r.params is not None
                                else c.fetch(replica), results)
             outcome = outcome._replace(step=tuple(step for step, _ in fresh),
-                                       params=self.layout.merge([a for _, a in fresh]))
+                                       params=self._merge([a for _, a in fresh]))
         self.last_push = outcome
         return outcome
+
+    def _merge(self, per_shard: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """The model's arrays, once every shard is seen to hold its own range."""
+        for i, (client, arrays) in enumerate(zip(self.clients, per_shard)):
+            want = self.layout.shard_shapes(i)
+            got = [tuple(np.shape(a)) for a in arrays]
+            if got != want:
+                lo, hi = self.layout.bounds[i]
+                raise ParameterServerError(
+                    f"parameter shard {i} of {len(self.clients)} at {client.url} answered "
+                    f"arrays of shapes {got}, expected {want} (parameters {lo}..{hi - 1} of "
+                    f"{self.layout.size}): the shard URLs are out of order or one belongs to "
+                    f"another model; pass every shard's URL in shard order")
+        return self.layout.merge(per_shard)
 
     def progress(self, epoch: int, partition: int, **kwargs: Any) -> int:
         """The least progress over the shards: where an attempt must resume so that every

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from sparkdownpour.server.checkpoint import shard_count
 from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.rule_state import flatten_rule_state, unflatten_rule_state
 from sparkdownpour.transport.frames import encode_frame
@@ -359,6 +360,10 @@ class ParameterStore:
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Adopt a checkpoint's state; the rule's ``init`` gives the state's container types."""
+        if shard_count(state) != 1:
+            raise ValueError(f"the checkpoint was written by a {shard_count(state)}-shard "
+                             f"server, this one has 1; resume with "
+                             f"num_shards={shard_count(state)}")
         params = [np.array(p, dtype=np.float32, order="C", copy=True) for p in state["params"]]
         if [p.shape for p in params] != list(self._shapes):
             raise ValueError(f"checkpoint shapes {[p.shape for p in params]} differ from the "

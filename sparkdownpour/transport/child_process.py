@@ -2,29 +2,45 @@
 
 Python threads share one interpreter lock: N shards served by threads of one process apply
 their updates one at a time. A ``ServerProcess`` runs ``factory(*args) -> (store,
-app_factory)`` in a child started with multiprocessing ``spawn`` (never a fork of a driver that
-runs a JVM gateway and threads) and serves it with the same ``ParameterServer`` (token, size
+app_factory)`` in a child process and serves it with the same ``HttpServer`` (token, size
 limit, keep-alive, TLS). The parent learns the port through a pipe and stops the child by
-closing it.
+closing it; a child whose pipe closes (its driver died) stops serving and exits.
+
+The child is a fresh interpreter running only this module (``python -c`` importing
+``child_process`` with the parent's ``sys.path``), never a fork of a driver that runs a JVM
+gateway and threads, and never an import of the user's ``__main__``: multiprocessing's
+``spawn`` re-imports the parent's main script in every child, so a script without an
+``if __name__ == "__main__":`` guard would run again (a second Spark application and
+training run) inside each shard. The pipe is one end of an unnamed socket pair, inherited
+as a file descriptor whose number is the child's only argument.
 
 The same pipe carries the driver's own calls on the child's store (``call``): epochs,
 status, checkpoints, the final parameters. Only the attribute paths listed in ``commands``
-are answered. The pipe is an unnamed socket pair between the driver and its own child, so
-what travels on it (``factory``, ``args``, the calls and their answers, by pickle) never
-comes from the network; replicas reach the child only over its authenticated HTTP routes.
+are answered. What travels on it (``factory`` and ``args`` by cloudpickle, so a rule defined
+in the user's script travels by value; the calls and their answers by pickle) goes between
+the driver and its own child and never comes from the network; replicas reach the child
+only over its authenticated HTTP routes.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
+import json
 import operator
+import pickle
+import signal
+import socket
+import subprocess
+import sys
 import threading
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Collection
+
+import cloudpickle
 
 from sparkdownpour.errors import ParameterServerError
 
-__all__ = ["ServerProcess", "keep_freed_buffers"]
+__all__ = ["ChildProcess", "ServerProcess", "keep_freed_buffers", "main"]
 
 # Exception types a call may raise in the parent as themselves; any other becomes a
 # RuntimeError naming its type.
@@ -74,6 +90,103 @@ def _serve(factory: Callable, args: tuple, host: str, port: int, token: str,
         server.stop()
 
 
+# What the child runs: the parent's sys.path (so the library and whatever the factory's
+# arguments need resolve as they do in the parent), then this module's ``main``.
+_BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+              "from sparkdownpour.transport.child_process import main; main(int(sys.argv[1]))")
+
+
+def main(fd: int) -> None:
+    """The child's entry point: serve what the parent sends on the inherited pipe ``fd``.
+
+    The first message is the cloudpickled ``(factory, args, host, port, token,
+    max_request_bytes, tls, commands)``; then ``_serve`` answers until the pipe closes.
+    """
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when its
+    # children stop (it closes their pipes), so one keystroke does not kill them mid-call.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    # Imported before the payload is read: N children import at once while the parent
+    # is still sending to the first ones.
+    import sparkdownpour.transport.http_server  # noqa: F401
+
+    try:
+        payload = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return  # the parent went away before it sent anything
+    except Exception as e:  # e.g. a module the factory needs is not importable here
+        conn.send(("failed", f"cannot load what the parent sent: {type(e).__name__}: {e}"))
+        return
+    if not isinstance(payload, tuple):  # "stop" before the start was sent: nothing to do
+        return
+    try:
+        _serve(*payload, conn)
+    finally:
+        conn.close()
+
+
+class ChildProcess:
+    """The ``subprocess.Popen`` of a child, with ``multiprocessing.Process``'s names:
+    ``pid``, ``exitcode`` (``-N`` when killed by signal N), ``is_alive``, ``join``,
+    ``terminate``, ``kill``."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self.popen.terminate()
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self.popen.kill()
+
+
+def start_child(payload: bytes, name: str) -> tuple[ChildProcess, Connection, threading.Thread]:
+    """Start ``python -c _BOOTSTRAP`` with one end of a socket pair as an inherited
+    descriptor, and send it ``payload`` from a thread (so N children start at once).
+    Returns the child, the parent's end of the pipe and the sending thread."""
+    parent_sock, child_sock = socket.socketpair()
+    try:
+        fd = child_sock.fileno()
+        path = json.dumps([str(entry) for entry in sys.path])
+        popen = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, str(fd), path],
+                                 pass_fds=(fd,), stdin=subprocess.DEVNULL, close_fds=True)
+    except BaseException:
+        parent_sock.close()
+        raise
+    finally:
+        child_sock.close()
+    conn = Connection(parent_sock.detach())
+
+    def send() -> None:
+        try:
+            conn.send_bytes(payload)
+        except (OSError, ValueError):  # the child died first (wait_ready says so) or closed
+            pass
+
+    sender = threading.Thread(target=send, name=f"{name}-start", daemon=True)
+    sender.start()
+    return ChildProcess(popen), conn, sender
+
+
 def _answer(store: Any, commands: frozenset, conn) -> None:
     """Answer ``(path, args)`` calls until the parent says ``"stop"`` or goes away."""
     while True:
@@ -114,6 +227,7 @@ class ServerProcess:
         self.process = None
         self._conn = None
         self._lock = threading.Lock()  # one call at a time on the pipe
+        self._sender: threading.Thread | None = None
         self.port: int | None = None
 
     @property
@@ -140,6 +254,8 @@ class ServerProcess:
                                                f"{path} within {self.call_timeout} s")
                 answer = self._conn.recv()
             except (EOFError, OSError) as e:
+                if self.process is not None:
+                    self.process.join(1)  # reap it, so its exit code is known
                 code = self.process.exitcode if self.process is not None else None
                 raise ParameterServerError(
                     f"{self.name} (pid {self.pid}) stopped answering the driver (exit code "
@@ -151,35 +267,36 @@ class ServerProcess:
             message if kind in _RAISED_AS_IS else f"{kind}: {message}")
 
     def launch(self) -> None:
-        """Start the child without waiting for it (``wait_ready``): N shards start at once."""
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(self.factory, self.args, self.host, self.requested_port,
-                                 self.token, self.max_request_bytes, self.tls, self.commands,
-                                 child),
-            name=self.name, daemon=True)
-        self.process.start()
-        child.close()
-        self._conn = parent
-        self.args = ()  # the child has its copy (e.g. a shard's initial arrays)
+        """Start the child without waiting for it (``wait_ready``): N shards start at once.
+        The child is a fresh interpreter that imports only the library (``main``)."""
+        payload = cloudpickle.dumps(
+            (self.factory, self.args, self.host, self.requested_port, self.token,
+             self.max_request_bytes, self.tls, self.commands), protocol=pickle.HIGHEST_PROTOCOL)
+        self.process, self._conn, self._sender = start_child(payload, self.name)
+        self.args = ()  # the child gets its copy (e.g. a shard's initial arrays)
 
     def wait_ready(self) -> "ServerProcess":
         """Wait for the launched child's port; on any failure stop it and raise."""
         parent = self._conn
-        if not parent.poll(self.start_timeout):
+        try:
+            ready = parent.poll(self.start_timeout)
+            answer = parent.recv() if ready else None
+        except (EOFError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            pid = self.pid
+            self.__exit__()
+            raise RuntimeError(f"{self.name} (pid {pid}) exited while starting (exit code "
+                               f"{code})") from None
+        if answer is None:
             self.__exit__()
             raise RuntimeError(f"{self.name} did not start within {self.start_timeout} s")
-        try:
-            kind, detail = parent.recv()
-        except EOFError:
-            code = self.process.exitcode
-            self.__exit__()
-            raise RuntimeError(f"{self.name} exited while starting (exit code {code})") \
-                from None
+        kind, detail = answer
         if kind != "ready":
             self.__exit__()
             raise OSError(f"{self.name} could not start its server: {detail}")
+        self._sender.join()
+        self._sender = None
         self.port = detail
         return self
 
@@ -190,6 +307,12 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         # Not under the call lock: a call stuck on a hung child must not block the stop.
         conn, self._conn = self._conn, None
+        sender, self._sender = self._sender, None
+        if sender is not None and sender.is_alive() and self.process is not None:
+            # Still sending the start (a child that hangs while starting): never interleave a
+            # "stop" with it, nor close the pipe under the sending thread.
+            self.process.kill()
+            sender.join(5)
         if conn is not None:
             try:
                 conn.send("stop")
@@ -200,5 +323,8 @@ class ServerProcess:
             self.process.join(10)
             if self.process.is_alive():
                 self.process.terminate()
+                self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
                 self.process.join(5)
             self.process = None

@@ -3,9 +3,10 @@
     python tests/faults/train_driver.py '{"master": "local[2,4]", "runs": [...], ...}'
 
 Each run is a Downpour fit of the digits MLP with the given knobs and test hooks; the driver
-prints one JSON line per run: accuracy, applied updates, duplicates, the expected number of
-mini-batches. Options: "kill_worker_after" (SIGKILL one replica's Python worker, found through
-the server's status route, once that many updates are applied).
+prints one JSON line per run: accuracy, applied updates (in all, and on every shard), duplicates,
+the expected number of mini-batches. Options: "kill_worker_after" (SIGKILL one replica's Python
+worker, found through the server's status route, once that many updates are applied). With
+shard processes it first prints ``SHARD PIDS <pid> ...`` when the server starts.
 """
 
 import json
@@ -42,19 +43,34 @@ def main(options):
     for run in options["runs"]:
         trainer = Downpour(build_digits_mlp, verbose=0, **run.get("knobs", {}))
         callbacks = [FailFirstAttempt(**run["fail"])] if run.get("fail") else []
-        killed = {}
-        if run.get("kill_worker_after"):
-            callbacks.append(LambdaCallback(on_server_start=lambda server: threading.Thread(
-                target=kill_a_worker, args=(server, run["kill_worker_after"], killed),
-                daemon=True).start()))
+        killed, seen = {}, {}
+
+        def on_server_start(server, run=run, killed=killed, seen=seen):
+            seen["server"] = server
+            if hasattr(server, "pids"):  # shard processes: the test checks none outlives us
+                print("SHARD PIDS", *server.pids, flush=True)
+            if run.get("kill_worker_after"):
+                threading.Thread(target=kill_a_worker,
+                                 args=(server, run["kill_worker_after"], killed),
+                                 daemon=True).start()
+
+        def keep_status(epoch, logs, seen=seen):  # after every epoch, while the servers are up
+            seen["status"] = seen["server"].store.status()
+
+        callbacks.append(LambdaCallback(on_server_start=on_server_start, on_epoch_end=keep_status))
         started = time.monotonic()
         result = trainer.fit(frame, validation_data=(x_test, y_test),
                              resume=run.get("resume", False), callbacks=callbacks)
+        status = seen["status"]
         history = result.history
         accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
         print(json.dumps({
             "name": run.get("name"), "accuracy": accuracy, "seconds": time.monotonic() - started,
             "updates": history.final["updates_total"], "epochs_run": len(history),
+            "shard_updates": [shard["updates_applied"]
+                              for shard in status.get("shards", [status])],
+            "shard_duplicates": [shard["duplicates_refused"]
+                                 for shard in status.get("shards", [status])],
             "expected_updates": batches_per_epoch * trainer.config.epochs,
             "duplicates": sum(history["duplicates_refused"][-1:]),
             "skipped": sum(history["skipped_steps"]),

@@ -1,0 +1,117 @@
+"""The failure model with a sharded server (num_shards=4), threaded shards and shard processes.
+
+Each fault runs the digits MLP in its own driver process (``train_driver.py``) and checks, on
+every shard, that the updates applied equal the mini-batches pushed: none lost, none doubled.
+The one-shard versions of these tests are in ``test_task_retry.py`` and
+``test_driver_and_executor_loss.py``; a shard child dying is ``test_shard_death.py``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparkdownpour.server.checkpoint import latest_checkpoint
+from tests.faults.test_task_retry import DRIVER, ROOT, run_driver
+
+SHARDS = 4
+BATCHES = 48  # mini-batches an epoch: 1437 digits in 4 partitions of 32-row batches
+MODES = {"threads": {"num_shards": SHARDS},
+         "processes": {"num_shards": SHARDS, "shard_processes": True}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "\nState:\tZ" not in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def _exactly_once(run, epochs):
+    assert run["expected_updates"] == epochs * BATCHES
+    assert run["shard_updates"] == [epochs * BATCHES] * SHARDS, run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_task_failing_halfway_is_retried_on_every_shard_exactly_once(mode):
+    # local[2,4]: up to 4 attempts per task. In epoch 2 every task's first attempt raises
+    # after 5 of its 12 mini-batches (4 pushed to every shard); its retry skips those 4.
+    (run,) = run_driver({"master": "local[2,4]", "runs": [
+        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]},
+         "fail": {"after_steps": 5, "epoch": 2}}]}, timeout=560)
+    _exactly_once(run, 3)
+    assert run["skipped"] == 4 * 4
+    assert run["accuracy"] >= 0.85, run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard(mode):
+    (run,) = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
+        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}]},
+        timeout=560)
+    assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
+    _exactly_once(run, 3)
+    assert run["accuracy"] >= 0.85, run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_killed_driver_resumes_every_shard_from_its_checkpoint(tmp_path, mode):
+    epochs = 4
+    knobs = {"epochs": epochs, "checkpoint_dir": str(tmp_path), "checkpoint_every_updates": 10,
+             **MODES[mode]}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    options = {"master": "local[2]", "runs": [{"name": "doomed", "knobs": knobs}]}
+    # Its own session: the SIGKILL takes the JVM and the Python workers down with it; shard
+    # children are left to notice their pipes close.
+    proc = subprocess.Popen([sys.executable, str(DRIVER), json.dumps(options)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    shard_pids = []
+    try:
+        if mode == "processes":
+            line = proc.stdout.readline()
+            assert line.startswith("SHARD PIDS"), line
+            shard_pids = [int(pid) for pid in line.split()[2:]]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = latest_checkpoint(tmp_path)
+            # Mid-epoch 3: two epochs done and some of the third applied on some shard.
+            if state and state["extra"]["epochs_done"] >= 2 and any(
+                    shard["progress"] for shard in state["ledger"]["shards"]):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the driver finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
+        proc.wait(30)
+        # Its shard children see their pipes close and exit; its JVM sees stdin close.
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in shard_pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in shard_pids)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever else of its session is left
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
+    killed_at = latest_checkpoint(tmp_path)
+    (resumed,) = run_driver({"master": "local[2]",
+                             "runs": [{"name": "resumed", "knobs": knobs, "resume": True}]})
+    assert resumed["resumed_from"]["epochs_done"] >= 2
+    assert resumed["resumed_from"]["step"] >= killed_at["step"]
+    assert resumed["epochs_run"] == epochs - resumed["resumed_from"]["epochs_done"]
+    # Updates after the checkpoint died with the driver and were redone; none twice anywhere.
+    _exactly_once(resumed, epochs)
+    assert resumed["accuracy"] >= 0.9, resumed
