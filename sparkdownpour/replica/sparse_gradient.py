@@ -2,10 +2,11 @@
 
 A ``data.sparse.CSR`` mini-batch reaches the model as a ``tf.SparseTensor``: Keras's ``Dense``
 layer then computes a sparse-dense product (``tf.sparse.sparse_dense_matmul``), whose cost and
-memory follow the non-zeros, and most Keras layers accept sparse input. A model that cannot
-(a custom layer calling ``tf.convert_to_tensor`` on its input, say) fails when the sparse
-function is first traced; ``SparseInput`` then falls back, for the rest of the run, to
-densifying each mini-batch inside the traced function. That fallback holds one
+memory follow the non-zeros. Keras itself densifies the input of a layer that does not declare
+sparse support. A model that still cannot take one (a subclassed model whose ``call`` runs
+``tf.convert_to_tensor`` on its input, say) fails when the sparse function is first traced;
+``SparseInput`` then falls back, for the rest of the run, to densifying each mini-batch inside
+the traced function. That fallback holds one
 ``rows x num_features`` float32 matrix at a time: ``batch_size x num_features x 4`` bytes in
 Downpour (32 MiB for 32 rows of 2^18 features), and ``dense_chunk_rows`` rows at a time in
 Sandblaster's evaluation (``DENSE_CHUNK_BYTES``). The gradient is dense either way.
