@@ -18,8 +18,9 @@ import logging
 from typing import Callable, Sequence
 
 from sparkdownpour.data.sparse import CSR
+from sparkdownpour.optimizers.sparse import row_sparse
 
-__all__ = ["DENSE_CHUNK_BYTES", "SparseInput", "dense_chunk_rows"]
+__all__ = ["DENSE_CHUNK_BYTES", "SparseInput", "dense_chunk_rows", "sparse_push"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +63,16 @@ class SparseInput:
                 self.densified = False
                 return result
         return (self._dense if self.densified else self._sparse)(tensor, *rest)
+
+
+def sparse_push(grads: list, sparse_input: bool, num_features: int, shards: int,
+                compression: str | None) -> list:
+    """What a replica pushes: with sparse inputs, each first-layer gradient (an array with one
+    row per input feature) whose non-zero rows are at most half of them as a ``RowSparse``
+    (``optimizers.sparse``); everything else as it is.
+
+    Dense where the wire cannot carry rows: several shards (each holds a flat range of the
+    parameters) or compressed pushes."""
+    if not sparse_input or shards != 1 or compression:
+        return grads
+    return [row_sparse(g) if g.ndim == 2 and g.shape[0] == num_features else g for g in grads]
