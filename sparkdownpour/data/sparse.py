@@ -264,3 +264,31 @@ def validate_sparse(prepared, what: str, label_col: str):
                          f"{n} rows; drop them first")
     return DataSummary(num_rows=int(n), num_features=int(row["dmin"]),
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]))
+
+
+# -- scoring (ml.predict) ----------------------------------------------------------------------
+
+
+def csr_from_vectors(column: pa.StructArray, num_features: int, features_col: str
+                     ) -> tuple[CSR, np.ndarray]:
+    """``(x, valid)`` for scoring: a ``VectorUDT`` struct column's non-null rows as CSR, and
+    which rows they are (a null vector gets a null prediction)."""
+    valid = np.ones(len(column), bool) if column.null_count == 0 else \
+        column.is_valid().to_numpy(zero_copy_only=False)
+    rows, cols, values, size = _vector_entries(column)
+    wrong = np.flatnonzero(valid & (size != num_features))
+    if len(wrong):
+        raise ValueError(f"features column {features_col!r} has a vector of size "
+                         f"{int(size[wrong[0]])}; the model was trained on {num_features} "
+                         "features per row")
+    keep = values != 0
+    renumber = np.cumsum(valid) - 1  # row -> row among the valid ones
+    rows, cols, values = renumber[rows[keep]], cols[keep], values[keep]
+    indptr = np.zeros(int(valid.sum()) + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(indptr) - 1), out=indptr[1:])
+    return CSR(indptr, cols, values, num_features), valid
+
+
+def model_input(x):
+    """What a Keras model is called with: a ``tf.SparseTensor`` for CSR rows, else ``x``."""
+    return x.to_tf() if isinstance(x, CSR) else x
