@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 from sparkdownpour import data
 from sparkdownpour.callbacks import Callback, CallbackList
+from sparkdownpour.data.memory import check_cache_fits
 from sparkdownpour.driver_model import check_devices_on_driver, driver_cpu, driver_model
 from sparkdownpour.history import History, TrainingResult
 from sparkdownpour.keras_model import loss_name, output_units
@@ -75,8 +76,9 @@ class Trainer:
         run = Run(run_id=uuid.uuid4().hex, started=time.perf_counter(),
                   callbacks=CallbackList([tracking, *user_callbacks.callbacks]), resume=resume,
                   options=options)
-        prepared = data.prepare(df, features_col, label_col)  # lazy: no Spark job yet
+        prepared = data.prepare(df, features_col, label_col)  # lazy (a vector column: 1 row read)
         check_devices_on_driver(cfg.device, prepared.sparkSession)
+        check_cache_fits(df, features_col, prepared)  # refuse before an OOM (data.memory)
         cached = self._cache(prepared, run)
         try:
             validated = self._validate(cached, prepared, features_col, label_col, run)

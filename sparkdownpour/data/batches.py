@@ -8,15 +8,20 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdownpour.data.columns import FEATURES, LABEL
+from sparkdownpour.data.sparse import CSR, concat_rows, csr_from_arrow
 
 
-def batch_to_numpy(batch: pa.RecordBatch, num_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features as an (n, d) float32 matrix and labels as an (n,) float32 vector."""
+def batch_to_numpy(batch: pa.RecordBatch, num_features: int
+                   ) -> tuple[np.ndarray | CSR, np.ndarray]:
+    """Features as an (n, d) float32 matrix (a ``CSR`` one for sparse features) and labels as
+    an (n,) float32 vector."""
     column = batch.column(batch.schema.get_field_index(FEATURES))
+    y = batch.column(batch.schema.get_field_index(LABEL)).to_numpy(zero_copy_only=False)
+    if pa.types.is_struct(column.type):  # sparse features (data.sparse): a CSR matrix
+        return csr_from_arrow(column, num_features), np.asarray(y, dtype=np.float32)
     # flatten() honours slice offsets; every row has num_features values (checked on the driver).
     flat = column.flatten().to_numpy(zero_copy_only=False)
     x = np.asarray(flat, dtype=np.float32).reshape(len(batch), num_features)
-    y = batch.column(batch.schema.get_field_index(LABEL)).to_numpy(zero_copy_only=False)
     return x, np.asarray(y, dtype=np.float32)
 
 
@@ -47,7 +52,7 @@ def mini_batches(batches: Iterable[pa.RecordBatch], num_features: int, batch_siz
             start = take
             if carried < batch_size:
                 continue
-            yield np.concatenate(carry_x), np.concatenate(carry_y)
+            yield concat_rows(carry_x), np.concatenate(carry_y)
             carry_x, carry_y, carried = [], [], 0
         while start + batch_size <= len(y):
             yield x[start:start + batch_size], y[start:start + batch_size]
@@ -55,4 +60,4 @@ def mini_batches(batches: Iterable[pa.RecordBatch], num_features: int, batch_siz
         if start < len(y):
             carry_x, carry_y, carried = [x[start:]], [y[start:]], len(y) - start
     if carried:
-        yield np.concatenate(carry_x), np.concatenate(carry_y)
+        yield concat_rows(carry_x), np.concatenate(carry_y)

@@ -87,9 +87,14 @@ def label_expression(df: DataFrame, label_col: str):
 
 
 def prepare(df: DataFrame, features_col: str | Sequence[str], label_col: str) -> DataFrame:
-    """Project ``df`` to ``features: array<float>, label: float``, the replicas' input format."""
+    """Project ``df`` to ``features: array<float>, label: float``, the replicas' input format
+    (a sparse vector column: ``data.sparse.SPARSE_DDL``, read once to tell)."""
     if not isinstance(df, DataFrame):
         raise TypeError(f"fit expects a pyspark.sql.DataFrame, received {type(df).__name__}")
+    from sparkdownpour.data import sparse  # sparse vectors stay sparse (data.sparse)
+
+    if sparse.is_sparse_column(df, features_col):
+        return sparse.sparse_frame(df, features_col, label_expression(df, label_col))
     return df.select(features_expression(df, features_col).alias(FEATURES),
                      label_expression(df, label_col).alias(LABEL))
 
@@ -101,6 +106,10 @@ def _describe_features(features_col) -> str:
 
 def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
     """One aggregation over the prepared frame; refuse empty, ragged, null or non-finite data."""
+    from sparkdownpour.data import sparse
+
+    if sparse.is_sparse_frame(prepared):
+        return sparse.validate_sparse(prepared, _describe_features(features_col), label_col)
     feats, label = F.col(FEATURES), F.col(LABEL)
     bad_value = F.exists(feats, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
     row = prepared.agg(

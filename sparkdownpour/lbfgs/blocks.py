@@ -100,8 +100,15 @@ def block_with_stats(row) -> tuple[np.ndarray, np.ndarray, BlockStats]:
 def numpy_blocks(prepared, portions: int):
     """The prepared ``features, label`` frame as an RDD of ``(x, y, BlockStats)`` blocks in
     ``portions`` partitions (not yet cached); no shuffle when it already has that many."""
+    from sparkdownpour.data.sparse import is_sparse_frame
+    from sparkdownpour.lbfgs.sparse_blocks import (SPARSE_BLOCK_DDL, sparse_block_with_stats,
+                                                   to_sparse_blocks)
+
     if prepared.rdd.getNumPartitions() != portions:
         prepared = prepared.repartition(portions)
+    if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
+        return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL).rdd \
+            .map(sparse_block_with_stats)
     return prepared.mapInArrow(to_blocks, BLOCK_DDL).rdd.map(block_with_stats)
 
 

@@ -26,6 +26,8 @@ from sparkdownpour.keras_model import (
     output_units,
 )
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
+from sparkdownpour.data.sparse import CSR
+from sparkdownpour.replica.sparse_gradient import SparseInput, dense_chunk_rows
 
 
 
@@ -65,8 +67,6 @@ class _Evaluator:
         self.shapes = [tuple(v.shape) for v in variables]
         self.splits = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, spec.num_features], tf.float32),
-                                      tf.TensorSpec(label_shape, label_dtype)])
         def loss_and_gradient(x, y):
             with tf.device(device), tf.GradientTape() as tape:
                 losses = per_example(y, model(x, training=False))
@@ -82,7 +82,17 @@ class _Evaluator:
             return tf.reduce_sum(tf.cast(losses, tf.float64)) + tf.cast(penalty, tf.float64), \
                 flat
 
-        self._loss_and_gradient = loss_and_gradient
+        label_spec = tf.TensorSpec(label_shape, label_dtype)
+        self._loss_and_gradient = tf.function(loss_and_gradient, input_signature=[
+            tf.TensorSpec([None, spec.num_features], tf.float32), label_spec])
+        # CSR blocks (sparse features): see replica.sparse_gradient; the gradient stays dense.
+        self._sparse = SparseInput(loss_and_gradient, spec.num_features, [label_spec])
+
+    def chunk_rows(self, x, limit: int) -> int:
+        """Rows per TensorFlow call: ``limit``, fewer while a sparse block may be densified."""
+        if isinstance(x, CSR) and self._sparse.densified is not False:
+            return dense_chunk_rows(x.num_features, limit)
+        return limit
 
     def assign(self, flat: np.ndarray) -> None:
         for variable, part, shape in zip(self.model.trainable_variables,
@@ -93,7 +103,7 @@ class _Evaluator:
         y = y.astype(self.label_dtype.as_numpy_dtype, copy=False)
         if self.label_rank2:
             y = y.reshape(-1, 1)
-        loss, grad = self._loss_and_gradient(x, y)
+        loss, grad = (self._sparse if isinstance(x, CSR) else self._loss_and_gradient)(x, y)
         return float(loss), grad.numpy()
 
 
@@ -178,10 +188,13 @@ def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
                 evaluator.point = None
                 evaluator.assign(fetch_vector(_clients_for(spec), spec.point))
                 evaluator.point = point
-        for start in range(0, len(y), spec.chunk_rows):
-            loss, grad = evaluator(x[start:start + spec.chunk_rows], y[start:start + spec.chunk_rows])
+        start = 0
+        while start < len(y):
+            stop = start + evaluator.chunk_rows(x, spec.chunk_rows)
+            loss, grad = evaluator(x[start:stop], y[start:stop])
             loss_sum += loss
             grad_sum = grad if grad_sum is None else grad_sum + grad
+            start = stop
         rows += len(y)
     if evaluator is not None and not evaluator.frozen:
         freeze_long_lived_objects()

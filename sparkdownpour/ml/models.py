@@ -26,12 +26,14 @@ from typing import Iterator
 import pyarrow as pa
 from pyspark.ml import Model
 from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkdownpour.data.columns import features_expression
+from sparkdownpour.data.sparse import SPARSE_MIN_FEATURES
 from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
 from sparkdownpour.ml.payload import payload_source
@@ -146,7 +148,11 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
             fields.append(T.StructField("probability", T.ArrayType(T.DoubleType())))
         udf = arrow_udf(predict, T.StructType(fields))  # iterator form, from the type hints
         scratch = f"__sparkdownpour_{self.uid}"
-        frame = dataset.withColumn(scratch, udf(features_expression(dataset, features)))
+        wide_vectors = isinstance(features, str) and features in dataset.columns and \
+            isinstance(dataset.schema[features].dataType, VectorUDT) and \
+            self.getNumFeatures() >= SPARSE_MIN_FEATURES  # scored sparse: never densified
+        frame = dataset.withColumn(scratch, udf(
+            F.col(features) if wide_vectors else features_expression(dataset, features)))
         if "prediction" in outputs:
             frame = frame.withColumn(outputs["prediction"], F.col(f"{scratch}.prediction"))
         if "probability" in outputs:  # array_to_vector throws on null: a null row stays null

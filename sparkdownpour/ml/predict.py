@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from sparkdownpour.data.sparse import csr_from_vectors, model_input
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
 CHUNK_ROWS = 8192          # rows per model call: bounds activation memory
@@ -130,8 +131,11 @@ def predict_batches(batches: Iterator[pa.Array], *, digest: str, broadcast, task
     """The body of the scalar-iterator Arrow UDF: one struct array per batch of features."""
     model, built_now = _cached_model(digest, broadcast, task_cpus)
     for column in batches:
-        x, valid = _features_matrix(column, num_features, features_col)
-        outputs = [model(x[i:i + CHUNK_ROWS], training=False).numpy()
+        if pa.types.is_struct(column.type):  # a sparse vector column, as it is (data.sparse)
+            x, valid = csr_from_vectors(column, num_features, features_col)
+        else:
+            x, valid = _features_matrix(column, num_features, features_col)
+        outputs = [model(model_input(x[i:i + CHUNK_ROWS]), training=False).numpy()
                    for i in range(0, len(x), CHUNK_ROWS)]
         width = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else 1
         outputs = np.concatenate(outputs) if outputs else np.zeros((0, int(width or 1)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from sparkdownpour.keras_model import SPARSE_LOSSES, loss_name, output_units, resolve_loss
+from sparkdownpour.data.sparse import CSR
+from sparkdownpour.replica.sparse_gradient import SparseInput
 
 __all__ = ["GradientFunction"]
 
@@ -29,10 +31,6 @@ class GradientFunction:
         num_features = int(model.inputs[0].shape[-1]) if getattr(model, "inputs", None) else None
         label_shape = [None, 1] if self.label_rank2 else [None]
 
-        # A fixed signature with a free batch dimension: one trace serves full and short batches.
-        @tf.function(input_signature=[tf.TensorSpec([None, num_features], tf.float32),
-                                      tf.TensorSpec(label_shape, tf.float32),
-                                      tf.TensorSpec([], tf.float32)])
         def step(x, y, scale):
             with tf.device(device), tf.GradientTape() as tape:
                 # float32 predictions: a mixed policy's float16 output would make a float16 loss.
@@ -45,14 +43,20 @@ class GradientFunction:
             return loss_value, [tf.cast(tf.convert_to_tensor(g), tf.float32) / scale
                                 for g in grads]
 
-        self._step = step
+        # A fixed signature with a free batch dimension: one trace serves full and short batches.
+        rest = [tf.TensorSpec(label_shape, tf.float32), tf.TensorSpec([], tf.float32)]
+        self._step = tf.function(step, input_signature=[
+            tf.TensorSpec([None, num_features], tf.float32), *rest])
+        # CSR mini-batches (sparse features): a tf.SparseTensor, see replica.sparse_gradient.
+        self._sparse_step = SparseInput(step, num_features, rest)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
         if self.label_rank2:
             y = y.reshape(-1, 1)
         while True:
             scale = self.loss_scale.value if self.loss_scale is not None else 1.0
-            loss_value, grads = self._step(x, y, np.float32(scale))
+            loss_value, grads = (self._sparse_step if isinstance(x, CSR) else self._step)(
+                x, y, np.float32(scale))
             loss, grads = float(loss_value), [g.numpy() for g in grads]
             # A non-finite loss is not a scaling problem: hand it on (skip_nonfinite decides).
             if self.loss_scale is None or not np.isfinite(loss) or \

@@ -31,9 +31,11 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
+from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
+from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
 from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.ledger import Position
@@ -74,6 +76,7 @@ class _Pending:
         self.begin, self.count = begin, 0
         self.grads: list[np.ndarray] | None = None
         self.loss_sum, self.rows, self.nonfinite, self.clipped = 0.0, 0, 0, 0
+        self.sparse_input = False  # a CSR mini-batch went in: push first layers row-sparse
 
     def add(self, grads, loss: float, rows: int) -> None:
         self.grads = grads if self.grads is None else [a + g for a, g in zip(self.grads, grads)]
@@ -145,6 +148,7 @@ class PartitionLoop:
                 grads = clipped
                 pending.clipped += 1
                 stats["clipped"] += 1
+        pending.sparse_input |= isinstance(x, CSR)
         if usable:
             pending.add(grads, loss, len(y))
         self.compute_s += time.perf_counter() - t0
@@ -166,7 +170,9 @@ class PartitionLoop:
         want_params = self.since_sync % spec.n_fetch == 0 and not last  # the next step fetches
         position = Position(spec.epoch, self.partition, self.pending.begin, end, self.attempt) \
             if spec.exactly_once else None
-        send = functools.partial(self.client.push, self.pending.grads, base_step=computed_on,
+        grads = sparse_push(self.pending.grads, self.pending.sparse_input,
+                            spec.model.num_features, len(self.client.clients), spec.compression)
+        send = functools.partial(self.client.push, grads, base_step=computed_on,
                                  replica=self.replica_id, return_params=want_params,
                                  position=position, report=self.pending.report())
         if self.courier is not None and not last:

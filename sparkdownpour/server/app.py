@@ -65,7 +65,7 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
     def update() -> Response:
         try:
             body = read_body()
-            frame = decode_frame(body, expected_shapes=store.shapes)
+            frame = decode_frame(body, expected_shapes=store.shapes, keep_rows=True)
             if frame.kind != "update":
                 raise ProtocolError(f"expected a frame of kind 'update', got {frame.kind!r}")
         except ProtocolError as e:

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparkdownpour.optimizers.sparse import RowSparse
+
 __all__ = ["ShardLayout", "shard_bounds"]
 
 
@@ -63,7 +65,10 @@ class ShardLayout:
         """Per shard, the list of float32 arrays it holds (views where no copy is needed)."""
         if len(arrays) != len(self.shapes):
             raise ValueError(f"expected {len(self.shapes)} arrays, got {len(arrays)}")
-        converted = [np.asarray(a, dtype=np.float32) for a in arrays]
+        # A row-sparse update (optimizers.sparse) passes through to one shard; ranges densify it.
+        converted = [a if isinstance(a, RowSparse) and self.num_shards == 1 else
+                     np.asarray(a.to_dense() if isinstance(a, RowSparse) else a, np.float32)
+                     for a in arrays]
         for i, (a, shape) in enumerate(zip(converted, self.shapes)):
             if a.shape != shape:
                 raise ValueError(f"shape mismatch at array {i}: got {a.shape} expected {shape}")

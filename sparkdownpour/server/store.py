@@ -5,7 +5,7 @@ layer stays a thin translation of requests into ``fetch`` / ``push`` calls.
 
 The update rule is duck-typed (``init(params) -> state`` and
 ``update(grads, state, params) -> (new_params, new_state)``) so the server does not depend on
-``sparkdownpour.optimizers``. A rule with ``delay_aware = True`` (the staleness rules) is also
+``sparkdownpour.optimizers`` (only on its pure ``sparse.apply_update`` for row-sparse pushes). A rule with ``delay_aware = True`` (the staleness rules) is also
 given the push's staleness and the replica's *backup*: what ``rule.backup(state, params)``
 returned when that replica last read the parameters (DC-ASGD's w_bak, AdaRevision's gradient
 sum at the read). Backups are kept here, per replica id, only for such rules.
@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from sparkdownpour.optimizers.sparse import RowSparse, apply_update, densify
 from sparkdownpour.server.checkpoint import shard_count
 from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.rule_state import flatten_rule_state, unflatten_rule_state
@@ -184,6 +185,15 @@ class ParameterStore:
             raise ValueError(f"expected {len(self._shapes)} arrays, got {len(grads)}")
         out = []
         for i, (g, shape) in enumerate(zip(grads, self._shapes)):
+            if isinstance(g, RowSparse):  # a first layer's non-zero rows (optimizers.sparse)
+                try:
+                    g.check(shape)
+                except ValueError as e:
+                    raise ValueError(f"row-sparse array {i}: {e}") from None
+                if not np.isfinite(g.values).all():
+                    raise ValueError(f"non-finite value (NaN/Inf) in array {i} (shape {shape})")
+                out.append(g)
+                continue
             arr = np.asarray(g, dtype=np.float32)
             if arr.shape != shape:
                 raise ValueError(f"shape mismatch at array {i}: got {arr.shape} expected {shape}")
@@ -218,6 +228,8 @@ class ParameterStore:
             if not isinstance(replica, str):
                 raise TypeError(f"replica must be a string, got {type(replica).__name__}")
             checked = self._check_grads(grads)
+            if sync is not None or self._delay_aware:  # rounds average, delay rules: dense
+                checked = densify(checked)
         except (ValueError, TypeError):
             self.note_rejected()
             raise
@@ -261,7 +273,8 @@ class ParameterStore:
                     checked, self._state, self._params, staleness=staleness,
                     backup=self._backups.get(replica))
             else:
-                new_params, new_state = self.rule.update(checked, self._state, self._params)
+                new_params, new_state = apply_update(self.rule, checked, self._state,
+                                                     self._params)
             self._params = self._adopt(new_params)
             self._state = new_state
             if position is not None:  # recorded only once the update itself succeeded

@@ -19,7 +19,10 @@ and the payload is the arrays' raw little-endian float32 bytes, concatenated in 
 ``update`` frame may carry compressed arrays (``compression``): ``"dtype": "<f2"`` (IEEE half)
 or ``"bf16"`` (the top 16 bits of float32), and/or ``"nnz": k`` for a sparse array sent as k
 little-endian uint32 flat indices followed by k values. They are decoded to dense float32
-before anyone sees them. The header is padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
+before anyone sees them. ``"rows": k`` marks a row-sparse array (``optimizers.sparse.RowSparse``,
+a first layer's gradient under sparse inputs): k distinct ascending uint32 row indices, then
+those k rows as float32; ``decode_frame(keep_rows=True)`` hands it over as a ``RowSparse``
+(the server applies it to those rows only), otherwise it is densified like the others. The header is padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
 boundary, which keeps the arrays that ``np.frombuffer`` returns aligned.
 
 Nothing here ever unpickles: a frame from the network is parsed as JSON plus raw floats, and
@@ -36,6 +39,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import xxhash
+
+from sparkdownpour.optimizers.sparse import RowSparse
 
 __all__ = [
     "Encoded",
@@ -135,6 +140,15 @@ def encode_frame_parts(
         raise TypeError("arrays must be a list of arrays, got a single ndarray; wrap it in [...]")
     converted, entries, payload = [], [], []
     for i, a in enumerate(arrays):
+        if isinstance(a, RowSparse):
+            if kind != "update":
+                raise ProtocolError(f"array {i}: a row-sparse array may only travel in an "
+                                    "update frame")
+            entries.append({"shape": list(a.shape), "dtype": DTYPE, "rows": len(a.rows)})
+            for part in (np.asarray(a.rows, "<u4"), np.asarray(a.values, _F32, order="C")):
+                if part.size:
+                    payload.append(memoryview(part.reshape(-1)).cast("B"))
+            continue
         if isinstance(a, Encoded):
             if kind != "update" or a.dtype not in _ITEMSIZE:
                 raise ProtocolError(f"array {i}: a compressed ({a.dtype}) array may only travel "
@@ -237,6 +251,15 @@ def _parse_shape(i: int, entry: Any, kind: str = "params") -> tuple[tuple[int, .
         if not isinstance(nnz, int) or isinstance(nnz, bool) or not 0 <= nnz <= math.prod(shape):
             raise ProtocolError(f"array {i}: nnz must be an integer in 0..{math.prod(shape)}, "
                                 f"got {nnz!r:.40}")
+    rows = entry.get("rows")
+    if rows is not None:
+        if kind != "update" or nnz is not None or dtype != DTYPE or not shape:
+            raise ProtocolError(f"array {i}: 'rows' needs a float32 array of at least one "
+                                "dimension in an update frame, without 'nnz'")
+        if not isinstance(rows, int) or isinstance(rows, bool) or not 0 <= rows <= shape[0]:
+            raise ProtocolError(f"array {i}: rows must be an integer in 0..{shape[0]}, got "
+                                f"{rows!r:.40}")
+        return tuple(shape), "rows", rows
     return tuple(shape), dtype, nnz
 
 
@@ -280,12 +303,14 @@ def decode_frame(
     *,
     expected_shapes: Sequence[Sequence[int]] | None = None,
     require_finite: bool = False,
+    keep_rows: bool = False,
 ) -> Frame:
     """Parse and validate one frame; arrays are zero-copy ``np.frombuffer`` views of ``data``.
 
     ``expected_shapes`` (one shape per array) is checked before the payload length, so a
     replica built from a different model is told which array differs. ``require_finite``
     refuses NaN/Inf, which would otherwise poison the parameters for every replica.
+    ``keep_rows``: row-sparse arrays stay ``RowSparse`` instead of being densified.
     Raises ``ProtocolError`` (a ``ValueError``) naming the first problem found.
     """
     mv = memoryview(data)
@@ -313,13 +338,20 @@ def decode_frame(
     # Python ints: a hostile shape like [2**40, 2**40] cannot overflow into a small number.
     sizes = [math.prod(s) for s in shapes]
     payload = len(mv) - offset
-    need = sum(size * _ITEMSIZE[dtype] if nnz is None else nnz * (4 + _ITEMSIZE[dtype])
-               for size, (_, dtype, nnz) in zip(sizes, parsed))
+    need = sum(k * 4 * (1 + math.prod(shape[1:])) if dtype == "rows" else
+               size * _ITEMSIZE[dtype] if k is None else k * (4 + _ITEMSIZE[dtype])
+               for size, (shape, dtype, k) in zip(sizes, parsed))
     if payload != need:
         raise ProtocolError(f"payload is {payload} bytes but shapes need {need}")
 
     arrays = []
     for i, (size, (shape, dtype, nnz)) in enumerate(zip(sizes, parsed)):
+        if dtype == "rows":
+            arr, offset = _rows(mv, offset, i, shape, nnz)
+            if require_finite and not np.isfinite(arr.values).all():
+                raise ProtocolError(f"non-finite value (NaN/Inf) in array {i} (shape {shape})")
+            arrays.append(arr if keep_rows else arr.to_dense())
+            continue
         if dtype == DTYPE and nnz is None:  # the common case: a zero-copy view
             arr = np.frombuffer(mv, dtype=_F32, count=size, offset=offset).reshape(shape)
             offset += size * _F32.itemsize
@@ -329,6 +361,20 @@ def decode_frame(
             raise ProtocolError(f"non-finite value (NaN/Inf) in array {i} (shape {shape})")
         arrays.append(arr)
     return Frame(kind, step, replica, arrays, dict(meta or {}))
+
+
+def _rows(mv: memoryview, offset: int, i: int, shape: tuple, k: int
+          ) -> tuple[RowSparse, int]:
+    """A row-sparse array (indices range-checked: distinct, ascending, inside the shape)."""
+    rows = np.frombuffer(mv, dtype=_U32, count=k, offset=offset)
+    offset += 4 * k
+    if k and (int(rows[-1]) >= shape[0] or (k > 1 and not (np.diff(rows.astype(np.int64)) > 0)
+                                            .all())):
+        raise ProtocolError(f"array {i}: row indices must be distinct, ascending and below "
+                            f"{shape[0]} for shape {shape}")
+    count = k * math.prod(shape[1:])
+    values = np.frombuffer(mv, dtype=_F32, count=count, offset=offset).reshape(k, *shape[1:])
+    return RowSparse(shape, rows, values), offset + 4 * count
 
 
 def _decompress(mv: memoryview, offset: int, i: int, shape: tuple, size: int, dtype: str,
