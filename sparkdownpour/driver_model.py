@@ -107,3 +107,35 @@ def check_devices_on_driver(device: str, spark) -> None:
     sc = spark.sparkContext
     check_gpu_on_driver(device, sc.master, sc.getConf().get("spark.task.resource.gpu.amount",
                                                              None))
+
+
+def adopt_server_state(model, store) -> None:
+    """Put the server's combined non-trainable state (``server.model_state``: BatchNorm
+    statistics) into the driver's ``model``; nothing when the model has none."""
+    from sparkdownpour.keras_model import assign_state
+
+    arrays = store.fetch_state()
+    if len(arrays):
+        with driver_cpu():
+            assign_state(model, arrays)
+
+
+def state_info(model, status: dict | None = None, replicas: int = 1) -> dict | None:
+    """What ``history.info["model_state"]`` says: the variables held and how they were
+    combined (from a store's ``status()``, ``replicas``: the run's, see ``replica.state``);
+    None for a model without non-trainable state."""
+    from sparkdownpour.keras_model import state_names
+
+    names = state_names(model)
+    if not names:
+        return None
+    info = {"variables": names, "combine": "elementwise mean of each partition's latest report",
+            "batchnorm_momentum": f"m ** {replicas} on each of {replicas} replicas (m: the "
+                                  "layer's own), so the mean moves as one average over all"}
+    held = (status or {}).get("model_state")
+    if held:
+        info.update(described=held["described"],
+                    partitions_reporting=held["partitions_reporting"],
+                    reports_received=held["reports_received"],
+                    reports_refused=held["reports_refused"])
+    return info

@@ -104,3 +104,44 @@ def loss_name(loss) -> str | None:
     if isinstance(loss, str):
         return loss
     return getattr(loss, "name", None) or getattr(loss, "__name__", None)
+
+
+# -- non-trainable state (BatchNorm moving statistics, ...): held by the server too ---------
+
+def state_variables(model) -> list:
+    """The model's non-trainable *floating* weights, in ``model.non_trainable_weights`` order:
+    BatchNorm's moving mean and variance, a frozen layer's weights, a Normalization layer's
+    statistics. Integer ones (counters) and the random seed generators' states stay local to
+    each copy of the model (see docs/keras_models.md)."""
+    import keras
+
+    return [v for v in model.non_trainable_weights
+            if keras.backend.is_float_dtype(v.dtype)]
+
+
+def state_names(model) -> list[str]:
+    return [getattr(v, "path", None) or v.name for v in state_variables(model)]
+
+
+def state_arrays(model) -> list[np.ndarray]:
+    return [np.asarray(v.numpy(), dtype=np.float32) for v in state_variables(model)]
+
+
+def assign_state(model, arrays) -> None:
+    variables = state_variables(model)
+    if len(variables) != len(arrays):
+        raise ValueError(f"the model has {len(variables)} non-trainable state variables, "
+                         f"received {len(arrays)} arrays")
+    for variable, array in zip(variables, arrays):
+        variable.assign(np.asarray(array).reshape(variable.shape))
+
+
+def all_layers(model):
+    """Every layer inside ``model``, nested ones (and a custom layer's sublayers) included."""
+    flatten = getattr(model, "_flatten_layers", None)  # Keras 3's own walk, when present
+    if flatten is not None:
+        yield from flatten(include_self=False, recursive=True)
+        return
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from all_layers(layer)
