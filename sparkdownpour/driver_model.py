@@ -17,16 +17,24 @@ __all__ = ["check_devices_on_driver", "check_gpu_on_driver", "device_options", "
 logger = logging.getLogger(__name__)
 
 
-def driver_model(model, loss, num_features: int, features_col):
+def driver_model(model, loss, num_features: int, features_col, slots: tuple = ()):
     """The driver's keras.Model (the user's instance, or one built) and its ``ModelSpec``.
 
     An unknown loss, an unbuildable model or a features-count mismatch fails here, on the
-    driver, before any Spark job.
+    driver, before any Spark job. A model with several inputs (``slots``, see
+    ``sparkdownpour.inputs``) comes back behind one flat input, its variables shared.
     """
+    import dataclasses
+
     import keras
 
     resolve_loss(loss)
     spec = spec_for(model, num_features, loss)
+    if slots:
+        from sparkdownpour.inputs import flat_model
+
+        user = model if isinstance(model, keras.Model) else spec.build()
+        return flat_model(user, slots), dataclasses.replace(spec, inputs=tuple(slots))
     built = model if isinstance(model, keras.Model) else spec.build()
     if not built.built:
         built.build((None, num_features))

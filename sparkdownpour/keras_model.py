@@ -31,6 +31,7 @@ class ModelSpec:
     loss: str | Callable
     builder: Callable | None = None
     config_json: str | None = None
+    inputs: tuple = ()  # several inputs: ``inputs.InputSlot``s, fed from one flat vector
 
     def build(self):
         import keras
@@ -42,6 +43,10 @@ class ModelSpec:
                                 "expected a keras.Model")
         else:
             model = keras.models.model_from_json(self.config_json)
+        if self.inputs:
+            from sparkdownpour.inputs import flat_model
+
+            return flat_model(model, self.inputs)
         if not model.built:
             model.build((None, self.num_features))
         return model
