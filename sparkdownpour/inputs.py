@@ -64,7 +64,7 @@ def _slots_for(model, features_col: Sequence[str]) -> tuple[InputSlot, ...]:
             raise ValueError(f"model input {name!r} has shape {tuple(tensor.shape)}; every "
                              "dimension but the batch one must be known to feed it from "
                              f"column {column!r}")
-        slots.append(InputSlot(name, column, tuple(int(d) for d in shape) or (1,),
+        slots.append(InputSlot(name, column, tuple(int(d) for d in shape),
                                str(tensor.dtype)))
     return tuple(slots)
 

@@ -96,3 +96,16 @@ def test_a_column_of_the_wrong_width_is_refused(spark):
     with pytest.raises(ValueError, match=r"column 'top' holds 31 values per row but model input "
                                          r"'top' takes shape \(32,\) \(32 values\)"):
         Downpour(two_input_model, epochs=1, verbose=0).fit(frame, features_col=["top", "bottom"])
+
+
+def test_a_scalar_integer_input_takes_a_number_column_as_ids():
+    values = keras.Input((3,), name="values")
+    category = keras.Input((), name="category", dtype="int32")
+    embedded = keras.layers.Embedding(5, 2)(category)
+    model = keras.Model([values, category],
+                        keras.layers.Dense(1)(keras.layers.Concatenate()([values, embedded])))
+    flat = flat_model(model, (InputSlot("values", "v", (3,), "float32"),
+                              InputSlot("category", "c", (), "int32")))
+    x = np.array([[1, 2, 3, 4.0], [0, 0, 0, 2.0]], np.float32)
+    np.testing.assert_allclose(flat(x).numpy(),
+                               model([x[:, :3], x[:, 3].astype("int32")]).numpy(), rtol=1e-6)
