@@ -2,8 +2,10 @@
 
 A ``ModelSpec`` carries either the user's zero-argument builder (cloudpickled by Spark with the
 closure) or the model's JSON architecture; weights never travel with it: replicas fetch them from
-the master model server. The server holds the *trainable* variables only, in
-``model.trainable_variables`` order, on the driver and on every executor alike.
+the master model server. The server's update rule moves the *trainable* variables, in
+``model.trainable_variables`` order, on the driver and on every executor alike; the model's
+other floating weights (``state_variables``: BatchNorm statistics) are held beside them and
+combined from the replicas' reports (``server.model_state``, docs/keras_models.md).
 """
 
 from __future__ import annotations
