@@ -25,13 +25,20 @@ from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import TrainingResult
 from sparkdownpour.observe.links import announce, read_token_file
 from sparkdownpour.observe.progress import ServerProgress, expected_updates
-from sparkdownpour.driver_model import device_options, driver_cpu, raise_if_no_gpu
+from sparkdownpour.driver_model import (
+    adopt_server_state,
+    device_options,
+    driver_cpu,
+    raise_if_no_gpu,
+    state_info,
+)
 from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     SPARSE_LOSSES,
     assign_trainable,
     loss_name,
     resolve_loss,
+    state_arrays,
     trainable_arrays,
 )
 from sparkdownpour.replica.devices import device_label
@@ -136,6 +143,8 @@ class Downpour(Trainer):
         # easgd: the server holds the center variable; the replicas run the rule themselves.
         rule = optimizers.ElasticAverage() if cfg.mode == "easgd" else self._rule
         params = trainable_arrays(model)
+        with driver_cpu():
+            store_kwargs["state"] = state_arrays(model)  # BatchNorm statistics: model_state
         config_hash = _config_hash(cfg, self._rule, [p.shape for p in params], history.info)
         partitions = history.info["partitions"]
         total_updates = expected_updates(cfg, history.info["rows"], partitions)
@@ -188,7 +197,7 @@ class Downpour(Trainer):
                                tls_ca=tls_ca, devices=device_options(cfg),
                                precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
-                               overlap=cfg.overlap,
+                               overlap=cfg.overlap, state_replicas=partitions,
                                step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
             with ServerProgress(store, total_updates, cfg.verbose) as progress, \
@@ -221,6 +230,9 @@ class Downpour(Trainer):
             _, params = store.fetch()
             with driver_cpu():
                 assign_trainable(model, params)
+            adopt_server_state(model, store)
+            if state_info(model) is not None:
+                history.info["model_state"] = state_info(model, store.status(), partitions)
 
     def _epoch(self, prepared, base: ReplicaSpec, epoch: int, store, model, validation,
                partitions: int) -> dict:
@@ -237,8 +249,11 @@ class Downpour(Trainer):
         _, params = store.fetch()
         with driver_cpu():
             assign_trainable(model, params)
+        adopt_server_state(model, store)
         status = store.status()
         record = _epoch_record(epoch, stats, status, time.perf_counter() - started)
+        if "model_state" in status:  # how many partitions' reports the state averages
+            record["state_partitions"] = status["model_state"]["partitions_reporting"]
         if status["diverging"]:
             logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
         if validation is not None:

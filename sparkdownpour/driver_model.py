@@ -17,16 +17,24 @@ __all__ = ["check_devices_on_driver", "check_gpu_on_driver", "device_options", "
 logger = logging.getLogger(__name__)
 
 
-def driver_model(model, loss, num_features: int, features_col):
+def driver_model(model, loss, num_features: int, features_col, slots: tuple = ()):
     """The driver's keras.Model (the user's instance, or one built) and its ``ModelSpec``.
 
     An unknown loss, an unbuildable model or a features-count mismatch fails here, on the
-    driver, before any Spark job.
+    driver, before any Spark job. A model with several inputs (``slots``, see
+    ``sparkdownpour.inputs``) comes back behind one flat input, its variables shared.
     """
+    import dataclasses
+
     import keras
 
     resolve_loss(loss)
     spec = spec_for(model, num_features, loss)
+    if slots:
+        from sparkdownpour.inputs import flat_model
+
+        user = model if isinstance(model, keras.Model) else spec.build()
+        return flat_model(user, slots), dataclasses.replace(spec, inputs=tuple(slots))
     built = model if isinstance(model, keras.Model) else spec.build()
     if not built.built:
         built.build((None, num_features))
@@ -110,3 +118,35 @@ def check_devices_on_driver(device: str, spark) -> None:
         return  # a Connect server elsewhere: even a local master's replicas run on its machine
     check_gpu_on_driver(device, master_of(spark),
                         conf_value(spark, "spark.task.resource.gpu.amount"))
+
+
+def adopt_server_state(model, store) -> None:
+    """Put the server's combined non-trainable state (``server.model_state``: BatchNorm
+    statistics) into the driver's ``model``; nothing when the model has none."""
+    from sparkdownpour.keras_model import assign_state
+
+    arrays = store.fetch_state()
+    if len(arrays):
+        with driver_cpu():
+            assign_state(model, arrays)
+
+
+def state_info(model, status: dict | None = None, replicas: int = 1) -> dict | None:
+    """What ``history.info["model_state"]`` says: the variables held and how they were
+    combined (from a store's ``status()``, ``replicas``: the run's, see ``replica.state``);
+    None for a model without non-trainable state."""
+    from sparkdownpour.keras_model import state_names
+
+    names = state_names(model)
+    if not names:
+        return None
+    info = {"variables": names, "combine": "elementwise mean of each partition's latest report",
+            "batchnorm_momentum": f"m ** {replicas} on each of {replicas} replicas (m: the "
+                                  "layer's own), so the mean moves as one average over all"}
+    held = (status or {}).get("model_state")
+    if held:
+        info.update(described=held["described"],
+                    partitions_reporting=held["partitions_reporting"],
+                    reports_received=held["reports_received"],
+                    reports_refused=held["reports_refused"])
+    return info

@@ -63,3 +63,38 @@ def logistic_objective(x: np.ndarray, y: np.ndarray, l2: float):
         grad = np.append(x64.T @ (p - y64) / len(y64) + l2 * w, np.mean(p - y64))
         return value, grad
     return objective
+
+
+def build_digits_bn_mlp(seed: int = 0, hidden: int = 128, dropout: float = 0.2):
+    """The digits MLP with ``BatchNormalization`` and ``Dropout`` after its hidden layer: a
+    model whose non-trainable state (the moving mean and variance) matters at inference."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(hidden, kernel_initializer=keras.initializers.GlorotUniform(seed)),
+        keras.layers.BatchNormalization(),
+        keras.layers.Activation("relu"),
+        keras.layers.Dropout(dropout, seed=seed),
+        keras.layers.Dense(10, activation="softmax",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+    ])
+
+
+def build_digits_convnet(seed: int = 0, filters: int = 16):
+    """A small convolutional network with ``BatchNormalization`` for the digits as 8x8x1
+    images (3x3 convolution, BatchNorm, ReLU, 2x2 max-pooling, softmax): the features stay a
+    flat 64-vector, reshaped by the model's first layer."""
+    import keras
+
+    init = keras.initializers.GlorotUniform
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Reshape((8, 8, 1)),
+        keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=init(seed)),
+        keras.layers.BatchNormalization(),
+        keras.layers.Activation("relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax", kernel_initializer=init(seed + 1)),
+    ])

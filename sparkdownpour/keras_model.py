@@ -2,8 +2,10 @@
 
 A ``ModelSpec`` carries either the user's zero-argument builder (cloudpickled by Spark with the
 closure) or the model's JSON architecture; weights never travel with it: replicas fetch them from
-the master model server. The server holds the *trainable* variables only, in
-``model.trainable_variables`` order, on the driver and on every executor alike.
+the master model server. The server's update rule moves the *trainable* variables, in
+``model.trainable_variables`` order, on the driver and on every executor alike; the model's
+other floating weights (``state_variables``: BatchNorm statistics) are held beside them and
+combined from the replicas' reports (``server.model_state``, docs/keras_models.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ModelSpec:
     loss: str | Callable
     builder: Callable | None = None
     config_json: str | None = None
+    inputs: tuple = ()  # several inputs: ``inputs.InputSlot``s, fed from one flat vector
 
     def build(self):
         import keras
@@ -42,6 +45,10 @@ class ModelSpec:
                                 "expected a keras.Model")
         else:
             model = keras.models.model_from_json(self.config_json)
+        if self.inputs:
+            from sparkdownpour.inputs import flat_model
+
+            return flat_model(model, self.inputs)
         if not model.built:
             model.build((None, self.num_features))
         return model
@@ -104,3 +111,44 @@ def loss_name(loss) -> str | None:
     if isinstance(loss, str):
         return loss
     return getattr(loss, "name", None) or getattr(loss, "__name__", None)
+
+
+# -- non-trainable state (BatchNorm moving statistics, ...): held by the server too ---------
+
+def state_variables(model) -> list:
+    """The model's non-trainable *floating* weights, in ``model.non_trainable_weights`` order:
+    BatchNorm's moving mean and variance, a frozen layer's weights, a Normalization layer's
+    statistics. Integer ones (counters) and the random seed generators' states stay local to
+    each copy of the model (see docs/keras_models.md)."""
+    import keras
+
+    return [v for v in model.non_trainable_weights
+            if keras.backend.is_float_dtype(v.dtype)]
+
+
+def state_names(model) -> list[str]:
+    return [getattr(v, "path", None) or v.name for v in state_variables(model)]
+
+
+def state_arrays(model) -> list[np.ndarray]:
+    return [np.asarray(v.numpy(), dtype=np.float32) for v in state_variables(model)]
+
+
+def assign_state(model, arrays) -> None:
+    variables = state_variables(model)
+    if len(variables) != len(arrays):
+        raise ValueError(f"the model has {len(variables)} non-trainable state variables, "
+                         f"received {len(arrays)} arrays")
+    for variable, array in zip(variables, arrays):
+        variable.assign(np.asarray(array).reshape(variable.shape))
+
+
+def all_layers(model):
+    """Every layer inside ``model``, nested ones (and a custom layer's sublayers) included."""
+    flatten = getattr(model, "_flatten_layers", None)  # Keras 3's own walk, when present
+    if flatten is not None:
+        yield from flatten(include_self=False, recursive=True)
+        return
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from all_layers(layer)

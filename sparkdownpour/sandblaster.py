@@ -29,6 +29,7 @@ from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
 from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
+from sparkdownpour.lbfgs.statistics import fixed_state
 from sparkdownpour.keras_model import (
     assign_trainable,
     trainable_arrays,
@@ -175,6 +176,10 @@ class Sandblaster(Trainer):
                              shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg))
+            base = replace(base, state=fixed_state(  # BatchNorm: lbfgs.statistics
+                model, blocks, base, shards.space, x0, history.info,
+                lambda what: job_group(spark, describe("sandblaster", history.info["run_id"],
+                                                       what), run_id=history.info["run_id"])))
             counter = itertools.count(1)
             depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
             history.info["aggregation_depth"] = depth

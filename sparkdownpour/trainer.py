@@ -21,6 +21,7 @@ from sparkdownpour.callbacks import Callback, CallbackList
 from sparkdownpour.data.memory import check_cache_fits
 from sparkdownpour.driver_model import check_devices_on_driver, driver_cpu, driver_model
 from sparkdownpour.history import History, TrainingResult
+from sparkdownpour.inputs import check_inputs, unwrap
 from sparkdownpour.keras_model import loss_name, output_units
 from sparkdownpour.observe.tracking import Tracking
 
@@ -76,6 +77,10 @@ class Trainer:
         run = Run(run_id=uuid.uuid4().hex, started=time.perf_counter(),
                   callbacks=CallbackList([tracking, *user_callbacks.callbacks]), resume=resume,
                   options=options)
+        with driver_cpu():  # a model with several inputs: columns mapped and checked
+            slots = check_inputs(self.model, df, features_col)
+        if slots:
+            features_col = [slot.column for slot in slots]  # concatenated in input order
         prepared = data.prepare(df, features_col, label_col)  # lazy (a vector column: 1 row read)
         check_devices_on_driver(cfg.device, prepared.sparkSession)
         check_cache_fits(df, features_col, prepared)  # refuse before an OOM (data.memory)
@@ -85,7 +90,7 @@ class Trainer:
             summary = validated.summary
             with driver_cpu():  # the driver never opens a GPU context (replica.devices)
                 model, spec = driver_model(self.model, cfg.loss, summary.num_features,
-                                           features_col)
+                                           features_col, slots)
             labels = validated.label_frame if validated.label_frame is not None else prepared
             data.check_labels_fit_loss(labels, summary, label_col, loss_name(cfg.loss),
                                        output_units(model), validated.non_integer_labels)
@@ -99,7 +104,7 @@ class Trainer:
             self._release(cached)
         history.info["wall_time_s"] = time.perf_counter() - run.started
         run.callbacks.on_train_end(history)
-        return TrainingResult(model, history)
+        return TrainingResult(unwrap(model) if slots else model, history)
 
     # -- a trainer's own steps -----------------------------------------------------------
 

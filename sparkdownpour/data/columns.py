@@ -48,11 +48,11 @@ def features_expression(df: DataFrame, features_col: str | Sequence[str]):
     if isinstance(features_col, (list, tuple)):
         if not features_col:
             raise ValueError("features_col is an empty list; name at least one numeric column")
-        for name in features_col:
-            field = _field(df, name, "features")
-            if not isinstance(field.dataType, NUMERIC_TYPES):
-                raise TypeError(f"features column {name!r} has type {field.dataType.simpleString()}"
-                                "; a list of feature columns must all be numeric")
+        fields = [_field(df, name, "features") for name in features_col]
+        if not all(isinstance(f.dataType, NUMERIC_TYPES) for f in fields):
+            # Vectors or arrays among them (e.g. a model with several inputs, see
+            # sparkdownpour.inputs): every column's values, concatenated in order.
+            return F.concat(*[features_expression(df, name) for name in features_col])
         return F.array(*[F.col(n).cast("float") for n in features_col])
     field = _field(df, features_col, "features")
     dtype = field.dataType

@@ -45,6 +45,7 @@ class StageSpec:
     task_cpus: int = 1
     chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
     devices: DeviceOptions = DeviceOptions()  # see replica.devices; always float32
+    state: tuple = ()  # the model's non-trainable arrays, fixed for the run (lbfgs.statistics)
 
 
 class _Evaluator:
@@ -151,6 +152,10 @@ def _evaluator_for(spec: StageSpec) -> _Evaluator:
     if evaluator is None:
         evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, placement.device,
                                                   placement.describe())
+        if spec.state:  # BatchNorm statistics and frozen weights: the driver's, fixed
+            from sparkdownpour.keras_model import assign_state
+
+            assign_state(evaluator.model, spec.state)
         while len(_EVALUATORS) > 2:
             _EVALUATORS.popitem(last=False)
     _EVALUATORS.move_to_end(key)

@@ -25,6 +25,7 @@ from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.loop import continue_after_refusal, with_last
 from sparkdownpour.replica.spec import ReplicaSpec, new_stats
+from sparkdownpour.replica.state import ReplicaState
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
 from sparkdownpour.server.ledger import Position
 
@@ -40,7 +41,9 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
     rng = np.random.default_rng([spec.seed, spec.epoch, partition])
     stats, loss_sum, compute_s, comm_s = new_stats(), 0.0, 0.0, 0.0
     client = client_for(spec, replica)
+    model_state = ReplicaState(spec, replica.model, partition, attempt)
     try:
+        comm_s += model_state.pull()
         t0 = time.perf_counter()
         resume_at = client.progress(spec.epoch, partition, attempt=attempt, pid=os.getpid(),
                                     device=replica.placement.describe())
@@ -60,6 +63,7 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             loss, grads = replica.gradient(x, y)
             local, state = rule.update(grads, state, local)
             compute_s += time.perf_counter() - t0
+            comm_s += model_state.step()
             stats["steps"] += 1
             stats["examples"] += len(y)
             loss_sum += loss * len(y) if np.isfinite(loss) else 0.0
@@ -87,7 +91,9 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             begin, since = index + 1 if outcome.applied else resume_at, 0
             if last:
                 break
+        comm_s += model_state.report()
     finally:
         client.close()
+        model_state.close()
     yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
                       compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)

@@ -35,6 +35,7 @@ from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
+from sparkdownpour.replica.state import ReplicaState
 from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
 from sparkdownpour.server.client import PushOutcome
@@ -108,6 +109,7 @@ class PartitionLoop:
         self.replica, self.build_s = replica_for(spec)
         self.replica_id = f"p{self.partition}-a{self.attempt}"
         self.client = client_for(spec, self.replica)
+        self.state = ReplicaState(spec, self.replica.model, self.partition, self.attempt)
         self.courier = ThreadPoolExecutor(1, "sparkdownpour-push") if spec.overlap else None
         self.stats = new_stats()
         self.loss_sum = self.compute_s = self.comm_s = 0.0
@@ -225,6 +227,7 @@ class PartitionLoop:
             if self.courier is not None:
                 self.courier.shutdown(wait=True)
             self.client.close()
+            self.state.close()
         return stats_batch(self.replica, partition=self.partition, attempt=self.attempt,
                            loss_sum=self.loss_sum, compute_s=self.compute_s,
                            comm_s=self.comm_s, model_build_s=self.build_s, **self.stats)
@@ -238,6 +241,7 @@ class PartitionLoop:
                 device=self.replica.placement.describe())
             self.comm_s += time.perf_counter() - t0
         self.pending = _Pending(self.resume_at)
+        self.comm_s += self.state.pull()  # BatchNorm statistics etc. (replica.state)
         rng = np.random.default_rng([spec.seed, spec.epoch, self.partition])
         for index, ((x, y), last) in enumerate(with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
@@ -255,6 +259,7 @@ class PartitionLoop:
             self.fresh = False
             computed_on = self.base_step
             self.compute(x, y, index)
+            self.comm_s += self.state.step()
             if self.pending.count < spec.n_push and not last:
                 continue
             if self.pending.grads is not None:
@@ -268,6 +273,7 @@ class PartitionLoop:
             if last:
                 break
         self.collect()
+        self.comm_s += self.state.report()
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:

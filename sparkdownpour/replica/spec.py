@@ -64,6 +64,7 @@ class ReplicaSpec:
     overlap: bool = False  # push on a background thread while the next mini-batch computes
     devices: DeviceOptions = DeviceOptions()  # see replica.devices
     precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
+    state_replicas: int = 1  # the run's replicas: BatchNorm momentum m ** this (replica.state)
 
 
 class ReplicaStep(NamedTuple):

@@ -26,6 +26,7 @@ from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.spec import ReplicaSpec, new_stats
+from sparkdownpour.replica.state import ReplicaState
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch
 
 
@@ -44,7 +45,9 @@ def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
     counts = [int(c) for c in context.allGather(str(len(data)))]
     stats, loss_sum, compute_s, comm_s = new_stats(), 0.0, 0.0, 0.0
     client = client_for(spec, replica)
+    state = ReplicaState(spec, replica.model, partition, attempt)
     try:
+        comm_s += state.pull()
         t0 = time.perf_counter()
         sync = client.status()[0]["sync"]
         done = sync["rounds"] if sync["epoch"] == spec.epoch else 0
@@ -64,6 +67,7 @@ def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             t0 = time.perf_counter()
             loss, grads = replica.gradient(x, y)
             compute_s += time.perf_counter() - t0
+            comm_s += state.step()
             t0 = time.perf_counter()
             outcome = client.push(grads, base_step=steps, replica=replica_id,
                                   sync={"sync_epoch": spec.epoch, "sync_round": k,
@@ -81,7 +85,9 @@ def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
             stats["steps"] += 1
             stats["examples"] += len(y)
             loss_sum += loss * len(y)
+        comm_s += state.report()
     finally:
         client.close()
+        state.close()
     yield stats_batch(replica, partition=partition, attempt=attempt, loss_sum=loss_sum,
                       compute_s=compute_s, comm_s=comm_s, model_build_s=build_s, **stats)

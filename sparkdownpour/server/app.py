@@ -8,6 +8,7 @@ Routes (all need ``Authorization: Bearer <token>``)::
     GET  /v1/progress?epoch=E&partition=P[&attempt=A&pid=N&device=D]
                                            -> {"epoch", "partition", "applied"}
     GET  /v1/status                        -> store.status() as JSON
+    GET, POST /v1/state                    -> the model's non-trainable state (``state_routes``)
     GET  /metrics                          -> Prometheus text (``observe.metrics``)
     GET  /, /v1/dashboard, /login?code=    -> the dashboard (``observe.dashboard``); a browser
                                               may use the session cookie instead, GET only
@@ -145,6 +146,9 @@ def create_app(store: Any, *, token: str, max_request_bytes: int = DEFAULT_MAX_R
     def status() -> Response:
         return jsonify(store.status())
 
+    from sparkdownpour.server.state_routes import install_state_routes
+
+    install_state_routes(app, store)
     # The dashboard at / and Prometheus metrics at /metrics (same token; see README).
     from sparkdownpour.observe.routes import install_downpour
 

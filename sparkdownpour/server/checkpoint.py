@@ -1,7 +1,8 @@
 """Checkpoints of the master model server's whole state, written atomically, never pickled.
 
 One checkpoint is one ``.npz`` file (numpy's zip of ``.npy`` arrays, read back with
-``allow_pickle=False``): the parameters ``p0..``, the update rule's state arrays ``s0..`` and a
+``allow_pickle=False``): the parameters ``p0..``, the update rule's state arrays ``s0..``, the
+model's combined non-trainable state ``m0..`` (``model_state``: BatchNorm statistics), and a
 ``meta`` array holding UTF-8 JSON: the step, counters, the exactly-once ledger (open epoch,
 per-partition progress), the rule state's structure, the run's config hash, whatever the driver
 adds (``extra``: epochs done) and a SHA-256 over everything else.
@@ -61,10 +62,16 @@ def write_checkpoint(directory: str | Path, state: dict[str, Any], *, config_has
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {f"p{i}": p for i, p in enumerate(state["params"])}
     arrays.update({f"s{i}": s for i, s in enumerate(state["rule_arrays"])})
+    model_state = state.get("model_state")
+    if model_state:
+        arrays.update({f"m{i}": m for i, m in enumerate(model_state["arrays"])})
     meta = {"format": FORMAT, "config_hash": config_hash, "created": time.time(),
             "step": state["step"], "counters": state["counters"], "ledger": state["ledger"],
             "rule_structure": state["rule_structure"], "num_params": len(state["params"]),
             "extra": extra or {}}
+    if model_state:
+        meta["model_state"] = {"num_arrays": len(model_state["arrays"]),
+                               "counters": model_state["counters"]}
     meta["sha256"] = _digest(arrays, meta)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     final = directory / f"ckpt-{state['step']:012d}-{time.time_ns():019d}.npz"
@@ -144,11 +151,15 @@ def read_checkpoint(path: str | Path, *, config_hash: str | None = None,
                               "data or a knob that shapes the run changed); start without "
                               "resume or use another checkpoint_dir")
     n = meta["num_params"]
+    held = meta.get("model_state")
+    model_state = None if held is None else {
+        "arrays": [arrays[f"m{i}"] for i in range(held["num_arrays"])],
+        "counters": held["counters"]}
     return {"path": str(path), "step": meta["step"], "counters": meta["counters"],
             "ledger": meta["ledger"], "rule_structure": meta["rule_structure"],
             "params": [arrays[f"p{i}"] for i in range(n)],
-            "rule_arrays": [arrays[f"s{i}"] for i in range(len(arrays) - n)],
-            "extra": meta["extra"]}
+            "rule_arrays": [arrays[f"s{i}"] for i in range(sum(k[0] == "s" for k in arrays))],
+            "extra": meta["extra"], "model_state": model_state}
 
 
 def latest_checkpoint(directory: str | Path, *, config_hash: str | None = None,

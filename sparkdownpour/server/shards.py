@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
+from sparkdownpour.server.model_state import shard_store_kwargs
 from sparkdownpour.server.store import ParameterStore
 from sparkdownpour.server.store_protocol import Store
 
@@ -60,7 +61,7 @@ class ShardedStore:
         self.layout = ShardLayout([a.shape for a in arrays], num_shards)
         self.stores = [
             ParameterStore(part, rule, label={"index": i, "of": num_shards, "range": list(rng)},
-                           **store_kwargs)
+                           **shard_store_kwargs(store_kwargs, i))
             for i, (part, rng) in enumerate(zip(self.layout.split(arrays), self.layout.bounds))]
         self.rule = rule
 
@@ -94,6 +95,10 @@ class ShardedStore:
 
     def snapshot(self) -> list[np.ndarray]:
         return self.fetch()[1]
+
+    def fetch_state(self) -> list[np.ndarray]:
+        """Shard 0's: it alone holds the model's non-trainable state (``model_state``)."""
+        return self.stores[0].fetch_state()
 
     def set_params(self, params: Sequence[Any]) -> None:
         for store, part in zip(self.stores, self.layout.split(params)):
@@ -150,6 +155,7 @@ class ShardedStore:
             "counters": {"shards": [s["counters"] for s in states],
                          "steps": [s["step"] for s in states]},
             "ledger": {"shards": [s["ledger"] for s in states]},
+            **({"model_state": states[0]["model_state"]} if "model_state" in states[0] else {}),
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -167,7 +173,8 @@ class ShardedStore:
                 "rule_arrays": state["rule_arrays"][start:start + count],
                 "step": state["counters"]["steps"][i],
                 "counters": state["counters"]["shards"][i],
-                "ledger": state["ledger"]["shards"][i]})
+                "ledger": state["ledger"]["shards"][i],
+                **({"model_state": state.get("model_state")} if i == 0 else {})})
             start += count
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from sparkdownpour.optimizers.sparse import RowSparse, apply_update, densify
 from sparkdownpour.server.checkpoint import shard_count
 from sparkdownpour.server.ledger import Position, ProgressLedger
+from sparkdownpour.server.model_state import ModelState
 from sparkdownpour.server.rule_state import flatten_rule_state, unflatten_rule_state
 from sparkdownpour.transport.frames import encode_frame
 from sparkdownpour.server.sync import SyncRounds, SyncTag
@@ -56,7 +57,7 @@ class ParameterStore:
 
     def __init__(self, params: Sequence[Any], rule: Any, *, divergence_factor: float = 4.0,
                  max_staleness: int | None = None, label: dict | None = None,
-                 sync_timeout: float = 600.0) -> None:
+                 sync_timeout: float = 600.0, state: Sequence[Any] | None = None) -> None:
         if not callable(getattr(rule, "init", None)) or not callable(getattr(rule, "update", None)):
             raise TypeError(
                 f"rule must have init(params) and update(grads, state, params) methods, "
@@ -96,6 +97,8 @@ class ParameterStore:
         self._round_done = threading.Condition(self._lock)
         self.sync_timeout = float(sync_timeout)
         self.label = dict(label or {})  # e.g. {"index": 1, "of": 4, "range": [lo, hi]} for a shard
+        # The model's non-trainable state (BatchNorm statistics): never touched by the rule.
+        self.model_state = ModelState(state) if state is not None and len(state) else None
 
     # -- read side -------------------------------------------------------------------------
 
@@ -134,8 +137,13 @@ class ParameterStore:
                 self._frame = (self._step, encode_frame(self._params, kind="params", step=self._step))
             return self._frame[1]
 
+    def fetch_state(self) -> list[np.ndarray]:
+        """The combined non-trainable state (``server.model_state``); [] when none is held."""
+        return self.model_state.fetch()[1] if self.model_state is not None else []
+
     def status(self) -> dict[str, Any]:
         """Counters as a JSON-serializable dict (served by ``GET /v1/status``)."""
+        state = self.model_state.status() if self.model_state is not None else None
         with self._lock:
             applied = self._applied
             return {
@@ -145,6 +153,7 @@ class ParameterStore:
                 "stale_refused": self._stale_refused,
                 "max_staleness": self.max_staleness,
                 **({"shard": dict(self.label)} if self.label else {}),
+                **({"model_state": state} if state is not None else {}),
                 "sync": self._sync.status(),
                 "replicas": dict(self._replicas),
                 "staleness": {
@@ -369,6 +378,7 @@ class ParameterStore:
                              "stale_sum": self._stale_sum, "stale_max": self._stale_max,
                              "this_epoch": list(self._this_epoch)},
                 "ledger": self.ledger.export(),
+                **({"model_state": self.model_state.export()} if self.model_state else {}),
             }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -391,6 +401,8 @@ class ParameterStore:
             self._this_epoch = tuple(counters.get("this_epoch", (0, 0, 0)))
             self._frame = None
             self.ledger.restore(state["ledger"])
+        if self.model_state is not None and state.get("model_state"):
+            self.model_state.restore(state["model_state"])
 
     def note_rejected(self) -> None:
         """Count an update refused before it reached ``push`` (e.g. a malformed frame)."""

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
+from sparkdownpour.server.model_state import shard_store_kwargs
 from sparkdownpour.transport.child_process import ServerProcess
 from sparkdownpour.server.shards import ShardedStore, serve_all
 
@@ -40,7 +41,8 @@ WATCH_INTERVAL_S = 0.1  # how often the driver's watchdog looks at its shard chi
 
 # What the driver may ask of a child's store (``ServerProcess.call``).
 STORE_COMMANDS = ("fetch", "snapshot", "status", "open_epoch", "progress", "set_params",
-                  "export_state", "restore_state", "step", "ledger.epoch", "live_loss")
+                  "export_state", "restore_state", "step", "ledger.epoch", "live_loss",
+                  "fetch_state")
 
 
 def _store_in_child(arrays: list, rule: Any, store_kwargs: dict, label: dict):
@@ -84,6 +86,9 @@ class StoreProcess(ServerProcess):
 
     def snapshot(self) -> list[np.ndarray]:
         return self.call("snapshot")
+
+    def fetch_state(self) -> list[np.ndarray]:
+        return self.call("fetch_state")
 
     def status(self) -> dict[str, Any]:
         return self.call("status")
@@ -162,7 +167,8 @@ class ProcessShardedServer:
             [{"index": i, "of": num_shards, "range": list(rng)}
              for i, rng in enumerate(self.layout.bounds)]
         self.processes = [
-            StoreProcess(part, rule, store_kwargs or {}, label=label, port=port if i == 0 else 0,
+            StoreProcess(part, rule, shard_store_kwargs(store_kwargs or {}, i), label=label,
+                         port=port if i == 0 else 0,
                          name=f"sparkdownpour-shard-{i}", **kwargs)
             for i, (part, label) in enumerate(zip(parts, labels))]
         self.store = self.processes[0] if num_shards == 1 else \

@@ -30,6 +30,9 @@ class Store(Protocol):
     def snapshot(self) -> list[np.ndarray]:
         """A copy of the parameters now."""
 
+    def fetch_state(self) -> list[np.ndarray]:
+        """The model's combined non-trainable state (``model_state``); [] if none is held."""
+
     def set_params(self, params: Sequence[Any]) -> None:
         """Replace the parameters (shapes must match)."""
 

@@ -12,7 +12,7 @@ plausible one would silently poison the parameters for every replica.
 
 The header is a JSON object::
 
-    {"kind": "params" | "update" | "vectors", "step": int, "replica": str,
+    {"kind": "params" | "update" | "vectors" | "state", "step": int, "replica": str,
      "arrays": [{"shape": [..], "dtype": "<f4"}, ...], "meta": {...}}
 
 and the payload is the arrays' raw little-endian float32 bytes, concatenated in order. An
@@ -59,7 +59,8 @@ __all__ = [
 MAGIC = b"SDPW"
 VERSION = 2  # 2 added the checksum; version 1 frames are refused with a clear message
 FRAME_CONTENT_TYPE = "application/x-sparkdownpour-frame"
-KINDS = ("params", "update", "vectors")  # vectors: Sandblaster's shard programs (lbfgs/)
+KINDS = ("params", "update", "vectors", "state")  # vectors: Sandblaster's shard programs
+# (lbfgs/); state: a model's non-trainable arrays (server.model_state)
 DTYPE = "<f4"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_REPLICA_CHARS = 128
