@@ -33,11 +33,8 @@ from sparkdownpour.driver_model import (
     state_info,
 )
 from sparkdownpour.keras_model import (
-    BINARY_LOSSES,
-    SPARSE_LOSSES,
     assign_trainable,
     loss_name,
-    resolve_loss,
     state_arrays,
     trainable_arrays,
 )
@@ -52,6 +49,7 @@ from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.session import driver_address, num_partitions, task_cpus
 from sparkdownpour.spark_jobs import cancel_run, describe, job_group
+from sparkdownpour.epoch_records import check_validation, epoch_record, evaluate
 from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
@@ -130,7 +128,7 @@ class Downpour(Trainer):
         cached.unpersist()
 
     def _fit_on_prepared_data(self, cached, model, spec, history, run: Run) -> None:
-        validation = _check_validation(run.options["validation_data"], history.info["features"])
+        validation = check_validation(run.options["validation_data"], history.info["features"])
         self._train(cached, model, spec, history, validation, run)
 
     def _train(self, prepared, model, spec, history, validation, run: Run) -> None:
@@ -251,14 +249,14 @@ class Downpour(Trainer):
             assign_trainable(model, params)
         adopt_server_state(model, store)
         status = store.status()
-        record = _epoch_record(epoch, stats, status, time.perf_counter() - started)
+        record = epoch_record(epoch, stats, status, time.perf_counter() - started)
         if "model_state" in status:  # how many partitions' reports the state averages
             record["state_partitions"] = status["model_state"]["partitions_reporting"]
         if status["diverging"]:
             logger.warning("epoch %d: diverging replicas: %s", epoch, status["diverging"])
         if validation is not None:
             with driver_cpu():
-                record.update(_evaluate(model, cfg.loss, *validation))
+                record.update(evaluate(model, cfg.loss, *validation))
         return record
 
 
@@ -340,63 +338,3 @@ def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
                                        f"parameter server ({detail})") from e
         raise
     return [row.asDict() for row in rows]
-
-
-def _epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -> dict:
-    examples = sum(s["examples"] for s in stats)
-    staleness, this_epoch = status.get("staleness", {}), status["this_epoch"]
-    return {
-        "epoch": epoch,
-        "loss": sum(s["loss_sum"] for s in stats) / max(examples, 1),
-        "examples": examples,
-        "steps": sum(s["steps"] for s in stats),
-        # This epoch's updates and their staleness; the whole run's so far under "_total".
-        "updates": this_epoch["updates_applied"],
-        "staleness_mean": float(this_epoch["staleness_mean"]),
-        "staleness_max": int(this_epoch["staleness_max"]),
-        "updates_total": status["updates_applied"],
-        "staleness_mean_total": float(staleness.get("mean", 0.0)),
-        "staleness_max_total": int(staleness.get("max", 0)),
-        "replicas": len(stats),
-        "wall_time_s": seconds,
-        "compute_s": sum(s["compute_s"] for s in stats),
-        "comm_s": sum(s["comm_s"] for s in stats),
-        "skipped_steps": sum(s["skipped"] for s in stats),
-        "duplicates_refused": status.get("duplicates_refused", 0),
-        "stale_refused": status.get("stale_refused", 0),
-        "nonfinite_skipped": status.get("nonfinite_skipped", 0),
-        "diverging_replicas": sorted(status.get("diverging", {})),
-        # Per replica (partition): the device it ran on and how it got there (replica.devices).
-        "devices": {str(s["partition"]): {
-            "device": s["device"], "gpu_addresses": s["gpu_addresses"], "visible": s["visible"],
-            "note": s["device_note"], "variable_device": s["variable_device"], "pid": s["pid"],
-            "compute_dtype": s["compute_dtype"],
-        } for s in sorted(stats, key=lambda s: (s["partition"], s["attempt"]))},
-    }
-
-
-def _check_validation(validation_data, num_features: int):
-    if validation_data is None:
-        return None
-    try:
-        x, y = validation_data
-    except (TypeError, ValueError) as exc:
-        raise TypeError("validation_data must be a pair (x, y) of numpy arrays") from exc
-    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-    if x.ndim != 2 or x.shape[1] != num_features or len(x) != len(y):
-        raise ValueError(f"validation_data has x of shape {x.shape} and y of shape {y.shape}; "
-                         f"expected (n, {num_features}) and (n,)")
-    return x, y
-
-
-def _evaluate(model, loss, x: np.ndarray, y: np.ndarray) -> dict:
-    predictions = model(x, training=False).numpy()
-    units = predictions.shape[-1]
-    y_true = y.reshape(-1, 1) if units == 1 and loss_name(loss) not in SPARSE_LOSSES else y
-    record = {"val_loss": float(np.mean(resolve_loss(loss)(y_true, predictions)))}
-    name = loss_name(loss)
-    if name in SPARSE_LOSSES:
-        record["val_accuracy"] = float(np.mean(np.argmax(predictions, axis=-1) == y))
-    elif name in BINARY_LOSSES:
-        record["val_accuracy"] = float(np.mean((predictions[:, 0] > 0.5) == (y > 0.5)))
-    return record
