@@ -87,8 +87,11 @@ class DownpourConfig(Loadable):
     cores: the server's throughput rises to 0.50-0.53 of a raw socket, training epochs are
     6-10% shorter, about the noise (see Benchmarks).
     """
-    num_replicas: int | None = None   # None: one replica per existing partition of the DataFrame
-    """Repartition to N replicas; ``None``: one per existing partition."""
+    num_replicas: int | None = None
+    """Repartition to N replicas. ``None``: one per partition of the DataFrame, unless it has more
+    than 4 partitions per task slot (a shuffle's 200, say), which are then merged, without a
+    shuffle, into 2 replicas per slot (``history.info["replicas_chosen"]`` says what was chosen).
+    """
     warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
     """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0

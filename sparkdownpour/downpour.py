@@ -47,9 +47,19 @@ from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
 from sparkdownpour.transport.http_server import tls_context
 from sparkdownpour.reachability import check_bindable, check_reachable
-from sparkdownpour.session import driver_address, num_partitions, task_cpus
+from sparkdownpour.session import (
+    default_parallelism,
+    driver_address,
+    num_partitions,
+    task_cpus,
+)
 from sparkdownpour.spark_jobs import cancel_run, describe, job_group
-from sparkdownpour.epoch_records import check_validation, epoch_record, evaluate
+from sparkdownpour.epoch_records import (
+    check_validation,
+    epoch_record,
+    evaluate,
+    replicas_for_slots,
+)
 from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
@@ -121,8 +131,22 @@ class Downpour(Trainer):
 
     def _validate(self, cached, prepared, features_col, label_col, run: Run) -> Validated:
         summary = data.validate(cached, features_col, label_col)
-        return Validated(summary, info={"partitions": num_partitions(cached),
-                                        "rule": repr(self._rule)}, label_frame=cached)
+        partitions = summary.partitions or num_partitions(cached)
+        info = {"partitions": partitions, "rule": repr(self._rule)}
+        frame = cached
+        if self.config.num_replicas is None:
+            slots = max(default_parallelism(cached.sparkSession)
+                        // task_cpus(cached.sparkSession), 1)
+            chosen = replicas_for_slots(partitions, slots)
+            if chosen < partitions:
+                # Far more partitions than task slots (a shuffle's 200, say): each replica's
+                # fixed costs (a task, a model fetch, a partition's last push) would dominate,
+                # so the cached partitions are merged into fewer tasks, without a shuffle.
+                frame = cached.coalesce(chosen)
+                info["partitions"] = chosen
+            info["replicas_chosen"] = (f"{info['partitions']} replicas for {partitions} "
+                                       f"partitions on {slots} task slots")
+        return Validated(summary, info=info, label_frame=cached, frame=frame)
 
     def _release(self, cached) -> None:
         cached.unpersist()

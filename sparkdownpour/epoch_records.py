@@ -6,7 +6,10 @@ import numpy as np
 
 from sparkdownpour.keras_model import BINARY_LOSSES, SPARSE_LOSSES, loss_name, resolve_loss
 
-__all__ = ["check_validation", "epoch_record", "evaluate"]
+__all__ = ["check_validation", "epoch_record", "evaluate", "replicas_for_slots"]
+
+# More partitions than this many per task slot are merged into fewer replicas.
+MAX_PARTITIONS_PER_SLOT = 4
 
 
 def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -> dict:
@@ -28,6 +31,9 @@ def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) ->
         "wall_time_s": seconds,
         "compute_s": sum(s["compute_s"] for s in stats),
         "comm_s": sum(s["comm_s"] for s in stats),
+        # The replicas' compute time over their tasks' wall time (model builds excluded):
+        # what share of the work Downpour's own costs (requests, Arrow, Spark) leave to compute.
+        "compute_share": _share(stats),
         "skipped_steps": sum(s["skipped"] for s in stats),
         "duplicates_refused": status.get("duplicates_refused", 0),
         "stale_refused": status.get("stale_refused", 0),
@@ -40,6 +46,11 @@ def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) ->
             "compute_dtype": s["compute_dtype"],
         } for s in sorted(stats, key=lambda s: (s["partition"], s["attempt"]))},
     }
+
+
+def _share(stats: list[dict]) -> float | None:
+    task = sum(s.get("task_s") or 0.0 for s in stats)
+    return sum(s["compute_s"] for s in stats) / task if task > 0 else None
 
 
 def check_validation(validation_data, num_features: int):
@@ -67,3 +78,16 @@ def evaluate(model, loss, x: np.ndarray, y: np.ndarray) -> dict:
     elif name in BINARY_LOSSES:
         record["val_accuracy"] = float(np.mean((predictions[:, 0] > 0.5) == (y > 0.5)))
     return record
+
+
+def replicas_for_slots(partitions: int, slots: int) -> int:
+    """How many replicas train ``partitions`` cached partitions on ``slots`` task slots.
+
+    Up to ``MAX_PARTITIONS_PER_SLOT`` per slot, every partition is a replica (a few waves of
+    tasks keep both a straggler's and a skewed partition's cost small); beyond that, two per
+    slot, so the frame is read by a few tasks instead of hundreds of short ones.
+    """
+    if partitions <= MAX_PARTITIONS_PER_SLOT * slots:
+        return partitions
+    return 2 * slots
+

@@ -52,6 +52,7 @@ class Validated:
     info: dict = field(default_factory=dict)
     non_integer_labels: int | None = None  # counted already (spares a Spark job), or None
     label_frame: Any = None  # the frame the label checks read (None: the prepared one)
+    frame: Any = None  # the frame training reads (None: the cached one), e.g. coalesced
 
 
 class Trainer:
@@ -98,7 +99,8 @@ class Trainer:
                                     "features": summary.num_features, **validated.info})
             with tracking:
                 run.callbacks.on_train_begin(history.info)
-                self._fit_on_prepared_data(cached, model, spec, history, run)
+                frame = validated.frame if validated.frame is not None else cached
+                self._fit_on_prepared_data(frame, model, spec, history, run)
                 tracking.finish(model, history.info)
         finally:
             self._release(cached)

@@ -18,6 +18,14 @@ def expected_updates(frame, batch_size, n_push=1):
     return sum(-(-(-(-size // batch_size)) // n_push) for size in sizes if size)
 
 
+def test_replicas_for_slots_merges_only_far_more_partitions_than_slots():
+    from sparkdownpour.epoch_records import replicas_for_slots
+
+    assert replicas_for_slots(4, 2) == 4 and replicas_for_slots(8, 2) == 8
+    assert replicas_for_slots(9, 2) == 4 and replicas_for_slots(200, 2) == 4
+    assert replicas_for_slots(200, 64) == 200 and replicas_for_slots(1, 1) == 1
+
+
 def test_digits_local2_four_partitions_reaches_095(digits):
     frame, (x_test, y_test) = digits
     result = Downpour(build_digits_mlp, epochs=10, verbose=0).fit(
@@ -35,6 +43,22 @@ def test_digits_local2_four_partitions_reaches_095(digits):
     assert history.final["staleness_mean_total"] == pytest.approx(
         sum(history["staleness_mean"]) / 10)  # equal epochs: the mean of the epochs' means
     assert history.final["val_accuracy"] == pytest.approx(accuracy(result.model, x_test, y_test))
+    # What share of the replicas' task time went to computing gradients: a real fraction.
+    assert all(0.0 < share <= 1.0 for share in history["compute_share"])
+    assert history.info["replicas_chosen"] == "4 replicas for 4 partitions on 2 task slots"
+
+
+def test_far_more_partitions_than_task_slots_train_as_a_few_replicas(digits):
+    frame, (x_test, y_test) = digits
+    scattered = frame.repartition(200)  # what a shuffle leaves by default
+    result = Downpour(build_digits_mlp, epochs=3, verbose=0).fit(
+        scattered, validation_data=(x_test, y_test))
+    history = result.history
+    # local[2]: two task slots, so two replicas each; no shuffle, every row still trained on.
+    assert history.info["partitions"] == 4 and history["replicas"] == [4, 4, 4]
+    assert history.info["replicas_chosen"] == "4 replicas for 200 partitions on 2 task slots"
+    assert sum(history["examples"]) == 3 * history.info["rows"]
+    assert accuracy(result.model, x_test, y_test) >= 0.85
 
 
 def test_keras_model_instance_is_trained_in_place_with_n_fetch_n_push(digits):

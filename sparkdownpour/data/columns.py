@@ -29,6 +29,9 @@ class DataSummary:
     num_features: int
     label_min: float
     label_max: float
+    # Partitions of the validated frame (the highest non-empty one + 1), read in the same pass,
+    # so a trainer needs no job of its own to count them; None: not counted.
+    partitions: int | None = None
 
 
 def _field(df: DataFrame, name: str, role: str) -> T.StructField:
@@ -119,6 +122,7 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
         F.sum(bad_value.cast("long")).alias("bad_rows"),
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
+        F.max(F.spark_partition_id()).alias("last_partition"),
     ).first()
     what = _describe_features(features_col)
     if row["n"] == 0:
@@ -143,7 +147,8 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
         raise ValueError(f"label column {label_col!r} is null or NaN in {row['bad_labels']} of "
                          f"{row['n']} rows; drop them first")
     return DataSummary(num_rows=int(row["n"]), num_features=int(row["dmin"]),
-                       label_min=float(row["lmin"]), label_max=float(row["lmax"]))
+                       label_min=float(row["lmin"]), label_max=float(row["lmax"]),
+                       partitions=int(row["last_partition"]) + 1)
 
 
 def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,

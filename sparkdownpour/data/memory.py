@@ -132,7 +132,13 @@ def estimate_cache(df, features_col, prepared, sparse: bool) -> CacheEstimate:
 
     from sparkdownpour.data.columns import FEATURES
 
-    rows = df.count()
+    first = None
+    if sparse:
+        rows = df.count()
+    else:  # one job: the row count and the features per row together
+        counted = prepared.agg(F.count(F.lit(1)).alias("n"),
+                               F.max(F.size(FEATURES)).alias("d")).first()
+        rows, first = int(counted["n"]), counted["d"]
     batch_rows = min(rows, int(df.sparkSession.conf.get(
         "spark.sql.execution.arrow.maxRecordsPerBatch", "10000")))
     if sparse:
@@ -144,8 +150,7 @@ def estimate_cache(df, features_col, prepared, sparse: bool) -> CacheEstimate:
         return CacheEstimate(rows, 8 * mean + 72, batch_rows * (12 * mean + 32), True,
                              f"{mean:.1f} non-zeros per row on average of {size} features "
                              f"(from {len(sample)} rows)")
-    first = prepared.select(F.size(FEATURES)).where(F.col(FEATURES).isNotNull()).first()
-    features = max(int(first[0]), 0) if first is not None else 0
+    features = max(int(first), 0) if first is not None else 0
     # In the JVM a dense vector row is its doubles plus the float array made from them.
     return CacheEstimate(rows, 4 * features + 16, batch_rows * 12 * features, False,
                          f"{features} dense features per row")

@@ -241,6 +241,7 @@ def validate_sparse(prepared, what: str, label_col: str):
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
         F.sum(F.size(values).cast("long")).alias("nnz"),
+        F.max(F.spark_partition_id()).alias("last_partition"),
     ).first()
     n = row["n"]
     if n == 0:
@@ -263,7 +264,8 @@ def validate_sparse(prepared, what: str, label_col: str):
         raise ValueError(f"label column {label_col!r} is null or NaN in {row['bad_labels']} of "
                          f"{n} rows; drop them first")
     return DataSummary(num_rows=int(n), num_features=int(row["dmin"]),
-                       label_min=float(row["lmin"]), label_max=float(row["lmax"]))
+                       label_min=float(row["lmin"]), label_max=float(row["lmax"]),
+                       partitions=int(row["last_partition"]) + 1)
 
 
 # -- scoring (ml.predict) ----------------------------------------------------------------------

@@ -118,7 +118,8 @@ class DownpourView:
         """An epoch's history record from the driver (fed by the trainer's on_epoch_end callback)."""
         with self._lock:
             self._epochs.append({k: record.get(k) for k in (
-                "epoch", "loss", "val_loss", "val_accuracy", "updates", "wall_time_s")})
+                "epoch", "loss", "val_loss", "val_accuracy", "updates", "wall_time_s",
+                "compute_share")})
 
     def tick(self) -> None:
         """Sample the store if the timeline is due (cheap to call often)."""
@@ -195,6 +196,8 @@ class DownpourView:
             "epoch_loss": per_epoch("loss", "loss per epoch"),
             "val_loss": per_epoch("val_loss", "held-out loss per epoch"),
             "val_accuracy": per_epoch("val_accuracy", "held-out accuracy per epoch"),
+            "compute_share": per_epoch("compute_share", "replicas' compute share per epoch "
+                                       "(compute time / task time)"),
             "staleness": bar_chart([(k, hist[k]) for k in order], "staleness histogram"),
             "replicas": _table(["epoch/partition", "mini-batches applied", "device"], replicas)
             + _table(["replica", "updates applied"], pushes),

@@ -220,7 +220,9 @@ class PartitionLoop:
     # -- the pass ------------------------------------------------------------------------
 
     def run(self, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch:
-        """Train on the partition; returns the task's one statistics row."""
+        """Train on the partition; returns the task's one statistics row (``task_s``: the
+        pass's wall time, the model build excluded)."""
+        started = time.perf_counter()
         try:
             self._train(batches)
         finally:
@@ -230,7 +232,8 @@ class PartitionLoop:
             self.state.close()
         return stats_batch(self.replica, partition=self.partition, attempt=self.attempt,
                            loss_sum=self.loss_sum, compute_s=self.compute_s,
-                           comm_s=self.comm_s, model_build_s=self.build_s, **self.stats)
+                           comm_s=self.comm_s, model_build_s=self.build_s,
+                           task_s=time.perf_counter() - started, **self.stats)
 
     def _train(self, batches: Iterator[pa.RecordBatch]) -> None:
         spec = self.spec

@@ -17,6 +17,7 @@ STATS_SCHEMA = pa.schema([
     ("steps", pa.int64()), ("examples", pa.int64()), ("loss_sum", pa.float64()),
     ("fetches", pa.int64()), ("pushes", pa.int64()),
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
+    ("task_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
     ("clipped", pa.int64()), ("stale", pa.int64()),
     ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
@@ -25,6 +26,7 @@ STATS_SCHEMA = pa.schema([
 ])
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
+             "task_s double, "
              "skipped long, duplicates long, nonfinite long, clipped long, stale long, "
              "device string, gpu_addresses string, visible string, device_note string, "
              "variable_device string, compute_dtype string")

@@ -73,10 +73,11 @@ def test_progress_and_time_left_and_held_out_metrics_per_epoch():
     assert "time left (estimate)" in sections["progress"] and "30 s" in sections["progress"]
     for epoch, (loss, acc) in enumerate([(0.9, 0.7), (0.5, 0.85)], start=1):
         view.note_record({"epoch": epoch, "loss": loss + 0.1, "val_loss": loss,
-                          "val_accuracy": acc})
+                          "val_accuracy": acc, "compute_share": acc - 0.05})
     sections = view.sections()
     assert 'data-points="2"' in sections["val_accuracy"] and "last 0.85" in sections["val_accuracy"]
     assert 'data-points="2"' in sections["val_loss"] and "last 0.5" in sections["val_loss"]
+    assert 'data-points="2"' in sections["compute_share"] and "last 0.8" in sections["compute_share"]
     assert 'data-points="1"' in sections["staleness_time"]  # 25 updates at staleness 1
     store.applied, store.this_epoch, store.epoch = 100, 50, 2
     clock[0] = 40.0
