@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     from bench_wire import measure_wire
 
     from sparkdownpour.examples import arrays_to_frame, digits_arrays
-    from sparkdownpour.transport.child_process import keep_freed_buffers
     from sparkdownpour.session import get_or_create_session
+    from sparkdownpour.transport.child_process import keep_freed_buffers
 
     x_train, y_train, x_test, y_test = digits_arrays()
     rows = []

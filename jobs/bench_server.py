@@ -33,9 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_wire import _EchoClient  # noqa: E402  (a sibling script)
 
 from sparkdownpour import optimizers  # noqa: E402
-from sparkdownpour.transport.child_process import keep_freed_buffers  # noqa: E402
 from sparkdownpour.server.shards import ShardedServer, ShardedStore  # noqa: E402
 from sparkdownpour.server.store_process import ProcessShardedServer  # noqa: E402
+from sparkdownpour.transport.child_process import keep_freed_buffers  # noqa: E402
 
 logger = logging.getLogger("bench_server")
 TOKEN = "bench-token"

@@ -2,7 +2,8 @@
 
 The same Downpour run (generated data, ``--rows`` x ``--features``, a ``--features`` ->
 ``--hidden`` -> 10 MLP, 2.1M parameters by default, so the server has real work: every push is
-an Adagrad update of the whole vector and every answer a copy of it) is timed with its shards served by threads of
+an Adagrad update of the whole vector and every answer a copy of it) is timed with its shards served
+by threads of
 the driver (the default, the baseline) and by child processes, for each ``--shards`` count, in
 one process run. Each configuration runs ``--epochs`` epochs after a warm-up fit (the Python
 workers already started); the figure is the mean wall time of the epochs after the first

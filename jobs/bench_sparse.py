@@ -3,7 +3,8 @@
 Two generated data sets, each split 80/20 into training and held-out rows:
 
 - *hashed text*: documents of Zipf-distributed words from a 20,000-word vocabulary, where 600
-  of the 3,000 most frequent words lean positive or negative; ``Tokenizer`` then ``HashingTF`` at its default 2^18 features.
+  of the 3,000 most frequent words lean positive or negative; ``Tokenizer`` then ``HashingTF`` at
+  its default 2^18 features.
 - *one-hot*: six categorical columns of 400 levels each (each level has a hidden effect),
   ``OneHotEncoder`` then ``VectorAssembler``: 2,400 sparse features.
 

@@ -84,10 +84,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors: this environment
 
+    from pyspark.sql import SparkSession
+
     from sparkdownpour.examples import arrays_to_frame
     from sparkdownpour.session import get_or_create_session
-
-    from pyspark.sql import SparkSession
 
     # local[4] before anything else: sync's barrier stage needs a task slot per replica
     # (get_or_create_session would start local[*], two slots on this machine).

@@ -5,7 +5,8 @@ share, scaling), the model (kind, hidden layer sizes and activations, task), the
 all its knobs, the output path and Spark settings. Builds the Spark ML pipeline
 [VectorAssembler] -> [StandardScaler] -> DownpourEstimator | SandblasterEstimator, fits it,
 scores the held-out split through the fitted pipeline and saves the PipelineModel (load it with
-``pyspark.ml.PipelineModel.load``) and, beside it, its training curve ``<path>-history.png``. Every setting is checked before Spark starts; an unknown key
+``pyspark.ml.PipelineModel.load``) and, beside it, its training curve ``<path>-history.png``. Every
+setting is checked before Spark starts; an unknown key
 or a bad value is refused with its name and what is allowed. Run it with ``python jobs/train.py``
 or ``spark-submit [--master ...] jobs/train.py --conf-file conf/train.toml``.
 """

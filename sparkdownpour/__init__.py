@@ -12,5 +12,5 @@ from sparkdownpour.history import History, TrainingResult  # noqa: E402
 from sparkdownpour.sandblaster import Sandblaster  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Downpour", "Sandblaster", "DeepDist", "DownpourConfig", "SandblasterConfig", "History", "TrainingResult",
-           "ParameterServerError", "__version__"]
+__all__ = ["Downpour", "Sandblaster", "DeepDist", "DownpourConfig", "SandblasterConfig", "History",
+           "TrainingResult", "ParameterServerError", "__version__"]

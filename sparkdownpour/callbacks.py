@@ -18,7 +18,8 @@ inject faults; the library itself never does.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["Callback", "CallbackList", "LambdaCallback"]
 

@@ -6,9 +6,10 @@ knob's name and the value received.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sparkdownpour.config_checks import (  # noqa: F401  (DEVICES, PRECISIONS: part of config's API)
     DEVICES,

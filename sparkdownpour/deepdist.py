@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from sparkdownpour import tree
 from sparkdownpour.config import DEFAULT_MAX_REQUEST_MB
+from sparkdownpour.reachability import check_reachable
 from sparkdownpour.server import ParameterServer, ParameterStore
 from sparkdownpour.server.client import ParameterClient
-from sparkdownpour.reachability import check_reachable
 from sparkdownpour.session import default_parallelism, driver_address, get_or_create_session
 from sparkdownpour.spark_jobs import describe, job_group
 
@@ -79,7 +80,7 @@ class DeepDist:
         self._template = model if self._structure[0] in ("weights", "object") else None
         self._probed = False
 
-    def __enter__(self) -> "DeepDist":
+    def __enter__(self) -> DeepDist:
         self._spark = get_or_create_session()
         host = self._host or driver_address(self._spark)
         self._server = ParameterServer(self._store, host=host, max_request_bytes=self._max_bytes)

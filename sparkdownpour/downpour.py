@@ -13,18 +13,14 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 import numpy as np
 
 from sparkdownpour import data, optimizers
 from sparkdownpour.callbacks import Callback, LambdaCallback
 from sparkdownpour.config import DownpourConfig
-from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.history import TrainingResult
-from sparkdownpour.observe.links import announce, read_token_file
-from sparkdownpour.observe.progress import ServerProgress, expected_updates
 from sparkdownpour.driver_model import (
     adopt_server_state,
     device_options,
@@ -32,21 +28,30 @@ from sparkdownpour.driver_model import (
     raise_if_no_gpu,
     state_info,
 )
+from sparkdownpour.epoch_records import (
+    check_validation,
+    epoch_record,
+    evaluate,
+    replicas_for_slots,
+)
+from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.history import TrainingResult
 from sparkdownpour.keras_model import (
     assign_trainable,
     loss_name,
     state_arrays,
     trainable_arrays,
 )
+from sparkdownpour.observe.links import announce, read_token_file
+from sparkdownpour.observe.progress import ServerProgress, expected_updates
+from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.replica.devices import device_label
+from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
-from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
-from sparkdownpour.transport.http_server import tls_context
-from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.session import (
     default_parallelism,
     driver_address,
@@ -54,13 +59,8 @@ from sparkdownpour.session import (
     task_cpus,
 )
 from sparkdownpour.spark_jobs import cancel_run, describe, job_group
-from sparkdownpour.epoch_records import (
-    check_validation,
-    epoch_record,
-    evaluate,
-    replicas_for_slots,
-)
 from sparkdownpour.trainer import Run, Trainer, Validated
+from sparkdownpour.transport.http_server import tls_context
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ server and the checkpoints are those of the user's model, and ``fit`` returns th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = ["InputSlot", "check_inputs", "flat_model", "model_inputs", "unwrap"]
 

@@ -11,8 +11,8 @@ combined from the replicas' reports (``server.model_state``, docs/keras_models.m
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparkdownpour import DownpourConfig, Downpour
+from sparkdownpour import Downpour, DownpourConfig
 
 
 def test_from_toml_reads_the_table(tmp_path):

@@ -15,7 +15,8 @@ def accuracy(model, x, y):
 
 def expected_updates(frame, batch_size, n_push=1):
     sizes = frame.rdd.glom().map(len).collect()
-    return sum(-(-(-(-size // batch_size)) // n_push) for size in sizes if size)
+    batches = [-(-size // batch_size) for size in sizes if size]
+    return sum(-(-b // n_push) for b in batches)
 
 
 def test_replicas_for_slots_merges_only_far_more_partitions_than_slots():

@@ -87,9 +87,9 @@ def test_sharded_servers_hold_the_state_in_shard_zero(digits, knobs):
 
 
 def test_the_estimators_saved_model_carries_the_statistics(spark, digits, tmp_path):
+    from sparkdownpour.examples import arrays_to_frame
     from sparkdownpour.ml import DownpourEstimator
     from sparkdownpour.ml.models import DownpourModel
-    from sparkdownpour.examples import arrays_to_frame
 
     frame, (x_test, y_test) = digits
     fitted = DownpourEstimator(model=build_digits_bn_mlp, epochs=3).fit(frame)

@@ -29,8 +29,9 @@ def main() -> int:
     model.compile(optimizer=keras.optimizers.SGD(args.learning_rate),
                   loss="sparse_categorical_crossentropy")
     started = time.perf_counter()
-    accuracy = 0.0
-    for epoch in range(1, args.max_epochs + 1):
+    accuracy, epoch = 0.0, 0
+    while epoch < args.max_epochs:
+        epoch += 1
         model.fit(x_train, y_train, batch_size=32, epochs=1, verbose=0, shuffle=True)
         accuracy = float(np.mean(np.argmax(model(x_test).numpy(), -1) == y_test))
         if accuracy >= args.target_accuracy:

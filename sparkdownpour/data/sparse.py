@@ -24,7 +24,7 @@ Memory per row is proportional to its non-zeros, not to the dimension.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -74,7 +74,7 @@ class CSR:
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
-    def __getitem__(self, key) -> "CSR":
+    def __getitem__(self, key) -> CSR:
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step == 1:
@@ -112,7 +112,7 @@ class CSR:
         return f"CSR(shape={self.shape}, nnz={self.nnz})"
 
 
-def concat_rows(parts: Sequence) -> "CSR | np.ndarray":
+def concat_rows(parts: Sequence) -> CSR | np.ndarray:
     """Stack row blocks: numpy arrays with ``np.concatenate``, ``CSR`` blocks as one CSR."""
     if not isinstance(parts[0], CSR):
         return np.concatenate(parts)

@@ -18,6 +18,13 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 from sparkdownpour.config import DownpourConfig, SandblasterConfig
+from sparkdownpour.keras_model import (
+    BINARY_LOSSES,
+    CATEGORICAL_LOSSES,
+    SPARSE_LOSSES,
+    loss_name,
+    output_units,
+)
 from sparkdownpour.ml.models import DownpourModel, KerasPredictionModel, SandblasterModel
 from sparkdownpour.ml.params import (
     DOWNPOUR_KNOBS,
@@ -27,13 +34,6 @@ from sparkdownpour.ml.params import (
 )
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter
 from sparkdownpour.ml.predict import keras_from_bytes, keras_to_bytes
-from sparkdownpour.keras_model import (
-    BINARY_LOSSES,
-    CATEGORICAL_LOSSES,
-    SPARSE_LOSSES,
-    loss_name,
-    output_units,
-)
 
 MULTICLASS_LOSSES = SPARSE_LOSSES + CATEGORICAL_LOSSES
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 from pyspark.ml import Model
@@ -37,9 +37,9 @@ from sparkdownpour.data.sparse import SPARSE_MIN_FEATURES
 from sparkdownpour.history import History
 from sparkdownpour.ml.params import TASKS, KerasModelParams
 from sparkdownpour.ml.payload import payload_source
-from sparkdownpour.session import is_connect
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
+from sparkdownpour.session import is_connect
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
             self._broadcast = _Shipped(sc, self._require_payload())
         return self._broadcast.broadcast
 
-    def unpersist(self) -> "KerasPredictionModel":
+    def unpersist(self) -> KerasPredictionModel:
         """Release the executors' copies of the model's bytes now, rather than when the model
         is garbage-collected; a later ``transform`` broadcasts them again."""
         shipped, self._broadcast = self._broadcast, None

@@ -23,9 +23,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
 
-from sparkdownpour.transport.flask_app import BROWSER_AUTH, SERVICE_TICK, error_response
 from sparkdownpour.observe.browser_auth import LOGIN_PATH, BrowserAuth
 from sparkdownpour.observe.svg import bar_chart, fmt, line_chart
+from sparkdownpour.transport.flask_app import BROWSER_AUTH, SERVICE_TICK, error_response
 
 __all__ = ["DownpourView", "IterationView", "dashboard_link", "install_dashboard"]
 

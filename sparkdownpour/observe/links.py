@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from sparkdownpour.observe.dashboard import IterationView, dashboard_link, dashboard_view
 from sparkdownpour.observe.routes import create_iteration_app

@@ -48,7 +48,7 @@ class ServerProgress:
             self._bar = tqdm(total=total_updates, unit="upd", desc="downpour", leave=True,
                              dynamic_ncols=True)
 
-    def __enter__(self) -> "ServerProgress":
+    def __enter__(self) -> ServerProgress:
         if self._bar is not None:
             self._thread = threading.Thread(target=self._run, name="sparkdownpour-progress",
                                             daemon=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Flask
 
-from sparkdownpour.transport.flask_app import guarded_app
 from sparkdownpour.observe.dashboard import DownpourView, IterationView, install_dashboard
 from sparkdownpour.observe.metrics import downpour_families, install_metrics, iteration_families
+from sparkdownpour.transport.flask_app import guarded_app
 
 __all__ = ["create_iteration_app", "create_status_app", "install_downpour"]
 

@@ -8,8 +8,8 @@ can forbid inline styles.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 __all__ = ["bar_chart", "line_chart", "fmt"]
 

@@ -63,7 +63,7 @@ class Tracking(Callback):
         self._writer = None
         self._started_run = False
 
-    def __enter__(self) -> "Tracking":
+    def __enter__(self) -> Tracking:
         if self.log_dir is not None:
             import tensorflow as tf
 

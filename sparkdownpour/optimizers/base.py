@@ -12,7 +12,8 @@ is being computed, and tests can replay any sequence of pushes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -23,7 +23,8 @@ parameters and state, so it is the rule's formula, not a copy of it.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class RowSparse:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.values = np.asarray(values, dtype=np.float32)
 
-    def check(self, shape: Sequence[int] | None = None) -> "RowSparse":
+    def check(self, shape: Sequence[int] | None = None) -> RowSparse:
         """Raise ``ValueError`` unless the rows are distinct, ascending and in range and the
         values fit the shape; returns self."""
         if shape is not None and tuple(shape) != self.shape:
@@ -81,7 +82,7 @@ def densify(grads: Sequence[Any]) -> list:
     return [g.to_dense() if isinstance(g, RowSparse) else g for g in grads]
 
 
-def row_sparse(grad: np.ndarray, max_fraction: float = 0.5) -> "RowSparse | np.ndarray":
+def row_sparse(grad: np.ndarray, max_fraction: float = 0.5) -> RowSparse | np.ndarray:
     """``grad`` (2-D or more) as a ``RowSparse`` when at most ``max_fraction`` of its rows are
     non-zero (exactly: a row with any non-zero entry is kept whole), else unchanged."""
     if grad.ndim < 2 or not grad.shape[0]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparkdownpour.keras_model import SPARSE_LOSSES, loss_name, output_units, resolve_loss
 from sparkdownpour.data.sparse import CSR
+from sparkdownpour.keras_model import SPARSE_LOSSES, loss_name, output_units, resolve_loss
 from sparkdownpour.replica.sparse_gradient import SparseInput
 
 __all__ = ["GradientFunction"]

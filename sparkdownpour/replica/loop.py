@@ -24,8 +24,8 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -34,9 +34,9 @@ from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
+from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
 from sparkdownpour.replica.state import ReplicaState
-from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity
 from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.ledger import Position

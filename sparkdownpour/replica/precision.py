@@ -14,7 +14,6 @@ import contextlib
 import numpy as np
 
 
-
 def is_mixed(precision: str | None) -> bool:
     return precision in ("mixed_float16", "mixed_bfloat16")
 

@@ -10,7 +10,7 @@ of waiting for Spark's task retries or the replicas' request timeouts.
 from __future__ import annotations
 
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 

@@ -15,7 +15,7 @@ Sandblaster's evaluation (``DENSE_CHUNK_BYTES``). The gradient is dense either w
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from sparkdownpour.data.sparse import CSR
 from sparkdownpour.optimizers.sparse import row_sparse

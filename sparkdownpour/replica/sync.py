@@ -17,7 +17,7 @@ of the epoch it applied and skips them.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

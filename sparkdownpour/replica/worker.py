@@ -16,6 +16,7 @@ from sparkdownpour.replica.precision import build_model
 from sparkdownpour.replica.spec import STATS_SCHEMA, ReplicaSpec
 from sparkdownpour.server.sharded_client import ShardedClient
 
+
 def configure_threads(cpus: int) -> None:
     """One op thread per task CPU, so two replicas on two cores don't each spawn a full pool."""
     import tensorflow as tf
@@ -62,7 +63,7 @@ class Replica:
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
 
-_REPLICAS: "OrderedDict[tuple[str, str], Replica]" = OrderedDict()
+_REPLICAS: OrderedDict[tuple[str, str], Replica] = OrderedDict()
 _KEEP = 2  # two runs alternating on one worker (e.g. two notebooks' fits) keep both warm
 
 

@@ -2,8 +2,9 @@
 processes it starts, ``store_process``); its clients (``ParameterClient``, ``ShardedClient``) run
 in the replicas on executors. The frame names are re-exported from ``transport.frames``."""
 
-from sparkdownpour.server.app import create_app
+from sparkdownpour.server.app import ParameterServer, create_app
 from sparkdownpour.server.client import ParameterClient
+from sparkdownpour.server.store import ParameterStore, PushResult
 from sparkdownpour.transport.frames import (
     FRAME_CONTENT_TYPE,
     Frame,
@@ -11,8 +12,6 @@ from sparkdownpour.transport.frames import (
     decode_frame,
     encode_frame,
 )
-from sparkdownpour.server.app import ParameterServer
-from sparkdownpour.server.store import ParameterStore, PushResult
 
 __all__ = [
     "FRAME_CONTENT_TYPE",

@@ -26,8 +26,9 @@ import threading
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -223,7 +224,7 @@ class Checkpointer:
             except Exception:  # a full disk must not kill training; it is logged every time
                 logger.exception("writing a checkpoint to %s failed", self.directory)
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         self._thread = threading.Thread(target=self._run, name="sparkdownpour-checkpoints",
                                         daemon=True)
         self._thread.start()

@@ -10,7 +10,8 @@ same way. A push without a position is sent at most once.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import numpy as np

@@ -17,7 +17,8 @@ Fetches stay exact float32; only the replica's update is compressed (``compressi
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,7 +17,8 @@ bit (see tests/server/test_layout.py).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.server.app import ParameterServer
-from sparkdownpour.transport.http_server import HttpServer, tls_context
 from sparkdownpour.server.shards import ShardedServer, ShardedStore
-from sparkdownpour.server.store_protocol import Store
 from sparkdownpour.server.store import ParameterStore
+from sparkdownpour.server.store_protocol import Store
+from sparkdownpour.transport.http_server import HttpServer, tls_context
 
 __all__ = ["Master", "serve_master"]
 

@@ -19,7 +19,8 @@ sharded server (``shard_store_kwargs``); the others get no ``state``.
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -3,7 +3,8 @@ so checkpoints hold it without pickling anything."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -18,8 +18,9 @@ is named with its URL, not merged into a wrong model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class ShardedClient:
             self._pool.shutdown()
             self._pool = None
 
-    def __enter__(self) -> "ShardedClient":
+    def __enter__(self) -> ShardedClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,8 +13,9 @@ methods as one ``ParameterStore``; replicas talk to the shards through ``Sharded
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class ShardedStore:
         self.rule = rule
 
     @classmethod
-    def over(cls, layout: ShardLayout, stores: Sequence[Store], rule: Any) -> "ShardedStore":
+    def over(cls, layout: ShardLayout, stores: Sequence[Store], rule: Any) -> ShardedStore:
         """The same driver-side view over stores built elsewhere (e.g. in child processes:
         ``store_process.StoreProcess``), one per range of ``layout``."""
         if len(stores) != len(layout.bounds):
@@ -214,7 +215,7 @@ class ShardedServer:
     def url(self) -> str:
         return self.servers[0].url
 
-    def __enter__(self) -> "ShardedServer":
+    def __enter__(self) -> ShardedServer:
         self._stack = serve_all(self.servers)
         logger.info("%d parameter shards listening on %s", len(self.servers), self.urls)
         return self

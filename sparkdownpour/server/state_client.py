@@ -8,7 +8,7 @@ replaces the partition's previous one), so both are retried on connection errors
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

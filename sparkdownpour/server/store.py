@@ -5,7 +5,8 @@ layer stays a thin translation of requests into ``fetch`` / ``push`` calls.
 
 The update rule is duck-typed (``init(params) -> state`` and
 ``update(grads, state, params) -> (new_params, new_state)``) so the server does not depend on
-``sparkdownpour.optimizers`` (only on its pure ``sparse.apply_update`` for row-sparse pushes). A rule with ``delay_aware = True`` (the staleness rules) is also
+``sparkdownpour.optimizers`` (only on its pure ``sparse.apply_update`` for row-sparse pushes). A
+rule with ``delay_aware = True`` (the staleness rules) is also
 given the push's staleness and the replica's *backup*: what ``rule.backup(state, params)``
 returned when that replica last read the parameters (DC-ASGD's w_bak, AdaRevision's gradient
 sum at the read). Backups are kept here, per replica id, only for such rules.
@@ -17,7 +18,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,8 +27,8 @@ from sparkdownpour.optimizers.sparse import RowSparse, apply_update, densify
 from sparkdownpour.server.ledger import Position, ProgressLedger
 from sparkdownpour.server.model_state import ModelState
 from sparkdownpour.server.store_state import CheckpointState, this_epoch_status
-from sparkdownpour.transport.frames import encode_frame
 from sparkdownpour.server.sync import SyncRounds, SyncTag
+from sparkdownpour.transport.frames import encode_frame
 
 __all__ = ["ParameterStore", "PushResult"]
 

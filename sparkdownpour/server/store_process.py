@@ -22,16 +22,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.model_state import shard_store_kwargs
-from sparkdownpour.transport.child_process import ServerProcess
 from sparkdownpour.server.shards import ShardedStore, serve_all
+from sparkdownpour.transport.child_process import ServerProcess
 
 __all__ = ["ProcessShardedServer", "ShardDeath", "StoreProcess"]
 
@@ -57,7 +58,7 @@ def _store_in_child(arrays: list, rule: Any, store_kwargs: dict, label: dict):
 class _Ledger:
     """The part of a store's ledger the driver reads (the open epoch, on resume)."""
 
-    def __init__(self, process: "StoreProcess") -> None:
+    def __init__(self, process: StoreProcess) -> None:
         self._process = process
 
     @property
@@ -224,7 +225,7 @@ class ProcessShardedServer:
                         logger.exception("the on_death callback for %s failed", deaths[0].name)
                 return
 
-    def __enter__(self) -> "ProcessShardedServer":
+    def __enter__(self) -> ProcessShardedServer:
         self._stack = serve_all(self.processes)
         self._stop_watching.clear()
         self._watchdog = threading.Thread(target=self._watch, name="sparkdownpour-shard-watchdog",

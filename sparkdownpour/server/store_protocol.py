@@ -9,7 +9,8 @@ members. What replicas do (push, fetch a frame) goes over HTTP to the shard's ow
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

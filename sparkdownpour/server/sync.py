@@ -15,7 +15,8 @@ Not thread-safe: ``ParameterStore`` calls it with its lock held.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -33,8 +33,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Collection
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Collection
+from typing import Any
 
 import cloudpickle
 
@@ -275,7 +276,7 @@ class ServerProcess:
         self.process, self._conn, self._sender = start_child(payload, self.name)
         self.args = ()  # the child gets its copy (e.g. a shard's initial arrays)
 
-    def wait_ready(self) -> "ServerProcess":
+    def wait_ready(self) -> ServerProcess:
         """Wait for the launched child's port; on any failure stop it and raise."""
         parent = self._conn
         try:
@@ -300,7 +301,7 @@ class ServerProcess:
         self.port = detail
         return self
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self.launch()
         return self.wait_ready()
 

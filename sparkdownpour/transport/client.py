@@ -48,10 +48,8 @@ def _socket_is_dead(sock: socket.socket | None) -> bool:
         return False
     try:
         readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
         # Readable with no request outstanding means EOF, a reset, or garbage: all unusable.
-        return True
+        return bool(readable)
     except (OSError, ValueError):
         return True
 

@@ -67,7 +67,7 @@ def guarded_app(name: str, *, token: str, max_request_bytes: int) -> Flask:
         raise ValueError(f"max_request_bytes must be a positive integer, got {max_request_bytes!r}")
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
-    expected = f"Bearer {token}".encode("utf-8")
+    expected = f"Bearer {token}".encode()
 
     @app.before_request
     def _authenticate() -> Response | None:

@@ -22,7 +22,8 @@ little-endian uint32 flat indices followed by k values. They are decoded to dens
 before anyone sees them. ``"rows": k`` marks a row-sparse array (``optimizers.sparse.RowSparse``,
 a first layer's gradient under sparse inputs): k distinct ascending uint32 row indices, then
 those k rows as float32; ``decode_frame(keep_rows=True)`` hands it over as a ``RowSparse``
-(the server applies it to those rows only), otherwise it is densified like the others. The header is padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
+(the server applies it to those rows only), otherwise it is densified like the others. The header is
+padded with spaces (valid JSON whitespace) so the payload starts on an 8-byte
 boundary, which keeps the arrays that ``np.frombuffer`` returns aligned.
 
 Nothing here ever unpickles: a frame from the network is parsed as JSON plus raw floats, and
@@ -35,7 +36,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import xxhash

@@ -12,7 +12,8 @@ import secrets
 import socket
 import ssl
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -125,7 +126,7 @@ class HttpServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         """Bind and serve in a daemon thread; a no-op if already running. Returns self."""
         with self._lock:
             if self._server is not None:
@@ -181,7 +182,7 @@ class HttpServer:
                 logger.info("server on port %s stopped", self._port)
                 self._port = None
 
-    def __enter__(self) -> "HttpServer":
+    def __enter__(self) -> HttpServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

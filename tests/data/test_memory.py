@@ -3,7 +3,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from sparkdownpour import Sandblaster
+from sparkdownpour import Sandblaster, data
 from sparkdownpour.data.memory import (
     CacheTooLargeError,
     MemoryBudget,
@@ -11,7 +11,6 @@ from sparkdownpour.data.memory import (
     memory_budget,
     parse_bytes,
 )
-from sparkdownpour import data
 
 
 def test_parse_bytes_reads_jvm_memory_strings():

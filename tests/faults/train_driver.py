@@ -24,8 +24,8 @@ def main(options):
 
     from sparkdownpour import Downpour
     from sparkdownpour.callbacks import LambdaCallback
-    from sparkdownpour.testing import FailFirstAttempt
     from sparkdownpour.examples import arrays_to_frame, build_digits_mlp, digits_arrays
+    from sparkdownpour.testing import FailFirstAttempt
 
     builder = (SparkSession.builder.master(options["master"]).appName("sparkdownpour-faults")
                .config("spark.driver.host", "127.0.0.1")

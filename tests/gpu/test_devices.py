@@ -5,6 +5,7 @@ import pytest
 
 from sparkdownpour import Downpour, DownpourConfig, SandblasterConfig, optimizers
 from sparkdownpour.examples import build_digits_mlp, build_mlp
+from sparkdownpour.keras_model import ModelSpec, trainable_arrays
 from sparkdownpour.replica.devices import (
     NO_GPU,
     DeviceOptions,
@@ -12,7 +13,6 @@ from sparkdownpour.replica.devices import (
     cuda_visible_value,
     place,
 )
-from sparkdownpour.keras_model import ModelSpec, trainable_arrays
 from sparkdownpour.replica.gradient import GradientFunction
 from sparkdownpour.replica.precision import LossScale, build_model
 from sparkdownpour.server import ParameterServer, ParameterStore

@@ -17,7 +17,8 @@ from tests.ml.test_pipeline import digits_pipeline
 
 def test_an_unfitted_pipeline_saves_loads_and_trains_like_the_original(digit_columns, tmp_path):
     train, test = digit_columns
-    pipeline = digits_pipeline(epochs=4, learningRate=0.05, options={"warmstart_steps": 0, "max_staleness": 8})
+    pipeline = digits_pipeline(epochs=4, learningRate=0.05,
+                               options={"warmstart_steps": 0, "max_staleness": 8})
     pipeline.write().overwrite().save(str(tmp_path / "unfitted"))
     loaded = Pipeline.load(str(tmp_path / "unfitted"))
     original, again = pipeline.getStages()[-1], loaded.getStages()[-1]

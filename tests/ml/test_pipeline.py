@@ -8,7 +8,6 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
 from sparkdownpour.examples import build_digits_mlp
 from sparkdownpour.ml import DownpourEstimator, DownpourModel
-
 from tests.ml.conftest import PIXELS
 
 

@@ -10,8 +10,7 @@ D = 1 << 18
 
 
 def test_sparse_vectors_are_scored_as_the_dense_model_would(spark):
-    from pyspark.ml.linalg import Vectors
-    from pyspark.ml.linalg import VectorUDT
+    from pyspark.ml.linalg import Vectors, VectorUDT
     from pyspark.sql import types as T
 
     keras.utils.set_random_seed(0)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from sparkdownpour import optimizers
+from sparkdownpour.observe.dashboard import CSP
 from sparkdownpour.server import ParameterStore
 from sparkdownpour.server.app import create_app
 from sparkdownpour.transport.flask_app import BROWSER_AUTH
-from sparkdownpour.observe.dashboard import CSP
 from sparkdownpour.transport.frames import encode_frame
 
 TOKEN = "s3cret-token"

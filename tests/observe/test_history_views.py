@@ -29,11 +29,13 @@ def test_to_pandas_has_a_row_per_epoch_and_every_column():
 def test_plot_writes_a_png_with_one_panel_per_key(tmp_path):
     history = downpour_history()
     path = history.plot(tmp_path / "curves" / "train.png")
-    data = open(path, "rb").read()
+    with open(path, "rb") as handle:
+        data = handle.read()
     assert data.startswith(PNG) and len(data) > 2000
     wide = history.plot(tmp_path / "more.png", keys=["loss", "val_accuracy", "updates"])
     # A panel per key: three panels make a wider image than two (PNG width at bytes 16..20).
-    width = int.from_bytes(open(wide, "rb").read()[16:20], "big")
+    with open(wide, "rb") as handle:
+        width = int.from_bytes(handle.read()[16:20], "big")
     assert width > int.from_bytes(data[16:20], "big")
 
 

@@ -102,6 +102,7 @@ def test_per_shard_and_device_families_from_a_status_that_has_them():
               "staleness": shard["staleness"], "devices": {"p0-a0": "GPU:0"},
               "shards": [shard, dict(shard, updates_applied=2)]}
     from prometheus_client import CollectorRegistry, generate_latest
+
     from sparkdownpour.observe.metrics import _Families
 
     registry = CollectorRegistry()

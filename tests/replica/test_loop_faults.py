@@ -9,8 +9,8 @@ import pytest
 from sparkdownpour import ParameterServerError, optimizers
 from sparkdownpour.keras_model import trainable_arrays
 from sparkdownpour.replica.loop import clip_by_global_norm, run_partition
-from sparkdownpour.testing import FailFirstAttempt
 from sparkdownpour.server import ParameterServer, ParameterStore
+from sparkdownpour.testing import FailFirstAttempt
 from tests.replica.test_loop import batches, builder, spec
 
 pytestmark = pytest.mark.timeout(120)

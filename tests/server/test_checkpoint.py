@@ -8,8 +8,8 @@ import pytest
 
 from sparkdownpour import optimizers
 from sparkdownpour.server.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     latest_checkpoint,
     read_checkpoint,
     write_checkpoint,

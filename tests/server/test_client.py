@@ -154,7 +154,7 @@ def test_server_start_stop_twice_on_fresh_ports():
             tokens.append(server.token)
         server.stop()  # idempotent
         with pytest.raises(RuntimeError, match="not running"):
-            server.port
+            _ = server.port
     assert tokens[0] != tokens[1] and len(tokens[0]) >= 32
 
 

@@ -35,7 +35,7 @@ def test_serves_the_initial_values_then_the_mean_of_each_partitions_latest_repor
     status = state.status()
     assert status["combine"] == "mean" and status["partitions_reporting"] == 2
     assert status["reports_received"] == 3 and status["version"] > version
-    assert "mean of the latest report of each of 2 partition(s)" == status["described"]
+    assert status["described"] == "mean of the latest report of each of 2 partition(s)"
 
 
 def test_a_straggler_from_an_earlier_epoch_cannot_overwrite_a_later_report():

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sparkdownpour.transport.frames import (
-    frame_checksum,
     MAX_HEADER_BYTES,
     ProtocolError,
     decode_frame,
     encode_frame,
     encode_frame_parts,
+    frame_checksum,
 )
 
 F32 = np.finfo(np.float32)

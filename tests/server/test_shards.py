@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from sparkdownpour import optimizers
 from sparkdownpour.server import ParameterServer
-from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.checkpoint import read_checkpoint, write_checkpoint
+from sparkdownpour.server.client import PushOutcome
 from sparkdownpour.server.layout import ShardLayout
 from sparkdownpour.server.ledger import Position
 from sparkdownpour.server.sharded_client import ShardedClient, combine_outcomes

@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from sparkdownpour.transport.frames import decode_frame
 from sparkdownpour.server.store import ParameterStore, PushResult
+from sparkdownpour.transport.frames import decode_frame
 from tests.server.conftest import SHAPES, PlainSGD, full, zeros
 
 
@@ -41,7 +41,7 @@ def test_concurrent_pushes_are_never_lost():
 
     def worker(t):
         try:
-            for i in range(pushes):
+            for _ in range(pushes):
                 base, _ = store.fetch()
                 # Integer-valued grads: float32 sums are exact, so the result is exact too.
                 store.push(full(t + 1), replica=f"r{t}", base_step=base)

@@ -10,12 +10,12 @@ import requests
 
 from sparkdownpour import optimizers
 from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.observe.routes import create_status_app
 from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
 from sparkdownpour.server.checkpoint import read_checkpoint, write_checkpoint
 from sparkdownpour.server.ledger import Position
 from sparkdownpour.server.sharded_client import ShardedClient
 from sparkdownpour.server.shards import ShardedStore
-from sparkdownpour.observe.routes import create_status_app
 from sparkdownpour.server.store_process import ProcessShardedServer
 
 SHAPES = [(40, 10), (10,), (10, 3), (3,)]
