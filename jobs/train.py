@@ -136,6 +136,14 @@ def evaluate(predictions, label_col: str, task: str) -> dict:
             "f1": evaluator.evaluate(predictions, {evaluator.metricName: "f1"})}
 
 
+def feature_count(features) -> int:
+    """Features per row of a prepared row: a dense array's length, or a sparse vector's size
+    (wide Spark ML vectors stay sparse: ``data.sparse``)."""
+    if isinstance(features, dict) or hasattr(features, "asDict"):
+        return int(features["size"])
+    return len(features)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
@@ -164,7 +172,8 @@ def main(argv=None) -> int:
             raise ValueError(f"{path}: the training split is empty")
         classes = int(train.agg({label_col: "max"}).first()[0]) + 1 \
             if model["task"] == "classification" else 1
-        pipeline = build_pipeline(settings, df, features, len(first["features"]), classes)
+        pipeline = build_pipeline(settings, df, features, feature_count(first["features"]),
+                                  classes)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"error: {exc}") from None
     fitted = pipeline.fit(train)

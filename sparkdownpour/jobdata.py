@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 FORMATS = ("parquet", "csv", "libsvm")
 
@@ -62,7 +63,14 @@ def held_out_arrays(frame, features, label_col: str) -> tuple[np.ndarray, np.nda
     from sparkdownpour import data
 
     table = data.prepare(frame, features, label_col).toArrow()
-    x = np.stack(table.column("features").to_numpy(zero_copy_only=False)).astype(np.float32)
+    column = table.column("features")
+    if isinstance(column.type, pa.StructType):  # a wide sparse vector (data.sparse): densified
+        rows = column.to_pylist()             # here, as held-out x for validation_data
+        x = np.zeros((len(rows), rows[0]["size"] if rows else 0), np.float32)
+        for i, row in enumerate(rows):
+            x[i, row["indices"]] = row["values"]
+    else:
+        x = np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
     return x, table.column("label").to_numpy().astype(np.float32)
 
 
