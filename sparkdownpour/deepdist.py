@@ -64,7 +64,24 @@ class _DescentRule:
 
 
 class DeepDist:
-    """Context manager owning the master model server for one model."""
+    """Context manager owning the master model server for one model (DeepDist's API).
+
+    Args:
+        model: any model whose state is numpy arrays: a keras.Model or an object with
+            ``get_weights``/``set_weights``, a dict or list of arrays, or a plain object whose
+            attributes hold them (DeepDist's Word2Vec style; updated in place).
+        host: the address the server binds to and executors are told (None: as Downpour).
+        request_timeout: seconds before an executor gives up on one request.
+        max_request_mb: bigger pushes are refused with HTTP 413.
+
+    Raises:
+        TypeError: ``model`` holds no numpy state.
+
+    Example:
+        >>> with DeepDist(model) as dd:
+        ...     dd.train(df, gradient, descent)   # gradient(model, rows) -> update
+        ...     trained = dd.model                # descent(model, update) -> None, on the driver
+    """
 
     def __init__(self, model, *, host: str | None = None, request_timeout: float = 60.0,
                  max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> None:
@@ -104,9 +121,22 @@ class DeepDist:
         return self._store.status()
 
     def train(self, rdd, gradient: Callable, descent: Callable) -> dict:
-        """One pass over ``rdd`` (an RDD or a DataFrame): every partition pushes
-        ``gradient(model, rows)`` once. The first call checks that the executors reach the
-        server (``host``), and fails at once naming the address if they cannot."""
+        """One pass over the data: every partition pushes ``gradient(model, rows)`` once.
+
+        Args:
+            rdd: a DataFrame (classic or Spark Connect; ``rows`` are ``Row`` objects) or, in a
+                classic session, an RDD.
+            gradient: ``gradient(model, rows) -> update``, run on executors against a copy of
+                the model loaded with the server's current arrays.
+            descent: ``descent(model, update) -> None``, run on the driver for each push.
+
+        Returns:
+            ``{"partitions", "rows", ...}``: what the pass covered.
+
+        Raises:
+            RuntimeError: outside ``with DeepDist(model) as dd``, or when the executors cannot
+                reach the server (checked on the first call, naming the address).
+        """
         if self._server is None:
             raise RuntimeError("DeepDist.train must run inside `with DeepDist(model) as dd:`")
         if not callable(gradient) or not callable(descent):
