@@ -34,6 +34,16 @@ class DataSummary:
     partitions: int | None = None
 
 
+PARTITION_ID = "__sparkdownpour_partition"
+
+
+def with_partition_id(prepared: DataFrame) -> DataFrame:
+    """``prepared`` plus each row's partition id as a column. Spark 4.3's analyzer refuses the
+    non-deterministic ``spark_partition_id()`` inside an aggregate function's arguments
+    (AGGREGATE_FUNCTION_WITH_NONDETERMINISTIC_EXPRESSION); a projected column is fine."""
+    return prepared.withColumn(PARTITION_ID, F.spark_partition_id())
+
+
 def _field(df: DataFrame, name: str, role: str) -> T.StructField:
     if not isinstance(name, str):
         raise TypeError(f"{role} column must be a column name (str), received {name!r}")
@@ -115,14 +125,14 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
         return sparse.validate_sparse(prepared, _describe_features(features_col), label_col)
     feats, label = F.col(FEATURES), F.col(LABEL)
     bad_value = F.exists(feats, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
-    row = prepared.agg(
+    row = with_partition_id(prepared).agg(
         F.count(F.lit(1)).alias("n"),
         F.min(F.size(feats)).alias("dmin"), F.max(F.size(feats)).alias("dmax"),
         F.sum(feats.isNull().cast("long")).alias("null_rows"),
         F.sum(bad_value.cast("long")).alias("bad_rows"),
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
-        F.max(F.spark_partition_id()).alias("last_partition"),
+        F.max(PARTITION_ID).alias("last_partition"),
     ).first()
     what = _describe_features(features_col)
     if row["n"] == 0:

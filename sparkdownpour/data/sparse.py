@@ -227,13 +227,13 @@ def validate_sparse(prepared, what: str, label_col: str):
     or out-of-range data, and vectors of different sizes."""
     from pyspark.sql import functions as F
 
-    from sparkdownpour.data.columns import DataSummary
+    from sparkdownpour.data.columns import PARTITION_ID, DataSummary, with_partition_id
 
     feats, label = F.col(FEATURES), F.col(LABEL)
     values, indices, size = feats.getField("values"), feats.getField("indices"), \
         feats.getField("size")
     bad_value = F.exists(values, lambda v: F.isnan(v) | (F.abs(v) == float("inf")))
-    row = prepared.agg(
+    row = with_partition_id(prepared).agg(
         F.count(F.lit(1)).alias("n"), F.min(size).alias("dmin"), F.max(size).alias("dmax"),
         F.sum(feats.isNull().cast("long")).alias("null_rows"),
         F.sum(bad_value.cast("long")).alias("bad_rows"),
@@ -241,7 +241,7 @@ def validate_sparse(prepared, what: str, label_col: str):
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
         F.sum(F.size(values).cast("long")).alias("nnz"),
-        F.max(F.spark_partition_id()).alias("last_partition"),
+        F.max(PARTITION_ID).alias("last_partition"),
     ).first()
     n = row["n"]
     if n == 0:
