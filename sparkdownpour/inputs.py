@@ -19,7 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["InputSlot", "check_inputs", "flat_model", "model_inputs", "unwrap"]
+__all__ = ["InputSlot", "assign_columns", "check_inputs", "flat_model", "model_inputs", "slots_for",
+           "unwrap"]
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,25 @@ def _input_name(tensor) -> str:
     return name.split(":")[0]
 
 
-def _slots_for(model, features_col: Sequence[str]) -> tuple[InputSlot, ...]:
-    inputs = model_inputs(model)
+def _columns_for(names: Sequence[str], features_col: Sequence[str]) -> list[str]:
+    """The column feeding each input: by name when the columns are exactly the inputs' names,
+    else by position."""
     columns = list(features_col)
-    if len(columns) != len(inputs):
-        raise ValueError(f"the model has {len(inputs)} inputs "
-                         f"{[_input_name(t) for t in inputs]} but features_col names "
-                         f"{len(columns)} columns {columns}; give one column per input")
+    if len(columns) != len(names):
+        raise ValueError(f"the model has {len(names)} inputs {list(names)} but features_col "
+                         f"names {len(columns)} columns {columns}; give one column per input")
+    return list(names) if set(names) == set(columns) else columns
+
+
+def slots_for(model, features_col: Sequence[str]) -> tuple[InputSlot, ...]:
+    """The slots of a model with several inputs fed from ``features_col`` (no Spark job)."""
+    inputs = model_inputs(model)
     names = [_input_name(t) for t in inputs]
-    by_name = set(names) == set(columns)
+    columns = _columns_for(names, features_col)
     slots = []
     for position, tensor in enumerate(inputs):
         name = names[position]
-        column = name if by_name else columns[position]
+        column = columns[position]
         shape = tuple(tensor.shape[1:])
         if any(d is None for d in shape):
             raise ValueError(f"model input {name!r} has shape {tuple(tensor.shape)}; every "
@@ -91,7 +98,7 @@ def check_inputs(model, df, features_col) -> tuple[InputSlot, ...]:
         raise ValueError(f"the model has {len(model_inputs(model))} inputs "
                          f"{[_input_name(t) for t in model_inputs(model)]}; pass features_col "
                          "as a list with one column per input (by input name or position)")
-    slots = _slots_for(model, features_col)
+    slots = slots_for(model, features_col)
     sizes = []
     for slot in slots:
         dtype = _field(df, slot.column, "features").dataType
@@ -119,6 +126,15 @@ def check_inputs(model, df, features_col) -> tuple[InputSlot, ...]:
                                  f"input {slot.input_name!r} takes shape {slot.shape} "
                                  f"({slot.width} values)")
     return slots
+
+
+def assign_columns(slots: Sequence[InputSlot],
+                   features_col: Sequence[str]) -> tuple[InputSlot, ...]:
+    """The same inputs fed from ``features_col``, mapped as ``fit`` maps them (by input name,
+    or by position when the names are not exactly the inputs')."""
+    columns = _columns_for([slot.input_name for slot in slots], features_col)
+    return tuple(InputSlot(slot.input_name, column, slot.shape, slot.dtype)
+                 for slot, column in zip(slots, columns))
 
 
 def flat_model(model, slots: Sequence[InputSlot]):
