@@ -121,10 +121,16 @@ class _KerasEstimator(Estimator, MLReadable, MLWritable):
         config = self._config()
         model, inspected = self._fresh_model()
         task, activation = output_semantics(inspected, config.loss)
+        inputs = len(getattr(inspected, "inputs", None) or [])
+        if inputs > 1 and not self.getFeaturesCols():
+            raise ValueError(f"{type(self).__name__}: the model has {inputs} inputs "
+                             f"{[t.name for t in inspected.inputs]}; set featuresCols to one "
+                             "column per input (by input name or position)")
         result = self._train(model, config, dataset)
         fitted = self._model_class(keras_to_bytes(result.model), result.history)
         fitted._set(task=task, outputActivation=activation,
-                    numFeatures=int(result.history.info["features"]))
+                    numFeatures=int(result.history.info["features"]),
+                    featureInputs=feature_inputs(inspected, self._features_col()))
         return self._copyValues(fitted)
 
     def _train(self, model, config, dataset):
@@ -170,7 +176,7 @@ class DownpourEstimator(_KerasEstimator, DownpourParams):
     def _train(self, model, config, dataset):
         from sparkdownpour.downpour import Downpour
 
-        return Downpour(model, config).fit(dataset, self.getFeaturesCol(), self.getLabelCol(),
+        return Downpour(model, config).fit(dataset, self._features_col(), self.getLabelCol(),
                                            **self._tracking())
 
 
@@ -184,8 +190,19 @@ class SandblasterEstimator(_KerasEstimator, SandblasterParams):
     def _train(self, model, config, dataset):
         from sparkdownpour.sandblaster import Sandblaster
 
-        return Sandblaster(model, config).fit(dataset, self.getFeaturesCol(),
+        return Sandblaster(model, config).fit(dataset, self._features_col(),
                                               self.getLabelCol(), **self._tracking())
+
+
+def feature_inputs(model, features_col) -> list[dict]:
+    """The input mapping a fit of a several-input ``model`` used (``featureInputs``), or ``[]``:
+    the same slots as the trainer's (``inputs.slots_for``), as JSON-able dicts."""
+    from sparkdownpour.inputs import model_inputs, slots_for
+
+    if isinstance(features_col, str) or len(model_inputs(model)) <= 1:
+        return []
+    return [{"input": slot.input_name, "column": slot.column, "shape": list(slot.shape),
+             "dtype": slot.dtype} for slot in slots_for(model, features_col)]
 
 
 def output_semantics(model, loss) -> tuple[str, str]:

@@ -133,12 +133,15 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
                                  f"choose another with setPredictionCol/setProbabilityCol")
         if not outputs:
             return dataset
-        features = self.getFeaturesCol()
+        slots = self._scoring_slots(dataset)
+        features = [slot.column for slot in slots] if slots else self._features_col()
+        features_expression(dataset, features)  # a missing or mistyped column: refused now
         _row_input_for_udt_columns(dataset)
         options = dict(digest=digest_of(self._require_payload()),
                        broadcast=self._payload_source(dataset.sparkSession), task=task,
                        activation=self.getOutputActivation(), num_features=self.getNumFeatures(),
-                       features_col=features, task_cpus=task_cpus(dataset.sparkSession))
+                       features_col=features, task_cpus=task_cpus(dataset.sparkSession),
+                       inputs=slots)
 
         def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
             return predict_batches(batches, **options)
@@ -160,6 +163,33 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
             frame = frame.withColumn(outputs["probability"],
                                      F.when(probability.isNotNull(), array_to_vector(probability)))
         return frame.drop(scratch)
+
+    def _scoring_slots(self, dataset: DataFrame) -> tuple:
+        """A model with several inputs: each input and the column that feeds it, mapped as the
+        fit mapped them (``inputs.assign_columns`` over ``featuresCols``, or the fit's own
+        columns), after refusing, before any job, a column the frame lacks or a number column
+        for an input wider than one value."""
+        from sparkdownpour.data.columns import NUMERIC_TYPES
+        from sparkdownpour.inputs import InputSlot, assign_columns
+
+        saved = self.getFeatureInputs()
+        if not saved:
+            return ()
+        slots = tuple(InputSlot(entry["input"], entry["column"], tuple(entry["shape"]),
+                                entry["dtype"]) for entry in saved)
+        if self.getFeaturesCols():
+            slots = assign_columns(slots, self.getFeaturesCols())
+        for slot in slots:
+            if slot.column not in dataset.columns:
+                raise ValueError(f"column {slot.column!r} for model input {slot.input_name!r} "
+                                 f"not found; the DataFrame has columns {dataset.columns} "
+                                 "(setFeaturesCols names one column per input)")
+            if isinstance(dataset.schema[slot.column].dataType, NUMERIC_TYPES) and \
+                    slot.width != 1:
+                raise ValueError(f"column {slot.column!r} holds one number per row but model "
+                                 f"input {slot.input_name!r} takes shape {slot.shape} "
+                                 f"({slot.width} values)")
+        return slots
 
     def write(self) -> MLWriter:
         history = self.history

@@ -76,11 +76,46 @@ def _options(value: Any) -> dict:
     return dict(value)
 
 
+def _feature_inputs(value: Any) -> list[dict]:
+    """``[{"input", "column", "shape", "dtype"}, ...]`` in model input order (JSON-able)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"featureInputs must be a list of input descriptions, received {value!r}")
+    entries = []
+    for entry in value:
+        if not isinstance(entry, dict) or set(entry) != {"input", "column", "shape", "dtype"}:
+            raise TypeError("featureInputs entries are dicts with keys input, column, shape, "
+                            f"dtype; received {entry!r}")
+        entries.append({"input": str(entry["input"]), "column": str(entry["column"]),
+                        "shape": [int(d) for d in entry["shape"]], "dtype": str(entry["dtype"])})
+    return entries
+
+
 class HasColumns(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol):
     """The columns an estimator reads and its model writes."""
 
+    featuresCols = Param(Params._dummy(), "featuresCols",
+                         "feature columns of a model with several inputs, one per input (mapped "
+                         "by input name, or by position when the names are not the inputs'), or "
+                         "several numeric columns; when not empty it wins over featuresCol",
+                         typeConverter=TypeConverters.toListString)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(featuresCols=[])
+
     def setFeaturesCol(self, value: str):
         return self._set(featuresCol=value)
+
+    def setFeaturesCols(self, value: list[str]):
+        return self._set(featuresCols=value)
+
+    def getFeaturesCols(self) -> list[str]:
+        return self.getOrDefault(self.featuresCols)
+
+    def _features_col(self) -> str | list[str]:
+        """What ``fit`` reads as ``features_col``: ``featuresCols`` when set, else
+        ``featuresCol``."""
+        return list(self.getFeaturesCols()) or self.getFeaturesCol()
 
     def setLabelCol(self, value: str):
         return self._set(labelCol=value)
@@ -200,10 +235,14 @@ class KerasModelParams(HasColumns):
                              typeConverter=TypeConverters.toString)
     numFeatures = Param(Params._dummy(), "numFeatures", "features per row the model takes",
                         typeConverter=_positive_int("numFeatures"))
+    featureInputs = Param(Params._dummy(), "featureInputs",
+                          "a model with several inputs: each input's name, the column the fit "
+                          "fed it from, its shape and dtype, in input order (set by fit; empty "
+                          "for one input)", typeConverter=_feature_inputs)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(task="multiclass", outputActivation="none")
+        self._setDefault(task="multiclass", outputActivation="none", featureInputs=[])
 
     def getTask(self) -> str:
         return self.getOrDefault(self.task)
@@ -213,3 +252,6 @@ class KerasModelParams(HasColumns):
 
     def getNumFeatures(self) -> int:
         return self.getOrDefault(self.numFeatures)
+
+    def getFeatureInputs(self) -> list[dict]:
+        return self.getOrDefault(self.featureInputs)

@@ -57,17 +57,24 @@ def digest_of(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def _cached_model(digest: str, broadcast, task_cpus: int) -> tuple[object, bool]:
-    """``(model, built_now)`` for this digest, built at most once per worker."""
+def _cached_model(digest: str, broadcast, task_cpus: int,
+                  inputs: tuple = ()) -> tuple[object, bool]:
+    """``(model, built_now)`` for this digest, built at most once per worker; a model with
+    several inputs (``inputs``: its ``InputSlot``s) behind one flat input (``inputs.flat_model``)."""
+    key = digest if not inputs else f"{digest}/flat"  # the wrapper does not depend on columns
     with _lock:
-        model = _models.get(digest)
+        model = _models.get(key)
         if model is not None:
-            _models.move_to_end(digest)
+            _models.move_to_end(key)
             return model, False
     configure_threads(task_cpus)
     model = keras_from_bytes(broadcast.value)
+    if inputs:
+        from sparkdownpour.inputs import flat_model
+
+        model = flat_model(model, inputs)
     with _lock:
-        _models[digest] = model
+        _models[key] = model
         while len(_models) > _CACHE_SIZE:
             _models.popitem(last=False)
     return model, True
@@ -126,10 +133,14 @@ def _struct(prediction: np.ndarray, probability: np.ndarray | None, valid: np.nd
 
 
 def predict_batches(batches: Iterator[pa.Array], *, digest: str, broadcast, task: str,
-                    activation: str, num_features: int, features_col: str,
-                    task_cpus: int = 1) -> Iterator[pa.Array]:
-    """The body of the scalar-iterator Arrow UDF: one struct array per batch of features."""
-    model, built_now = _cached_model(digest, broadcast, task_cpus)
+                    activation: str, num_features: int, features_col,
+                    task_cpus: int = 1, inputs: tuple = ()) -> Iterator[pa.Array]:
+    """The body of the scalar-iterator Arrow UDF: one struct array per batch of features.
+
+    A model with several inputs gets its columns concatenated in input order (``features_col``
+    lists them) and ``inputs``, their ``InputSlot``s, to cut them apart again, as in training.
+    """
+    model, built_now = _cached_model(digest, broadcast, task_cpus, tuple(inputs))
     for column in batches:
         if pa.types.is_struct(column.type):  # a sparse vector column, as it is (data.sparse)
             x, valid = csr_from_vectors(column, num_features, features_col)
