@@ -2,8 +2,9 @@
 
 Each fault runs the digits MLP in its own driver process (``train_driver.py``) and checks, on
 every shard, that the updates applied equal the mini-batches pushed: none lost, none doubled.
-The one-shard versions of these tests are in ``test_task_retry.py`` and
-``test_driver_and_executor_loss.py``; a shard child dying is ``test_shard_death.py``.
+The one-shard versions of these tests are in ``test_task_retry.py`` (which also runs the
+sharded task retries, in the same driver) and ``test_driver_and_executor_loss.py``; a shard
+child dying is ``test_shard_death.py``.
 """
 
 import json
@@ -16,12 +17,11 @@ import time
 import pytest
 
 from sparkdownpour.server.checkpoint import latest_checkpoint
-from tests.faults.test_task_retry import DRIVER, ROOT, run_driver
+from tests.faults.test_task_retry import DRIVER, ROOT, SHARDED_MODES, run_driver
 
 SHARDS = 4
 BATCHES = 48  # mini-batches an epoch: 1437 digits in 4 partitions of 32-row batches
-MODES = {"threads": {"num_shards": SHARDS},
-         "processes": {"num_shards": SHARDS, "shard_processes": True}}
+MODES = SHARDED_MODES
 
 
 def _alive(pid: int) -> bool:
@@ -38,29 +38,18 @@ def _exactly_once(run, epochs):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", list(MODES))
-def test_a_task_failing_halfway_is_retried_on_every_shard_exactly_once(mode):
-    # local[2,4]: up to 4 attempts per task. In epoch 2 every task's first attempt raises
-    # after 5 of its 12 mini-batches (4 pushed to every shard); its retry skips those 4.
-    (run,) = run_driver({"master": "local[2,4]", "runs": [
-        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]},
-         "fail": {"after_steps": 5, "epoch": 2}}]}, timeout=560)
-    _exactly_once(run, 3)
-    assert run["skipped"] == 4 * 4
-    assert run["accuracy"] >= 0.85, run
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", list(MODES))
-def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard(mode):
-    (run,) = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
-        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}]},
-        timeout=560)
-    assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
-    _exactly_once(run, 3)
-    assert run["accuracy"] >= 0.85, run
+@pytest.mark.timeout(900)
+def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
+    # One driver on local-cluster runs both modes in turn (the cluster starts once); in each,
+    # a replica's Python worker is SIGKILLed after 60 updates.
+    runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
+        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}
+        for mode in MODES]}, timeout=880)
+    assert [run["name"] for run in runs] == list(MODES)
+    for run in runs:
+        assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
+        _exactly_once(run, 3)
+        assert run["accuracy"] >= 0.85, run
 
 
 @pytest.mark.slow

@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "faults" / "train_driver.py"
+# The sharded servers every fault test also runs under (issue 16): 4 shards, as driver threads
+# and as child processes.
+SHARDED_MODES = {"threads": {"num_shards": 4},
+                 "processes": {"num_shards": 4, "shard_processes": True}}
 
 
 def run_driver(options, timeout=400):
@@ -22,20 +26,30 @@ def run_driver(options, timeout=400):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(500)
+@pytest.mark.timeout(900)
 def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     # local[2,4]: two cores, up to 4 attempts per task. In epoch 2 every task's first attempt
     # raises after 5 of its 12 mini-batches (4 applied, the 5th computed but not pushed).
     # (One epoch only: a failed attempt's Python worker is replaced, and a new one spends
-    # seconds importing TensorFlow.)
-    clean, faulty = run_driver({"master": "local[2,4]", "runs": [
+    # seconds importing TensorFlow.) One driver runs every case, so Spark and the workers
+    # start once: one shard (against a clean run), then 4 threaded shards and 4 shard
+    # processes (see test_sharded_faults.py).
+    fail = {"after_steps": 5, "epoch": 2}
+    clean, faulty, *sharded = run_driver({"master": "local[2,4]", "runs": [
         {"name": "clean", "knobs": {"epochs": 5}},
-        {"name": "faulty", "knobs": {"epochs": 5},
-         "fail": {"after_steps": 5, "epoch": 2}},
-    ]})
+        {"name": "faulty", "knobs": {"epochs": 5}, "fail": fail},
+        *({"name": mode, "knobs": {"epochs": 3, **knobs}, "fail": fail}
+          for mode, knobs in SHARDED_MODES.items()),
+    ]}, timeout=880)
     assert clean["updates"] == clean["expected_updates"] == 5 * 48
     # Exactly once: the same number of applied updates as mini-batches; each of the 4 retries
     # skipped the 4 mini-batches its failed attempt had applied.
     assert faulty["updates"] == faulty["expected_updates"] == 5 * 48
     assert faulty["skipped"] == 4 * 4
     assert faulty["accuracy"] >= 0.93 and abs(faulty["accuracy"] - clean["accuracy"]) <= 0.03
+    # Sharded: on every shard, updates applied equal mini-batches pushed (4 pushed to every
+    # shard before each failure, skipped by the retry).
+    for run in sharded:
+        assert run["expected_updates"] == 3 * 48
+        assert run["shard_updates"] == [3 * 48] * 4, run
+        assert run["skipped"] == 4 * 4 and run["accuracy"] >= 0.85, run
