@@ -4,14 +4,14 @@ Driver side. The data set is validated, split into many more portions than cores
 executors take more of them: DistBelief's load balancing) and cached once as numpy blocks. The
 coordinator (``lbfgs.coordinator``) runs L-BFGS with every vector, the history included, on the
 parameter shards; each objective evaluation is one Spark stage whose tasks fetch the evaluation
-point from the shards and return partial sums through ``treeReduce``. Evaluations are pure
-functions of the data and the point, so Spark's speculative backup tasks
-(``spark.speculation=true``) and task retries are safe: one result per partition is counted.
+point from the shards and return one partial sum per portion (``lbfgs.stage``: DataFrame APIs
+only, so a Spark Connect session works as a classic one does). Evaluations are pure functions of
+the data and the point, so Spark's speculative backup tasks (``spark.speculation=true``) and
+task retries are safe: one result per portion is counted, and checked.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
@@ -28,7 +28,7 @@ from sparkdownpour.lbfgs import checkpoints
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
-from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
+from sparkdownpour.lbfgs.stage import StageSpec, evaluate as evaluate_stage
 from sparkdownpour.lbfgs.statistics import fixed_state
 from sparkdownpour.keras_model import (
     assign_trainable,
@@ -40,7 +40,7 @@ from sparkdownpour.driver_model import (
     raise_if_no_gpu,
 )
 from sparkdownpour.reachability import check_bindable, check_reachable
-from sparkdownpour.session import default_parallelism, driver_address, is_connect, task_cpus
+from sparkdownpour.session import default_parallelism, driver_address, task_cpus
 from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
@@ -100,16 +100,13 @@ class Sandblaster(Trainer):
                          mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
 
     def _cache(self, prepared, run: Run):
-        run.options["session"] = prepared.sparkSession  # blocks.context is no session
-        if is_connect(prepared.sparkSession):  # lbfgs.blocks/stage still use the RDD API
-            raise RuntimeError("Sandblaster does not run in a Spark Connect session yet (its "
-                               "cached numpy blocks are an RDD); use a classic SparkSession, "
-                               "or Downpour (docs/connect.md)")
+        run.options["session"] = prepared.sparkSession
         portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
+        run.options["portions"] = portions  # the blocks' partitions (a DataFrame of blocks)
         return numpy_blocks(prepared, portions)
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
-        portions = blocks.getNumPartitions()
+        portions = run.options["portions"]
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        f"cache and check {portions} portions"),
                        run_id=run.run_id):
@@ -177,7 +174,8 @@ class Sandblaster(Trainer):
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg))
             base = replace(base, state=fixed_state(  # BatchNorm: lbfgs.statistics
-                model, blocks, base, shards.space, x0, history.info,
+                model, blocks, history.info["partitions"], base, shards.space, x0,
+                history.info,
                 lambda what: job_group(spark, describe("sandblaster", history.info["run_id"],
                                                        what), run_id=history.info["run_id"])))
             counter = itertools.count(1)
@@ -192,10 +190,8 @@ class Sandblaster(Trainer):
                                                f"({history.info['partitions']} portions)"),
                                run_id=history.info["run_id"]):
                     try:
-                        loss_sum, grad_sum, rows, devices = (
-                            blocks.mapPartitions(functools.partial(evaluate_partition,
-                                                                   spec=stage))
-                            .treeReduce(combine, depth=depth))
+                        loss_sum, grad_sum, rows, devices = evaluate_stage(
+                            blocks, stage, history.info["partitions"], depth)
                     except Exception as e:
                         raise_if_no_gpu(e, f"evaluation {number}")
                         raise
@@ -237,8 +233,9 @@ def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:
 def _aggregation_depth(cfg: SandblasterConfig, portions: int, size: int) -> int:
     """The configured depth, else 1 while the driver can take every portion's gradient at once.
 
-    A deeper tree adds a shuffle stage, which costs PySpark about 0.5 s per evaluation; it pays
-    only when many portions would each send the driver a large gradient.
+    A deeper one adds up the portions' results in groups on the executors first (``lbfgs.stage``),
+    a shuffle stage that costs PySpark about 0.5 s per evaluation; it pays only when many
+    portions would each send the driver a large gradient.
     """
     if cfg.aggregation_depth is not None:
         return cfg.aggregation_depth

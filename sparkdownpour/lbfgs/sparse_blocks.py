@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from sparkdownpour.data.sparse import CSR
 
-__all__ = ["SPARSE_BLOCK_DDL", "sparse_block_with_stats", "to_sparse_blocks"]
+__all__ = ["SPARSE_BLOCK_DDL", "sparse_block", "to_sparse_blocks"]
 
 SPARSE_BLOCK_DDL = ("indptr binary, indices binary, values binary, y binary, rows int, "
                     "cols int, min_cols int, max_cols int, bad_rows long, bad_labels long, "
@@ -67,12 +67,9 @@ def to_sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         }], schema=SPARSE_BLOCK_SCHEMA)
 
 
-def sparse_block_with_stats(row):
-    """``(CSR x, y, BlockStats)`` from a block row (``x`` is None for a ragged block)."""
-    from sparkdownpour.lbfgs.blocks import BlockStats
-
-    x = CSR(np.frombuffer(row.indptr, "<i8"), np.frombuffer(row.indices, "<i4"),
-            np.frombuffer(row.values, "<f4"), row.cols) if row.cols else None
-    stats = BlockStats(row.rows, row.min_cols, row.max_cols, row.bad_rows, row.bad_labels,
-                       row.label_min, row.label_max, row.non_integer_labels)
-    return x, np.frombuffer(row.y, dtype=np.float32), stats
+def sparse_block(row: dict):
+    """``(CSR x, y)`` of a block row (``SPARSE_BLOCK_SCHEMA``'s fields by name; the binary ones
+    as buffers); ``x`` is None for a ragged block."""
+    x = CSR(np.frombuffer(row["indptr"], "<i8"), np.frombuffer(row["indices"], "<i4"),
+            np.frombuffer(row["values"], "<f4"), row["cols"]) if row["cols"] else None
+    return x, np.frombuffer(row["y"], dtype=np.float32)
