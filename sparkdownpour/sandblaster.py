@@ -103,7 +103,10 @@ class Sandblaster(Trainer):
         run.options["session"] = prepared.sparkSession
         portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
         run.options["portions"] = portions  # the blocks' partitions (a DataFrame of blocks)
-        return numpy_blocks(prepared, portions)
+        with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
+                                                       "count the data's partitions"),
+                       run_id=run.run_id):
+            return numpy_blocks(prepared, portions)  # lazy, but for one small job
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
         portions = run.options["portions"]
