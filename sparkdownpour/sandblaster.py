@@ -15,33 +15,34 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 
 from sparkdownpour import data
 from sparkdownpour.callbacks import Callback
 from sparkdownpour.config import SandblasterConfig
-from sparkdownpour.history import TrainingResult
-from sparkdownpour.lbfgs import checkpoints
-from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
-from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
-from sparkdownpour.lbfgs.stage import StageSpec, evaluate as evaluate_stage
-from sparkdownpour.lbfgs.statistics import fixed_state
-from sparkdownpour.keras_model import (
-    assign_trainable,
-    trainable_arrays,
-)
 from sparkdownpour.driver_model import (
     device_options,
     driver_cpu,
     raise_if_no_gpu,
 )
+from sparkdownpour.history import TrainingResult
+from sparkdownpour.keras_model import (
+    assign_trainable,
+    trainable_arrays,
+)
+from sparkdownpour.lbfgs import checkpoints
+from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
+from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import StageSpec
+from sparkdownpour.lbfgs.stage import evaluate as evaluate_stage
+from sparkdownpour.lbfgs.statistics import fixed_state
+from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.session import default_parallelism, driver_address, task_cpus
-from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 
@@ -260,7 +261,7 @@ class _IterationProgress:
 
             self._bar = tqdm(total=total, unit="it", desc="sandblaster", dynamic_ncols=True)
 
-    def __enter__(self) -> "_IterationProgress":
+    def __enter__(self) -> _IterationProgress:
         return self
 
     def update(self, record: dict) -> None:

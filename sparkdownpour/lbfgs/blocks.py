@@ -12,8 +12,8 @@ that count is non-zero does the trainer run ``data.validate`` to name the column
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -9,7 +9,7 @@ statistics the dense blocks report. A cached block therefore costs 8 bytes per n
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -14,12 +14,12 @@ vector is ever shipped in a closure (SPARK-18471): an empty partition sends no g
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from sparkdownpour.replica.devices import DeviceOptions, place
+from sparkdownpour.data.sparse import CSR
 from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     CATEGORICAL_LOSSES,
@@ -28,10 +28,9 @@ from sparkdownpour.keras_model import (
     loss_name,
     output_units,
 )
-from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
-from sparkdownpour.data.sparse import CSR
+from sparkdownpour.replica.devices import DeviceOptions, place
 from sparkdownpour.replica.sparse_gradient import SparseInput, dense_chunk_rows
-
+from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def _per_example_loss(model, loss):
     return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
 
 
-_EVALUATORS: "OrderedDict[tuple[str, str], _Evaluator]" = OrderedDict()
+_EVALUATORS: OrderedDict[tuple[str, str], _Evaluator] = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 

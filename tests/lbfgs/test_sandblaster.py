@@ -13,10 +13,10 @@ from sparkdownpour.examples import (
     digits_arrays,
     logistic_objective,
 )
-from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.blocks import numpy_blocks
-from sparkdownpour.lbfgs.stage import StageSpec, evaluate
 from sparkdownpour.keras_model import spec_for
+from sparkdownpour.lbfgs.blocks import numpy_blocks
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import StageSpec, evaluate
 
 L2 = 1e-2
 
