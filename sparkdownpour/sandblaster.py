@@ -121,7 +121,8 @@ class Sandblaster(Trainer):
             raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
                              "data.validate; please report this")
         summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min, stats.label_max)
-        return Validated(summary, info={"partitions": portions, "shards": self.config.num_shards,
+        return Validated(summary, info={"partitions": stats.portions,
+                                        "shards": self.config.num_shards,
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
 

@@ -21,18 +21,19 @@ import pyarrow.compute as pc
 
 BLOCK_DDL = ("x binary, y binary, rows int, cols int, min_cols int, max_cols int, "
              "bad_rows long, bad_labels long, label_min double, label_max double, "
-             "non_integer_labels long")
+             "non_integer_labels long, portion int")
 BLOCK_SCHEMA = pa.schema([
     ("x", pa.binary()), ("y", pa.binary()), ("rows", pa.int32()), ("cols", pa.int32()),
     ("min_cols", pa.int32()), ("max_cols", pa.int32()), ("bad_rows", pa.int64()),
     ("bad_labels", pa.int64()), ("label_min", pa.float64()), ("label_max", pa.float64()),
-    ("non_integer_labels", pa.int64()),
+    ("non_integer_labels", pa.int64()), ("portion", pa.int32()),
 ])
 
 
 @dataclass(frozen=True)
 class BlockStats:
-    """What the caching pass saw, summed over every block."""
+    """What the caching pass saw, summed over every block; ``portions``: the partitions of
+    the cached blocks, each of which has at least one row (``portion_rows``)."""
 
     rows: int
     min_cols: int
@@ -42,6 +43,7 @@ class BlockStats:
     label_min: float
     label_max: float
     non_integer_labels: int
+    portions: int = 0
 
     @property
     def clean(self) -> bool:
@@ -68,9 +70,31 @@ def _batch_stats(features: pa.ListArray, flat: pa.Array, values: np.ndarray,
             "non_integer_labels": int(np.count_nonzero(finite != np.floor(finite)))}
 
 
+def portion_rows(blocks: Iterator[dict], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Each block (a dict of ``schema``'s fields) as a one-row batch whose ``portion`` is the
+    task's partition id. A portion without data yields one placeholder instead (``rows`` 0,
+    no bytes, null statistics, which SQL's min and max skip), so that the cached blocks name
+    every partition, the empty ones included, and evaluations can account for each."""
+    from pyspark import TaskContext
+
+    portion = TaskContext.get().partitionId()
+    empty = True
+    for block in blocks:
+        empty = False
+        yield pa.RecordBatch.from_pylist([{**block, "portion": portion}], schema=schema)
+    if empty:
+        yield pa.RecordBatch.from_pylist([{"rows": 0, "cols": 0, "bad_rows": 0, "bad_labels": 0,
+                                           "non_integer_labels": 0, "portion": portion}],
+                                         schema=schema)
+
+
 def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` function: each ``features, label`` batch becomes one row of raw bytes
-    and the batch's statistics."""
+    and the batch's statistics (``portion_rows``)."""
+    return portion_rows(_dense_blocks(batches), BLOCK_SCHEMA)
+
+
+def _dense_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -80,9 +104,8 @@ def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stats = _batch_stats(features, flat, values, labels)
         y = labels.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         cols = stats["max_cols"] if stats["min_cols"] == stats["max_cols"] else 0
-        yield pa.RecordBatch.from_pylist([{
-            "x": values.tobytes() if cols else b"", "y": y.tobytes(), "rows": batch.num_rows,
-            "cols": cols, **stats}], schema=BLOCK_SCHEMA)
+        yield {"x": values.tobytes() if cols else b"", "y": y.tobytes(),
+               "rows": batch.num_rows, "cols": cols, **stats}
 
 
 def dense_block(row: dict) -> tuple[np.ndarray | None, np.ndarray]:
@@ -95,7 +118,8 @@ def dense_block(row: dict) -> tuple[np.ndarray | None, np.ndarray]:
 
 def read_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple]:
     """``(x, y)`` for every block row of a ``mapInArrow`` input of dense or sparse blocks
-    (``lbfgs.sparse_blocks``: ``x`` is then a ``CSR``), as views of the Arrow buffers."""
+    (``lbfgs.sparse_blocks``: ``x`` is then a ``CSR``), as views of the Arrow buffers; an
+    empty portion's placeholder is skipped."""
     from sparkdownpour.lbfgs.sparse_blocks import sparse_block
 
     for batch in batches:
@@ -103,7 +127,10 @@ def read_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple]:
         decode = sparse_block if "indptr" in names else dense_block
         columns = [batch.column(i) for i in range(batch.num_columns)]
         binary = [pa.types.is_binary(c.type) for c in columns]
+        rows = batch.column(names.index("rows"))
         for i in range(batch.num_rows):
+            if not rows[i].as_py():
+                continue
             yield decode({name: column[i].as_buffer() if is_binary else column[i].as_py()
                           for name, column, is_binary in zip(names, columns, binary)})
 
@@ -112,7 +139,8 @@ def numpy_blocks(prepared, portions: int):
     """The prepared ``features, label`` frame as a DataFrame of blocks in ``portions``
     partitions: one row per Arrow batch, its arrays as raw bytes plus its statistics
     (``BLOCK_DDL``, or ``SPARSE_BLOCK_DDL`` for sparse features). Not yet cached; no shuffle
-    when the frame already has ``portions`` partitions (one small job tells)."""
+    when the frame already has ``portions`` partitions (one small job tells). Every partition
+    has at least one row (``portion_rows``), so ``cache_and_check`` counts them exactly."""
     from sparkdownpour.data.sparse import is_sparse_frame
     from sparkdownpour.lbfgs.sparse_blocks import SPARSE_BLOCK_DDL, to_sparse_blocks
     from sparkdownpour.session import num_partitions
@@ -126,7 +154,8 @@ def numpy_blocks(prepared, portions: int):
 
 def cache_and_check(blocks) -> BlockStats | None:
     """Cache ``blocks`` (a DataFrame from ``numpy_blocks``) and return the merged statistics
-    (None: no rows): one aggregation, whose Spark job also fills the cache."""
+    and the number of portions (None: no rows): one aggregation, whose Spark job also fills
+    the cache."""
     from pyspark.sql import functions as F
 
     blocks.persist()
@@ -135,9 +164,15 @@ def cache_and_check(blocks) -> BlockStats | None:
         F.min("min_cols").alias("min_cols"), F.max("max_cols").alias("max_cols"),
         F.sum("bad_rows").alias("bad_rows"), F.sum("bad_labels").alias("bad_labels"),
         F.min("label_min").alias("label_min"), F.max("label_max").alias("label_max"),
-        F.sum("non_integer_labels").alias("non_integer_labels")).first()
-    if not row["blocks"]:
+        F.sum("non_integer_labels").alias("non_integer_labels"),
+        F.max("portion").alias("last"), F.count_distinct("portion").alias("portions")).first()
+    if not row["rows"]:
         return None
+    if row["portions"] != row["last"] + 1:
+        raise RuntimeError(f"the cached blocks name {row['portions']} portions but the last is "
+                           f"number {row['last']}; every portion should have a row "
+                           "(lbfgs.blocks.portion_rows). Please report this")
     return BlockStats(int(row["rows"]), int(row["min_cols"]), int(row["max_cols"]),
                       int(row["bad_rows"]), int(row["bad_labels"]), float(row["label_min"]),
-                      float(row["label_max"]), int(row["non_integer_labels"]))
+                      float(row["label_max"]), int(row["non_integer_labels"]),
+                      int(row["portions"]))

@@ -130,6 +130,29 @@ def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, 
         blocks.unpersist()
 
 
+def test_empty_portions_are_cached_and_counted(spark, binary):
+    """More portions than rows: the empty ones keep a placeholder row in the cache, so the
+    evaluation's one-result-per-portion check sees every portion and adds nothing for them."""
+    from sparkdownpour.lbfgs.blocks import cache_and_check
+
+    frame, x, y = binary
+    blocks = numpy_blocks(sdp_data.prepare(frame.limit(3), "features", "label"), 6)
+    spec = spec_for(linear_model(12, 1, "sigmoid"), 12, "binary_crossentropy")
+    try:
+        stats = cache_and_check(blocks)
+        assert (stats.rows, stats.portions, stats.min_cols, stats.max_cols) == (3, 6, 12, 12)
+        with ShardGroup(13, 1) as group:
+            group.space.run([], puts={"p": np.zeros(13)})
+            stage = StageSpec(run_id="empty-portions-test", model=spec,
+                              shard_urls=tuple(group.urls), token=group.token,
+                              request_timeout=30.0, point="p")
+            loss_sum, grad_sum, rows, _ = evaluate(blocks, stage, 6)
+            assert rows == 3 and loss_sum == pytest.approx(3 * np.log(2.0))
+            assert grad_sum.shape == (13,)
+    finally:
+        blocks.unpersist()
+
+
 def test_result_does_not_depend_on_the_number_of_portions_or_shards(binary):
     frame, _, _ = binary
     # (3, 2, True): two shards, each in its own process.
