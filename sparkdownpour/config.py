@@ -307,8 +307,10 @@ class SandblasterConfig(Loadable):
     """
     portions_per_core: int = 4        # data portions per core, for load balancing
     """Data portions = this x ``spark.default.parallelism``, unless ``fit(num_portions=)``."""
-    aggregation_depth: int | None = None  # treeReduce depth; None: 1 for small gradients, else 2
-    """``treeReduce`` depth; ``None``: 1 while portions x gradient bytes <= 64 MiB, else 2."""
+    aggregation_depth: int | None = None  # 1: sum on the driver; None: 1 for small gradients
+    """Sum depth: 1 adds the portions' results on the driver, deeper first in groups of about
+    ``portions ** (1 / depth)`` on the executors; ``None``: 1 while portions x gradient bytes
+    <= 64 MiB, else 2."""
     c1: float = 1e-4                  # strong-Wolfe sufficient decrease
     """Strong-Wolfe sufficient-decrease constant."""
     c2: float = 0.9                   # strong-Wolfe curvature

@@ -4,44 +4,45 @@ Driver side. The data set is validated, split into many more portions than cores
 executors take more of them: DistBelief's load balancing) and cached once as numpy blocks. The
 coordinator (``lbfgs.coordinator``) runs L-BFGS with every vector, the history included, on the
 parameter shards; each objective evaluation is one Spark stage whose tasks fetch the evaluation
-point from the shards and return partial sums through ``treeReduce``. Evaluations are pure
-functions of the data and the point, so Spark's speculative backup tasks
-(``spark.speculation=true``) and task retries are safe: one result per partition is counted.
+point from the shards and return one partial sum per portion (``lbfgs.stage``: DataFrame APIs
+only, so a Spark Connect session works as a classic one does). Evaluations are pure functions of
+the data and the point, so Spark's speculative backup tasks (``spark.speculation=true``) and
+task retries are safe: one result per portion is counted, and checked.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 
 from sparkdownpour import data
 from sparkdownpour.callbacks import Callback
 from sparkdownpour.config import SandblasterConfig
-from sparkdownpour.history import TrainingResult
-from sparkdownpour.lbfgs import checkpoints
-from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
-from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
-from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
-from sparkdownpour.lbfgs.statistics import fixed_state
-from sparkdownpour.keras_model import (
-    assign_trainable,
-    trainable_arrays,
-)
 from sparkdownpour.driver_model import (
     device_options,
     driver_cpu,
     raise_if_no_gpu,
 )
-from sparkdownpour.reachability import check_bindable, check_reachable
-from sparkdownpour.session import default_parallelism, driver_address, is_connect, task_cpus
+from sparkdownpour.history import TrainingResult
+from sparkdownpour.keras_model import (
+    assign_trainable,
+    trainable_arrays,
+)
+from sparkdownpour.lbfgs import checkpoints
+from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
+from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import StageSpec
+from sparkdownpour.lbfgs.stage import evaluate as evaluate_stage
+from sparkdownpour.lbfgs.statistics import fixed_state
 from sparkdownpour.observe.links import iteration_dashboard
+from sparkdownpour.reachability import check_bindable, check_reachable
+from sparkdownpour.session import default_parallelism, driver_address, task_cpus
 from sparkdownpour.spark_jobs import describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 
@@ -100,16 +101,16 @@ class Sandblaster(Trainer):
                          mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
 
     def _cache(self, prepared, run: Run):
-        run.options["session"] = prepared.sparkSession  # blocks.context is no session
-        if is_connect(prepared.sparkSession):  # lbfgs.blocks/stage still use the RDD API
-            raise RuntimeError("Sandblaster does not run in a Spark Connect session yet (its "
-                               "cached numpy blocks are an RDD); use a classic SparkSession, "
-                               "or Downpour (docs/connect.md)")
+        run.options["session"] = prepared.sparkSession
         portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
-        return numpy_blocks(prepared, portions)
+        run.options["portions"] = portions  # the blocks' partitions (a DataFrame of blocks)
+        with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
+                                                       "count the data's partitions"),
+                       run_id=run.run_id):
+            return numpy_blocks(prepared, portions)  # lazy, but for one small job
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
-        portions = blocks.getNumPartitions()
+        portions = run.options["portions"]
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        f"cache and check {portions} portions"),
                        run_id=run.run_id):
@@ -120,7 +121,8 @@ class Sandblaster(Trainer):
             raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
                              "data.validate; please report this")
         summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min, stats.label_max)
-        return Validated(summary, info={"partitions": portions, "shards": self.config.num_shards,
+        return Validated(summary, info={"partitions": stats.portions,
+                                        "shards": self.config.num_shards,
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
 
@@ -177,7 +179,8 @@ class Sandblaster(Trainer):
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg))
             base = replace(base, state=fixed_state(  # BatchNorm: lbfgs.statistics
-                model, blocks, base, shards.space, x0, history.info,
+                model, blocks, history.info["partitions"], base, shards.space, x0,
+                history.info,
                 lambda what: job_group(spark, describe("sandblaster", history.info["run_id"],
                                                        what), run_id=history.info["run_id"])))
             counter = itertools.count(1)
@@ -192,10 +195,8 @@ class Sandblaster(Trainer):
                                                f"({history.info['partitions']} portions)"),
                                run_id=history.info["run_id"]):
                     try:
-                        loss_sum, grad_sum, rows, devices = (
-                            blocks.mapPartitions(functools.partial(evaluate_partition,
-                                                                   spec=stage))
-                            .treeReduce(combine, depth=depth))
+                        loss_sum, grad_sum, rows, devices = evaluate_stage(
+                            blocks, stage, history.info["partitions"], depth)
                     except Exception as e:
                         raise_if_no_gpu(e, f"evaluation {number}")
                         raise
@@ -237,8 +238,9 @@ def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:
 def _aggregation_depth(cfg: SandblasterConfig, portions: int, size: int) -> int:
     """The configured depth, else 1 while the driver can take every portion's gradient at once.
 
-    A deeper tree adds a shuffle stage, which costs PySpark about 0.5 s per evaluation; it pays
-    only when many portions would each send the driver a large gradient.
+    A deeper one adds up the portions' results in groups on the executors first (``lbfgs.stage``),
+    a shuffle stage that costs PySpark about 0.5 s per evaluation; it pays only when many
+    portions would each send the driver a large gradient.
     """
     if cfg.aggregation_depth is not None:
         return cfg.aggregation_depth
@@ -260,7 +262,7 @@ class _IterationProgress:
 
             self._bar = tqdm(total=total, unit="it", desc="sandblaster", dynamic_ncols=True)
 
-    def __enter__(self) -> "_IterationProgress":
+    def __enter__(self) -> _IterationProgress:
         return self
 
     def update(self, record: dict) -> None:

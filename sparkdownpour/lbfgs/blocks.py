@@ -2,15 +2,18 @@
 
 ``fit`` needs the data parsed once, cached, and validated before the first evaluation. Doing the
 validation as its own aggregation (as ``data.validate`` does) reads and parses the source twice;
-here the pass that turns Arrow batches into ``(x, y)`` blocks also counts what would make them
-unusable (null or ragged feature rows, NaN/Inf, bad labels) and the label range. Only when that
-count is non-zero does the trainer run ``data.validate`` to name the column and the value.
+here the pass that turns Arrow batches into block rows (raw float32 bytes of ``x`` and ``y``)
+also counts what would make them unusable (null or ragged feature rows, NaN/Inf, bad labels) and
+the label range, as columns beside the bytes. The blocks stay a DataFrame (``mapInArrow``,
+``persist``), so a Spark Connect session caches and reads them as a classic one does; one
+aggregation over the statistics columns both fills the cache and checks the data. Only when
+that count is non-zero does the trainer run ``data.validate`` to name the column and the value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,18 +21,19 @@ import pyarrow.compute as pc
 
 BLOCK_DDL = ("x binary, y binary, rows int, cols int, min_cols int, max_cols int, "
              "bad_rows long, bad_labels long, label_min double, label_max double, "
-             "non_integer_labels long")
+             "non_integer_labels long, portion int")
 BLOCK_SCHEMA = pa.schema([
     ("x", pa.binary()), ("y", pa.binary()), ("rows", pa.int32()), ("cols", pa.int32()),
     ("min_cols", pa.int32()), ("max_cols", pa.int32()), ("bad_rows", pa.int64()),
     ("bad_labels", pa.int64()), ("label_min", pa.float64()), ("label_max", pa.float64()),
-    ("non_integer_labels", pa.int64()),
+    ("non_integer_labels", pa.int64()), ("portion", pa.int32()),
 ])
 
 
 @dataclass(frozen=True)
 class BlockStats:
-    """What the caching pass saw; ``merge`` adds two portions' stats."""
+    """What the caching pass saw, summed over every block; ``portions``: the partitions of
+    the cached blocks, each of which has at least one row (``portion_rows``)."""
 
     rows: int
     min_cols: int
@@ -39,14 +43,7 @@ class BlockStats:
     label_min: float
     label_max: float
     non_integer_labels: int
-
-    def merge(self, other: "BlockStats") -> "BlockStats":
-        return BlockStats(self.rows + other.rows, min(self.min_cols, other.min_cols),
-                          max(self.max_cols, other.max_cols), self.bad_rows + other.bad_rows,
-                          self.bad_labels + other.bad_labels,
-                          min(self.label_min, other.label_min),
-                          max(self.label_max, other.label_max),
-                          self.non_integer_labels + other.non_integer_labels)
+    portions: int = 0
 
     @property
     def clean(self) -> bool:
@@ -73,9 +70,31 @@ def _batch_stats(features: pa.ListArray, flat: pa.Array, values: np.ndarray,
             "non_integer_labels": int(np.count_nonzero(finite != np.floor(finite)))}
 
 
+def portion_rows(blocks: Iterator[dict], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Each block (a dict of ``schema``'s fields) as a one-row batch whose ``portion`` is the
+    task's partition id. A portion without data yields one placeholder instead (``rows`` 0,
+    no bytes, null statistics, which SQL's min and max skip), so that the cached blocks name
+    every partition, the empty ones included, and evaluations can account for each."""
+    from pyspark import TaskContext
+
+    portion = TaskContext.get().partitionId()
+    empty = True
+    for block in blocks:
+        empty = False
+        yield pa.RecordBatch.from_pylist([{**block, "portion": portion}], schema=schema)
+    if empty:
+        yield pa.RecordBatch.from_pylist([{"rows": 0, "cols": 0, "bad_rows": 0, "bad_labels": 0,
+                                           "non_integer_labels": 0, "portion": portion}],
+                                         schema=schema)
+
+
 def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` function: each ``features, label`` batch becomes one row of raw bytes
-    and the batch's statistics."""
+    and the batch's statistics (``portion_rows``)."""
+    return portion_rows(_dense_blocks(batches), BLOCK_SCHEMA)
+
+
+def _dense_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -85,38 +104,75 @@ def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stats = _batch_stats(features, flat, values, labels)
         y = labels.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         cols = stats["max_cols"] if stats["min_cols"] == stats["max_cols"] else 0
-        yield pa.RecordBatch.from_pylist([{
-            "x": values.tobytes() if cols else b"", "y": y.tobytes(), "rows": batch.num_rows,
-            "cols": cols, **stats}], schema=BLOCK_SCHEMA)
+        yield {"x": values.tobytes() if cols else b"", "y": y.tobytes(),
+               "rows": batch.num_rows, "cols": cols, **stats}
 
 
-def block_with_stats(row) -> tuple[np.ndarray, np.ndarray, BlockStats]:
-    x = np.frombuffer(row.x, dtype=np.float32).reshape(row.rows, row.cols) if row.cols else None
-    stats = BlockStats(row.rows, row.min_cols, row.max_cols, row.bad_rows, row.bad_labels,
-                       row.label_min, row.label_max, row.non_integer_labels)
-    return x, np.frombuffer(row.y, dtype=np.float32), stats
+def dense_block(row: dict) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(x, y)`` of a block row (``BLOCK_SCHEMA``'s fields by name; the binary ones as
+    buffers); ``x`` is None for a ragged block."""
+    x = np.frombuffer(row["x"], dtype=np.float32).reshape(row["rows"], row["cols"]) \
+        if row["cols"] else None
+    return x, np.frombuffer(row["y"], dtype=np.float32)
+
+
+def read_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple]:
+    """``(x, y)`` for every block row of a ``mapInArrow`` input of dense or sparse blocks
+    (``lbfgs.sparse_blocks``: ``x`` is then a ``CSR``), as views of the Arrow buffers; an
+    empty portion's placeholder is skipped."""
+    from sparkdownpour.lbfgs.sparse_blocks import sparse_block
+
+    for batch in batches:
+        names = batch.schema.names
+        decode = sparse_block if "indptr" in names else dense_block
+        columns = [batch.column(i) for i in range(batch.num_columns)]
+        binary = [pa.types.is_binary(c.type) for c in columns]
+        rows = batch.column(names.index("rows"))
+        for i in range(batch.num_rows):
+            if not rows[i].as_py():
+                continue
+            yield decode({name: column[i].as_buffer() if is_binary else column[i].as_py()
+                          for name, column, is_binary in zip(names, columns, binary)})
 
 
 def numpy_blocks(prepared, portions: int):
-    """The prepared ``features, label`` frame as an RDD of ``(x, y, BlockStats)`` blocks in
-    ``portions`` partitions (not yet cached); no shuffle when it already has that many."""
+    """The prepared ``features, label`` frame as a DataFrame of blocks in ``portions``
+    partitions: one row per Arrow batch, its arrays as raw bytes plus its statistics
+    (``BLOCK_DDL``, or ``SPARSE_BLOCK_DDL`` for sparse features). Not yet cached; no shuffle
+    when the frame already has ``portions`` partitions (one small job tells). Every partition
+    has at least one row (``portion_rows``), so ``cache_and_check`` counts them exactly."""
     from sparkdownpour.data.sparse import is_sparse_frame
-    from sparkdownpour.lbfgs.sparse_blocks import (SPARSE_BLOCK_DDL, sparse_block_with_stats,
-                                                   to_sparse_blocks)
+    from sparkdownpour.lbfgs.sparse_blocks import SPARSE_BLOCK_DDL, to_sparse_blocks
+    from sparkdownpour.session import num_partitions
 
-    if prepared.rdd.getNumPartitions() != portions:
+    if num_partitions(prepared) != portions:
         prepared = prepared.repartition(portions)
     if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
-        return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL).rdd \
-            .map(sparse_block_with_stats)
-    return prepared.mapInArrow(to_blocks, BLOCK_DDL).rdd.map(block_with_stats)
-
-
-def _merge(a: BlockStats | None, b: BlockStats | None) -> BlockStats | None:
-    return b if a is None else a if b is None else a.merge(b)
+        return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)
+    return prepared.mapInArrow(to_blocks, BLOCK_DDL)
 
 
 def cache_and_check(blocks) -> BlockStats | None:
-    """Cache ``blocks`` and return the merged statistics (None: no rows), in one Spark job."""
-    blocks.cache()
-    return blocks.map(lambda block: block[2]).fold(None, _merge)
+    """Cache ``blocks`` (a DataFrame from ``numpy_blocks``) and return the merged statistics
+    and the number of portions (None: no rows): one aggregation, whose Spark job also fills
+    the cache."""
+    from pyspark.sql import functions as F
+
+    blocks.persist()
+    row = blocks.agg(
+        F.count(F.lit(1)).alias("blocks"), F.sum("rows").alias("rows"),
+        F.min("min_cols").alias("min_cols"), F.max("max_cols").alias("max_cols"),
+        F.sum("bad_rows").alias("bad_rows"), F.sum("bad_labels").alias("bad_labels"),
+        F.min("label_min").alias("label_min"), F.max("label_max").alias("label_max"),
+        F.sum("non_integer_labels").alias("non_integer_labels"),
+        F.max("portion").alias("last"), F.count_distinct("portion").alias("portions")).first()
+    if not row["rows"]:
+        return None
+    if row["portions"] != row["last"] + 1:
+        raise RuntimeError(f"the cached blocks name {row['portions']} portions but the last is "
+                           f"number {row['last']}; every portion should have a row "
+                           "(lbfgs.blocks.portion_rows). Please report this")
+    return BlockStats(int(row["rows"]), int(row["min_cols"]), int(row["max_cols"]),
+                      int(row["bad_rows"]), int(row["bad_labels"]), float(row["label_min"]),
+                      float(row["label_max"]), int(row["non_integer_labels"]),
+                      int(row["portions"]))

@@ -15,8 +15,8 @@ condition, and f(t) no more than ``f_noise * |f0|`` above f0. Such a result says
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 Phi = Callable[[float], tuple[float, float]]
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -34,11 +35,11 @@ from sparkdownpour.lbfgs.vectors import (
     shard_bounds,
     split_puts,
 )
-from sparkdownpour.transport.flask_app import error_response, frame_response, guarded_app, read_body
+from sparkdownpour.server.shards import serve_all
 from sparkdownpour.transport.client import HttpClient
+from sparkdownpour.transport.flask_app import error_response, frame_response, guarded_app, read_body
 from sparkdownpour.transport.frames import ProtocolError, decode_frame, encode_frame, encode_frame_parts
 from sparkdownpour.transport.http_server import HttpServer
-from sparkdownpour.server.shards import serve_all
 
 
 class _Counters:
@@ -185,7 +186,7 @@ class ShardGroup:
     def urls(self) -> list[str]:
         return [server.url for server in self.servers]
 
-    def __enter__(self) -> "ShardGroup":
+    def __enter__(self) -> ShardGroup:
         with serve_all(self.servers) as stack:
             self.space = RemoteVectors(self.urls, self.token, self.size, timeout=self.timeout)
             stack.callback(self.space.close)

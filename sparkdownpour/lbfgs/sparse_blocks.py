@@ -9,28 +9,36 @@ statistics the dense blocks report. A cached block therefore costs 8 bytes per n
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from sparkdownpour.data.sparse import CSR
 
-__all__ = ["SPARSE_BLOCK_DDL", "sparse_block_with_stats", "to_sparse_blocks"]
+__all__ = ["SPARSE_BLOCK_DDL", "sparse_block", "to_sparse_blocks"]
 
 SPARSE_BLOCK_DDL = ("indptr binary, indices binary, values binary, y binary, rows int, "
                     "cols int, min_cols int, max_cols int, bad_rows long, bad_labels long, "
-                    "label_min double, label_max double, non_integer_labels long")
+                    "label_min double, label_max double, non_integer_labels long, portion int")
 SPARSE_BLOCK_SCHEMA = pa.schema([
     ("indptr", pa.binary()), ("indices", pa.binary()), ("values", pa.binary()),
     ("y", pa.binary()), ("rows", pa.int32()), ("cols", pa.int32()), ("min_cols", pa.int32()),
     ("max_cols", pa.int32()), ("bad_rows", pa.int64()), ("bad_labels", pa.int64()),
     ("label_min", pa.float64()), ("label_max", pa.float64()), ("non_integer_labels", pa.int64()),
+    ("portion", pa.int32()),
 ])
 
 
 def to_sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` function: each sparse ``features, label`` batch becomes one block row."""
+    """``mapInArrow`` function: each sparse ``features, label`` batch becomes one block row
+    (``lbfgs.blocks.portion_rows``: an empty portion yields a placeholder)."""
+    from sparkdownpour.lbfgs.blocks import portion_rows
+
+    return portion_rows(_sparse_blocks(batches), SPARSE_BLOCK_SCHEMA)
+
+
+def _sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -56,7 +64,7 @@ def to_sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
         finite = y[np.isfinite(y)].astype(np.float64)
         sizes = size[valid]
         cols = int(sizes.max()) if len(sizes) and sizes.min() == sizes.max() else 0
-        yield pa.RecordBatch.from_pylist([{
+        yield {
             "indptr": indptr.tobytes(), "indices": indices.astype("<i4").tobytes(),
             "values": values.astype("<f4").tobytes(), "y": y.tobytes(), "rows": n,
             "cols": cols, "min_cols": int(size.min()), "max_cols": int(size.max()),
@@ -64,15 +72,12 @@ def to_sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
             "label_min": float(finite.min()) if len(finite) else np.inf,
             "label_max": float(finite.max()) if len(finite) else -np.inf,
             "non_integer_labels": int(np.count_nonzero(finite != np.floor(finite))),
-        }], schema=SPARSE_BLOCK_SCHEMA)
+        }
 
 
-def sparse_block_with_stats(row):
-    """``(CSR x, y, BlockStats)`` from a block row (``x`` is None for a ragged block)."""
-    from sparkdownpour.lbfgs.blocks import BlockStats
-
-    x = CSR(np.frombuffer(row.indptr, "<i8"), np.frombuffer(row.indices, "<i4"),
-            np.frombuffer(row.values, "<f4"), row.cols) if row.cols else None
-    stats = BlockStats(row.rows, row.min_cols, row.max_cols, row.bad_rows, row.bad_labels,
-                       row.label_min, row.label_max, row.non_integer_labels)
-    return x, np.frombuffer(row.y, dtype=np.float32), stats
+def sparse_block(row: dict):
+    """``(CSR x, y)`` of a block row (``SPARSE_BLOCK_SCHEMA``'s fields by name; the binary ones
+    as buffers); ``x`` is None for a ragged block."""
+    x = CSR(np.frombuffer(row["indptr"], "<i8"), np.frombuffer(row["indices"], "<i4"),
+            np.frombuffer(row["values"], "<f4"), row["cols"]) if row["cols"] else None
+    return x, np.frombuffer(row["y"], dtype=np.float32)

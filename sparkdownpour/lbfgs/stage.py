@@ -1,22 +1,25 @@
 """The executors' side of Sandblaster: data cached as numpy blocks, one loss/gradient pass each.
 
-The data arrives as the cached RDD of numpy blocks built by ``lbfgs.blocks``, so an evaluation
-re-reads raw float32 bytes instead of re-parsing rows. Every evaluation is one stage: each partition fetches the evaluation point from the
-shards (once per Python worker and point), runs the Keras model over its blocks in chunks with
-TensorFlow, and yields ``(loss sum, gradient sum, rows, devices)``; ``treeReduce`` adds them up
-(and collects the set of devices the evaluators ran on, for the history). No zero
-vector is ever shipped in a closure (SPARK-18471): an empty partition yields ``None``.
+The data arrives as the cached DataFrame of numpy blocks built by ``lbfgs.blocks``, so an
+evaluation re-reads raw float32 bytes instead of re-parsing rows. Every evaluation is one
+``mapInArrow`` stage: each partition fetches the evaluation point from the shards (once per
+Python worker and point), runs the Keras model over its blocks in chunks with TensorFlow, and
+yields one row ``(its partition id, loss sum, gradient sum, rows, devices)``; ``evaluate`` adds
+them up on the driver (or first in groups on the executors, for large gradients), checks that
+every portion was counted once, and collects the set of devices the evaluators ran on, for the
+history. DataFrame APIs only, so it runs in a Spark Connect session as in a classic one. No zero
+vector is ever shipped in a closure (SPARK-18471): an empty partition sends no gradient bytes.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
-from sparkdownpour.replica.devices import DeviceOptions, place
+from sparkdownpour.data.sparse import CSR
 from sparkdownpour.keras_model import (
     BINARY_LOSSES,
     CATEGORICAL_LOSSES,
@@ -25,10 +28,9 @@ from sparkdownpour.keras_model import (
     loss_name,
     output_units,
 )
-from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
-from sparkdownpour.data.sparse import CSR
+from sparkdownpour.replica.devices import DeviceOptions, place
 from sparkdownpour.replica.sparse_gradient import SparseInput, dense_chunk_rows
-
+from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def _per_example_loss(model, loss):
     return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
 
 
-_EVALUATORS: "OrderedDict[tuple[str, str], _Evaluator]" = OrderedDict()
+_EVALUATORS: OrderedDict[tuple[str, str], _Evaluator] = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 
@@ -177,15 +179,40 @@ def _clients_for(spec: StageSpec) -> list:
     return clients
 
 
-def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
-                       ) -> Iterator[tuple[float, np.ndarray | None, int, tuple[str, ...]]]:
-    """``mapPartitions`` function: one ``(loss sum, gradient sum, rows, devices)`` for the
-    partition; ``devices`` names where it ran, e.g. ``("GPU:0 (spark gpu 1)",)``."""
+RESULT_DDL = "portions array<int>, loss double, grad binary, rows long, devices array<string>"
+
+
+def _result_schema():
+    import pyarrow as pa
+
+    return pa.schema([("portions", pa.list_(pa.int32())), ("loss", pa.float64()),
+                      ("grad", pa.binary()), ("rows", pa.int64()),
+                      ("devices", pa.list_(pa.string()))])
+
+
+def _result(portions: list[int], loss: float, grad: np.ndarray | None, rows: int,
+            devices: list[str]):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pylist([{
+        "portions": portions, "loss": float(loss),
+        "grad": b"" if grad is None else np.asarray(grad, "<f8").tobytes(), "rows": int(rows),
+        "devices": sorted(devices)}], schema=_result_schema())
+
+
+def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
+    """``mapInArrow`` function over the cached blocks (``lbfgs.blocks``): one ``RESULT_DDL``
+    row for the portion, ``(portions=[its partition id], loss sum, gradient sum as float64
+    bytes, rows, devices)``; ``devices`` names where it ran, e.g. ``["GPU:0 (spark gpu 1)"]``.
+    An empty portion yields ``rows=0`` and no gradient bytes."""
+    from pyspark import TaskContext
+
+    from sparkdownpour.lbfgs.blocks import read_blocks
     from sparkdownpour.lbfgs.shard_server import fetch_vector
 
     loss_sum, grad_sum, rows = 0.0, None, 0
     evaluator = None
-    for x, y, _ in blocks:  # (x, y, BlockStats) from lbfgs.blocks
+    for x, y in read_blocks(batches):
         if evaluator is None:
             evaluator = _evaluator_for(spec)
             point = (spec.run_id, spec.point, spec.version)
@@ -204,11 +231,65 @@ def evaluate_partition(blocks: Iterator[tuple], spec: StageSpec
     if evaluator is not None and not evaluator.frozen:
         freeze_long_lived_objects()
         evaluator.frozen = True
-    yield loss_sum, grad_sum, rows, (evaluator.label,) if evaluator is not None else ()
+    yield _result([TaskContext.get().partitionId()], loss_sum, grad_sum, rows,
+                  [evaluator.label] if evaluator is not None else [])
 
 
-def combine(a: tuple, b: tuple) -> tuple:
-    """``treeReduce`` operator; ``None`` stands for an empty partition's gradient."""
-    grad = b[1] if a[1] is None else a[1] if b[1] is None else a[1] + b[1]
-    return a[0] + b[0], grad, a[2] + b[2], tuple(sorted(set(a[3]) | set(b[3])))
+def sum_partials(batches: Iterator) -> Iterator:
+    """``mapInArrow`` function: the ``RESULT_DDL`` rows it is given, added up into one (their
+    ``portions`` and ``devices`` joined); nothing for an empty partition."""
+    total = None
+    for batch in batches:
+        for row in batch.to_pylist():
+            total = _add(total, (row["portions"], row["loss"], _grad(row["grad"]), row["rows"],
+                                 row["devices"]))
+    if total is not None:
+        yield _result(*total)
 
+
+def _grad(raw) -> np.ndarray | None:
+    return np.frombuffer(raw, "<f8") if len(raw) else None
+
+
+def _add(a: tuple | None, b: tuple) -> tuple:
+    """Two partial results ``(portions, loss, grad, rows, devices)`` added; ``None`` stands for
+    nothing yet, and a None gradient for an empty portion's."""
+    if a is None:
+        return b
+    grad = b[2] if a[2] is None else a[2] if b[2] is None else a[2] + b[2]
+    return (list(a[0]) + list(b[0]), a[1] + b[1], grad, a[3] + b[3],
+            sorted(set(a[4]) | set(b[4])))
+
+
+def evaluate(blocks, spec: StageSpec, portions: int, depth: int = 1
+             ) -> tuple[float, np.ndarray | None, int, tuple[str, ...]]:
+    """One evaluation over the cached ``blocks`` DataFrame in ``portions`` partitions:
+    ``(loss sum, gradient sum, rows, devices)``, from exactly one result per portion.
+
+    ``depth`` 1 collects every portion's result and adds them on the driver; deeper, the
+    results are first added in ``ceil(portions ** (1 / depth))`` groups on the executors (a
+    shuffle stage, as ``treeReduce`` would) and the driver adds the groups' sums. Raises
+    ``RuntimeError`` unless each portion's result was counted exactly once."""
+    import functools
+    import math
+
+    from pyspark.sql import functions as F
+
+    partials = blocks.mapInArrow(functools.partial(evaluate_partition, spec=spec), RESULT_DDL)
+    if depth > 1 and portions > 2:
+        groups = max(2, math.ceil(portions ** (1.0 / depth)))
+        partials = partials.repartition(groups, F.element_at("portions", 1)) \
+            .mapInArrow(sum_partials, RESULT_DDL)
+    total = None
+    for row in partials.collect():
+        total = _add(total, (row["portions"], row["loss"], _grad(row["grad"]), row["rows"],
+                             row["devices"]))
+    counted = sorted(total[0]) if total is not None else []
+    if counted != list(range(portions)):
+        missing = sorted(set(range(portions)) - set(counted))
+        doubled = sorted({p for p in counted if counted.count(p) > 1})
+        raise RuntimeError(f"an evaluation must count each of the {portions} cached portions "
+                           f"once; portions {missing} were missing and {doubled} doubled "
+                           f"({len(counted)} results). The cached blocks' partitioning changed; "
+                           "please report this")
+    return total[1], total[2], total[3], tuple(total[4])

@@ -22,13 +22,14 @@ probed this way and is refused before any Spark job.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-__all__ = ["MomentsSpec", "batchnorm_layers", "combine_moments", "fix_batchnorm_statistics",
-           "moments_partition"]
+__all__ = ["MomentsSpec", "batchnorm_layers", "collect_moments", "combine_moments",
+           "fix_batchnorm_statistics", "moments_partition"]
 
 
 def batchnorm_layers(model) -> list:
@@ -128,14 +129,22 @@ def _model_for(spec: MomentsSpec):
     return model, device, probes[spec.layer]
 
 
-def moments_partition(blocks: Iterator[tuple], spec: MomentsSpec) -> Iterator:
-    """``mapPartitions`` function: ``(count, mean, m2)`` of the layer's input over the
-    portion's rows, or None for an empty portion."""
+MOMENTS_DDL = "portion int, count long, mean binary, m2 binary"
+
+
+def moments_partition(batches: Iterator, spec: MomentsSpec) -> Iterator:
+    """``mapInArrow`` function over the cached blocks: one ``MOMENTS_DDL`` row, the portion's
+    partition id and ``(count, mean, m2)`` of the layer's input over its rows (float64 bytes,
+    flattened); an empty portion has count 0."""
+    import pyarrow as pa
     import tensorflow as tf
+    from pyspark import TaskContext
+
+    from sparkdownpour.lbfgs.blocks import read_blocks
 
     total = None
-    for x, _, _ in blocks:  # (x, y, BlockStats) from lbfgs.blocks
-        if not len(x):
+    for x, _ in read_blocks(batches):
+        if x is None or not len(x):
             continue
         model, device, probe = _model_for(spec)
         layer = batchnorm_layers(model)[spec.layer]
@@ -144,7 +153,31 @@ def moments_partition(blocks: Iterator[tuple], spec: MomentsSpec) -> Iterator:
                 values = probe(x[start:start + spec.stage.chunk_rows], training=False)
             values = np.asarray(values)
             total = combine_moments(total, _moments(values, _reduced_axes(layer, values.ndim)))
-    yield total
+    count, mean, m2 = total if total is not None else (0, np.zeros(0), np.zeros(0))
+    yield pa.RecordBatch.from_pylist([{
+        "portion": TaskContext.get().partitionId(), "count": int(count),
+        "mean": np.asarray(mean, "<f8").tobytes(), "m2": np.asarray(m2, "<f8").tobytes()}],
+        schema=pa.schema([("portion", pa.int32()), ("count", pa.int64()),
+                          ("mean", pa.binary()), ("m2", pa.binary())]))
+
+
+def collect_moments(blocks, spec: MomentsSpec, portions: int):
+    """One statistics pass over the cached ``blocks`` DataFrame: the combined
+    ``(count, mean, m2)``, or None for no rows; each portion must answer exactly once."""
+    import functools
+
+    rows = blocks.mapInArrow(functools.partial(moments_partition, spec=spec),
+                             MOMENTS_DDL).collect()
+    if sorted(row["portion"] for row in rows) != list(range(portions)):
+        raise RuntimeError(f"a BatchNorm statistics pass must count each of the {portions} "
+                           f"cached portions once; it had {len(rows)} results, from portions "
+                           f"{sorted(row['portion'] for row in rows)}. Please report this")
+    total = None
+    for row in sorted(rows, key=lambda r: r["portion"]):  # the same sum whatever the order
+        if row["count"]:
+            total = combine_moments(total, (int(row["count"]), np.frombuffer(row["mean"], "<f8"),
+                                            np.frombuffer(row["m2"], "<f8")))
+    return total
 
 
 def fix_batchnorm_statistics(model, run_pass: Callable[[int, tuple], Any]) -> list[dict]:
@@ -170,16 +203,15 @@ def fix_batchnorm_statistics(model, run_pass: Callable[[int, tuple], Any]) -> li
     return described
 
 
-def fixed_state(model, blocks, stage, space, x0: np.ndarray, info: dict,
+def fixed_state(model, blocks, portions: int, stage, space, x0: np.ndarray, info: dict,
                 job: Callable[[str], Any]) -> tuple:
     """Sandblaster's step before L-BFGS: fix the BatchNorm statistics of the driver's
     ``model`` at the point ``x0`` (put on the vector shards as ``stage.point``, where the
     passes' tasks read it) and return the model's state for the evaluators (``StageSpec.state``:
     every non-trainable floating array, so they also hold the driver's frozen weights).
+    ``blocks`` is the cached DataFrame of blocks in ``portions`` partitions (``lbfgs.blocks``);
     ``job(what)`` is the job group each pass runs under; ``info`` (``history.info``) gets
     ``"batchnorm_statistics"``. A model without state returns ``()``, running nothing."""
-    import functools
-
     from sparkdownpour.driver_model import driver_cpu
     from sparkdownpour.keras_model import state_arrays
 
@@ -193,8 +225,7 @@ def fixed_state(model, blocks, stage, space, x0: np.ndarray, info: dict,
         def run_pass(index: int, state: tuple):
             spec = MomentsSpec(stage=stage, layer=index, state=state)
             with job(f"BatchNorm statistics {index + 1}/{len(layers)}"):
-                return blocks.mapPartitions(functools.partial(moments_partition, spec=spec)) \
-                    .treeReduce(combine_moments, depth=2)
+                return collect_moments(blocks, spec, portions)
 
         with driver_cpu():
             described = fix_batchnorm_statistics(model, run_pass)

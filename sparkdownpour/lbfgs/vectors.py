@@ -21,8 +21,9 @@ Slices are float64 on the shard; only the network carries float32 (``put`` and `
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -164,7 +164,7 @@ def test_a_2_to_the_20_dimensional_data_set_caches_about_its_non_zeros(spark):
     """Downpour's cached frame and Sandblaster's cached blocks: bytes follow the non-zeros
     (a dense copy of these 400 rows would be 1.6 GB)."""
     from sparkdownpour import data
-    from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
+    from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks, read_blocks
 
     rows, d, nnz = 400, 1 << 20, 20
     prepared = data.prepare(sparse_frame(spark, rows, d, nnz), "features", "label")
@@ -184,10 +184,11 @@ def test_a_2_to_the_20_dimensional_data_set_caches_about_its_non_zeros(spark):
     try:
         stats = cache_and_check(blocks)
         assert stats.clean and stats.rows == rows and stats.max_cols == d
-        block_bytes = rdd_storage_bytes(spark)[blocks.id()]
-        # CSR: int64 indptr per row, then pickled-block overhead per portion.
+        assert stats.portions == 4
+        block_bytes = sum(rdd_storage_bytes(spark).values())  # the blocks are all that is cached
+        # CSR: int64 indptr per row, then the cached row's overhead per portion.
         assert block_bytes <= need + rows * 8 + 4 * 2048, (block_bytes, need)
-        x, y, _ = blocks.first()
+        x, y = next(read_blocks(blocks.limit(1).toArrow().to_batches()))
         assert isinstance(x, CSR) and x.num_features == d and x.nnz == len(y) * nnz
     finally:
         blocks.unpersist()

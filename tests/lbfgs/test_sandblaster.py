@@ -1,7 +1,5 @@
 """Sandblaster on real local Spark and TensorFlow, against scipy's L-BFGS-B on the same numbers."""
 
-import functools
-
 import keras
 import numpy as np
 import pytest
@@ -15,10 +13,10 @@ from sparkdownpour.examples import (
     digits_arrays,
     logistic_objective,
 )
-from sparkdownpour.lbfgs.shard_server import ShardGroup
-from sparkdownpour.lbfgs.blocks import numpy_blocks
-from sparkdownpour.lbfgs.stage import StageSpec, combine, evaluate_partition
 from sparkdownpour.keras_model import spec_for
+from sparkdownpour.lbfgs.blocks import numpy_blocks
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.stage import StageSpec, evaluate
 
 L2 = 1e-2
 
@@ -103,7 +101,7 @@ def test_softmax_regression_matches_scipy_lbfgsb(spark):
 @pytest.mark.parametrize("shards", [1, 3])
 def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, shards):
     frame, x, y = binary
-    blocks = numpy_blocks(sdp_data.prepare(frame, "features", "label"), 5).cache()
+    blocks = numpy_blocks(sdp_data.prepare(frame, "features", "label"), 5).persist()
     spec = spec_for(linear_model(12, 1, "sigmoid"), 12, "binary_crossentropy")
     rng = np.random.default_rng(7)
     try:
@@ -114,14 +112,43 @@ def test_spark_stage_gradient_equals_numpy_for_random_parameters(spark, binary, 
                 stage = StageSpec(run_id=f"gradient-test-{shards}", model=spec,
                                   shard_urls=tuple(group.urls), token=group.token,
                                   request_timeout=30.0, point="p", version=version)
-                loss_sum, grad_sum, rows, devices = blocks.mapPartitions(
-                    functools.partial(evaluate_partition, spec=stage)).treeReduce(combine, 2)
+                # Depth 1 adds the 5 results on the driver; depth 2 in 3 groups on executors.
+                loss_sum, grad_sum, rows, devices = evaluate(blocks, stage, 5,
+                                                             depth=1 + version % 2)
                 # The shards carry float32 on the wire: compare at the point executors used.
                 value, grad = logistic_objective(x, y, 0.0)(params.astype(np.float32))
                 assert rows == len(y) and devices == ("CPU:0",)
                 assert loss_sum / rows == pytest.approx(value, rel=1e-6)
                 np.testing.assert_allclose(grad_sum / rows, grad, rtol=1e-5,
                                            atol=1e-5 * np.abs(grad).max())
+            # One result per portion is checked: a portion the driver expects but no task
+            # reported is an error, not a smaller sum.
+            with pytest.raises(RuntimeError, match=r"each of the 6 cached portions once; "
+                                                   r"portions \[5\] were missing"):
+                evaluate(blocks, stage, 6)
+    finally:
+        blocks.unpersist()
+
+
+def test_empty_portions_are_cached_and_counted(spark, binary):
+    """More portions than rows: the empty ones keep a placeholder row in the cache, so the
+    evaluation's one-result-per-portion check sees every portion and adds nothing for them."""
+    from sparkdownpour.lbfgs.blocks import cache_and_check
+
+    frame, x, y = binary
+    blocks = numpy_blocks(sdp_data.prepare(frame.limit(3), "features", "label"), 6)
+    spec = spec_for(linear_model(12, 1, "sigmoid"), 12, "binary_crossentropy")
+    try:
+        stats = cache_and_check(blocks)
+        assert (stats.rows, stats.portions, stats.min_cols, stats.max_cols) == (3, 6, 12, 12)
+        with ShardGroup(13, 1) as group:
+            group.space.run([], puts={"p": np.zeros(13)})
+            stage = StageSpec(run_id="empty-portions-test", model=spec,
+                              shard_urls=tuple(group.urls), token=group.token,
+                              request_timeout=30.0, point="p")
+            loss_sum, grad_sum, rows, _ = evaluate(blocks, stage, 6)
+            assert rows == 3 and loss_sum == pytest.approx(3 * np.log(2.0))
+            assert grad_sum.shape == (13,)
     finally:
         blocks.unpersist()
 
