@@ -40,11 +40,15 @@ def _exactly_once(run, epochs):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
-    # One driver on local-cluster runs both modes in turn (the cluster starts once); in each,
-    # a replica's Python worker is SIGKILLed after 60 updates.
-    runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
-        {"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}
-        for mode in MODES]}, timeout=880)
+    # One driver on local-cluster runs one shard, then both sharded modes, in turn (the
+    # cluster starts once); in each, a replica's Python worker is SIGKILLed after 60 updates.
+    single, *runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
+        {"name": "one shard", "knobs": {"epochs": 4}, "kill_worker_after": 60},
+        *({"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}
+          for mode in MODES)]}, timeout=880)
+    assert single["killed"]["pid"] > 0 and single["killed"]["at_update"] >= 60
+    assert single["updates"] == single["expected_updates"] == 4 * 48
+    assert single["accuracy"] >= 0.93
     assert [run["name"] for run in runs] == list(MODES)
     for run in runs:
         assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
