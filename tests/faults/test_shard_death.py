@@ -15,14 +15,7 @@ from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.examples import build_digits_mlp
 from sparkdownpour.server.checkpoint import latest_checkpoint
 from sparkdownpour.server.master import serve_master
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "\nState:\tZ" not in handle.read()  # a zombie has exited
-    except FileNotFoundError:
-        return False
+from tests.server.test_store_process import process_alive
 
 
 def _batches_per_epoch(frame, batch_size=32):
@@ -58,7 +51,7 @@ def test_the_watchdog_names_a_dead_shard_child_and_the_master_raises_it():
                               f"died (exit code -9, killed by SIGKILL) mid-run"), message
     assert "fit(resume=True)" in message and "out-of-memory killer" in message
     assert isinstance(raised.value.__cause__, ParameterServerError)  # the pipe's own error
-    assert not any(_alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
     assert all(p.process is None for p in server.processes)
 
 
@@ -71,7 +64,7 @@ def test_a_clean_stop_of_shard_children_is_no_death():
                       on_shard_death=deaths.append) as master:
         pids = list(master.server.pids)
     time.sleep(0.3)
-    assert deaths == [] and not any(_alive(p) for p in pids)
+    assert deaths == [] and not any(process_alive(p) for p in pids)
 
 
 @pytest.mark.slow
@@ -109,7 +102,7 @@ def test_a_killed_shard_child_is_named_stops_the_run_and_resumes(digits, spark, 
     assert "exit code -9, killed by SIGKILL" in message and "resume=True" in message
     assert seconds < 15, seconds
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
-    assert not any(_alive(p) for p in killed["pids"])
+    assert not any(process_alive(p) for p in killed["pids"])
     assert all(p.process is None for p in killed["server"].processes)
 
     # A new fit resumes from the last checkpoint written before the death.

@@ -18,18 +18,12 @@ import pytest
 
 from sparkdownpour.server.checkpoint import latest_checkpoint
 from tests.faults.test_task_retry import DRIVER, ROOT, SHARDED_MODES, run_driver
+from tests.server.test_store_process import process_alive
 
 SHARDS = 4
 BATCHES = 48  # mini-batches an epoch: 1437 digits in 4 partitions of 32-row batches
 MODES = SHARDED_MODES
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "\nState:\tZ" not in handle.read()
-    except FileNotFoundError:
-        return False
 
 
 def _exactly_once(run, epochs):
@@ -90,9 +84,9 @@ def test_a_killed_driver_resumes_every_shard_from_its_checkpoint(tmp_path, mode)
         proc.wait(30)
         # Its shard children see their pipes close and exit; its JVM sees stdin close.
         deadline = time.monotonic() + 20
-        while any(_alive(pid) for pid in shard_pids) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in shard_pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in shard_pids)
+        assert not any(process_alive(pid) for pid in shard_pids)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever else of its session is left

@@ -155,7 +155,8 @@ def test_shard_processes_serve_tls_built_in_the_child(tmp_path):
             ParameterClient(children.urls[1], TOKEN, timeout=5, retries=0).fetch()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has exited); shared by the shard-process fault tests."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             return "\nState:\tZ" not in handle.read()  # a zombie has exited
@@ -179,12 +180,12 @@ def test_children_exit_when_the_driver_is_killed():
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in driver.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(process_alive(p) for p in pids)
         driver.send_signal(signal.SIGKILL)
         driver.wait(10)
         deadline = time.monotonic() + 15
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(p) for p in pids)
+        assert not any(process_alive(p) for p in pids)
     finally:
         driver.kill()
