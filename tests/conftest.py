@@ -2,9 +2,17 @@
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
+# Tests hand Spark functions defined in the test modules (``tests.…``); cloudpickle ships those by
+# reference, so the executors' Python workers must be able to import ``tests`` too. Workers take
+# PYTHONPATH from the Spark JVM's environment, which is this process's when the JVM starts (local,
+# local-cluster and the in-process Connect server alike), so the checkout under test goes first.
+CHECKOUT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [CHECKOUT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != CHECKOUT])
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"

@@ -3,8 +3,8 @@
 pyspark starts a local Connect server inside this process (a classic SparkContext behind a
 gRPC endpoint on localhost) and returns a thin client session: no SparkContext, no RDD API.
 The server's executors start their Python workers with this process's ``PYSPARK_PYTHON`` and
-``PYTHONPATH`` (the root conftest sets the former; the latter must name the checkout under test,
-as ``PYTHONPATH=$PWD python -m pytest`` does), so they import the same sparkdownpour.
+``PYTHONPATH`` (the root conftest sets both, the latter to the checkout under test), so they import
+the same sparkdownpour and the same ``tests`` helpers.
 
 Connect mode is process-wide in pyspark (``pyspark.sql.functions`` answers Connect columns while
 a Connect session is open), so the session lives for this folder only and is stopped on the way
