@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # config stays free of the rules' import; the annotation only
 
 
 MODES = ("async", "sync", "easgd")
+EVALUATIONS = ("resident", "stages")  # Sandblaster
 DEFAULT_LEARNING_RATE = 0.05  # for an update rule given by name
 
 # The one default limit on a request body (a push, a vector): servers answer bigger ones 413.
@@ -305,8 +306,15 @@ class SandblasterConfig(Loadable):
     """Run each shard in its own child process (spawned), so no process, the driver included,
     holds the whole vector or history; the status route reports each shard's pid.
     """
+    evaluation: str = "resident"      # or "stages": a Spark stage per evaluation
+    """``"resident"``: one barrier stage, a task per task slot, keeps its portion of the data in
+    its Python worker for the whole fit and evaluates each point the coordinator posts
+    (``lbfgs.resident``). ``"stages"``: each evaluation is a Spark stage over ``portions_per_core``
+    x parallelism portions (load balancing, speculation); also used where a barrier stage cannot
+    run (dynamic allocation) or ``fit(num_portions=)`` exceeds the task slots."""
     portions_per_core: int = 4        # data portions per core, for load balancing
-    """Data portions = this x ``spark.default.parallelism``, unless ``fit(num_portions=)``."""
+    """With ``evaluation="stages"``: data portions = this x ``spark.default.parallelism``,
+    unless ``fit(num_portions=)``."""
     aggregation_depth: int | None = None  # 1: sum on the driver; None: 1 for small gradients
     """Sum depth: 1 adds the portions' results on the driver, deeper first in groups of about
     ``portions ** (1 / depth)`` on the executors; ``None``: 1 while portions x gradient bytes
@@ -360,6 +368,9 @@ class SandblasterConfig(Loadable):
             integer(name, getattr(self, name), minimum=1)
         if self.aggregation_depth is not None:
             integer("aggregation_depth", self.aggregation_depth, minimum=1)
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, received "
+                             f"{self.evaluation!r}")
         integer("verbose", self.verbose, minimum=0)
         if self.history_size > 100:
             raise ValueError(f"history_size must be <= 100, received {self.history_size} "

@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 
 import numpy as np
@@ -36,14 +37,15 @@ from sparkdownpour.keras_model import (
 from sparkdownpour.lbfgs import checkpoints
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
+from sparkdownpour.lbfgs.resident import ResidentEvaluations
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.stage import StageSpec
 from sparkdownpour.lbfgs.stage import evaluate as evaluate_stage
 from sparkdownpour.lbfgs.statistics import fixed_state
 from sparkdownpour.observe.links import iteration_dashboard
 from sparkdownpour.reachability import check_bindable, check_reachable
-from sparkdownpour.session import default_parallelism, driver_address, task_cpus
-from sparkdownpour.spark_jobs import describe, job_group
+from sparkdownpour.session import conf_value, default_parallelism, driver_address, task_cpus
+from sparkdownpour.spark_jobs import cancel_run, describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 
 logger = logging.getLogger(__name__)
@@ -102,7 +104,9 @@ class Sandblaster(Trainer):
 
     def _cache(self, prepared, run: Run):
         run.options["session"] = prepared.sparkSession
-        portions = _portions(run.options["num_portions"], self.config, prepared.sparkSession)
+        evaluation, portions = _evaluation_plan(run.options["num_portions"], self.config,
+                                                prepared.sparkSession)
+        run.options["evaluation"] = evaluation
         run.options["portions"] = portions  # the blocks' partitions (a DataFrame of blocks)
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        "count the data's partitions"),
@@ -123,6 +127,7 @@ class Sandblaster(Trainer):
         summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min, stats.label_max)
         return Validated(summary, info={"partitions": stats.portions,
                                         "shards": self.config.num_shards,
+                                        "evaluation": run.options["evaluation"],
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
 
@@ -162,44 +167,57 @@ class Sandblaster(Trainer):
         options = LBFGSOptions(max_iter=max(cfg.max_iter - done, 0), tol=cfg.tol, gtol=cfg.gtol,
                                history_size=cfg.history_size, l2=cfg.l2, c1=cfg.c1, c2=cfg.c2,
                                max_line_search=cfg.max_line_search, f_noise=cfg.f_noise)
+        run_id = history.info["run_id"]
+
+        def in_job(what: str):
+            return job_group(spark, describe("sandblaster", run_id, what), run_id=run_id)
+
         with ShardGroup(x0.size, cfg.num_shards, host=host,
                         max_request_bytes=int(cfg.max_request_mb * 2**20),
                         timeout=cfg.request_timeout,
                         processes=cfg.shard_processes) as shards, \
                 _IterationProgress(cfg.max_iter, cfg.verbose) as progress, \
                 iteration_dashboard(host, history, cfg.verbose,
-                                    f"Sandblaster run {history.info['run_id'][:8]}") as view:
+                                    f"Sandblaster run {run_id[:8]}") as view, \
+                ExitStack() as stack:
             history.info["shard_urls"] = shards.urls
-            history.info["probe_s"] = check_reachable(
-                spark, shards.urls, shards.token, tasks=history.info["partitions"],
-                timeout=min(cfg.request_timeout, PROBE_TIMEOUT_S), host=host)
-            run.callbacks.on_server_start(shards)
-            base = StageSpec(run_id=history.info["run_id"], model=spec,
-                             shard_urls=tuple(shards.urls),
+            base = StageSpec(run_id=run_id, model=spec, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg))
+            resident = None
+            if run.options["evaluation"] == "resident":
+                resident = stack.enter_context(ResidentEvaluations(
+                    blocks, history.info["partitions"], x0.size, host=host, token=shards.token,
+                    max_request_bytes=int(cfg.max_request_mb * 2**20),
+                    timeout=cfg.request_timeout))
+            history.info["probe_s"] = check_reachable(
+                spark, shards.urls + ([resident.url] if resident else []), shards.token,
+                tasks=history.info["partitions"],
+                timeout=min(cfg.request_timeout, PROBE_TIMEOUT_S), host=host)
+            run.callbacks.on_server_start(shards)
             base = replace(base, state=fixed_state(  # BatchNorm: lbfgs.statistics
                 model, blocks, history.info["partitions"], base, shards.space, x0,
-                history.info,
-                lambda what: job_group(spark, describe("sandblaster", history.info["run_id"],
-                                                       what), run_id=history.info["run_id"])))
+                history.info, in_job))
             counter = itertools.count(1)
             depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
             history.info["aggregation_depth"] = depth
+            if resident is not None:
+                resident.start(base, lambda collect: _run_resident(collect, in_job, history),
+                               cancel=lambda: cancel_run(spark, run_id, "evaluators stuck"))
 
             def evaluate(point: str) -> tuple[float, np.ndarray]:
                 number = next(counter)
-                stage = replace(base, point=point, version=number)
-                with job_group(spark, describe("sandblaster", history.info["run_id"],
-                                               f"evaluation {number} "
-                                               f"({history.info['partitions']} portions)"),
-                               run_id=history.info["run_id"]):
-                    try:
-                        loss_sum, grad_sum, rows, devices = evaluate_stage(
-                            blocks, stage, history.info["partitions"], depth)
-                    except Exception as e:
-                        raise_if_no_gpu(e, f"evaluation {number}")
-                        raise
+                if resident is not None:
+                    loss_sum, grad_sum, rows, devices = resident.evaluate(point)
+                else:
+                    stage = replace(base, point=point, version=number)
+                    with in_job(f"evaluation {number} ({history.info['partitions']} portions)"):
+                        try:
+                            loss_sum, grad_sum, rows, devices = evaluate_stage(
+                                blocks, stage, history.info["partitions"], depth)
+                        except Exception as e:
+                            raise_if_no_gpu(e, f"evaluation {number}")
+                            raise
                 history.info["devices"] = sorted(set(history.info.get("devices", [])) |
                                                  set(devices))
                 if rows != history.info["rows"]:  # a lost or doubled portion must not pass
@@ -227,12 +245,30 @@ class Sandblaster(Trainer):
             return result
 
 
-def _portions(num_portions: int | None, cfg: SandblasterConfig, spark) -> int:
-    if num_portions is None:
-        return cfg.portions_per_core * default_parallelism(spark)
-    if isinstance(num_portions, bool) or not isinstance(num_portions, int) or num_portions < 1:
+def _evaluation_plan(num_portions: int | None, cfg: SandblasterConfig, spark
+                     ) -> tuple[str, int]:
+    """``(evaluation, portions)``: resident with one portion per task slot where a barrier
+    stage can hold them all, else a stage per evaluation over ``portions_per_core`` x
+    parallelism portions (or ``num_portions``)."""
+    if num_portions is not None and (isinstance(num_portions, bool) or
+                                     not isinstance(num_portions, int) or num_portions < 1):
         raise ValueError(f"num_portions must be an integer >= 1, received {num_portions!r}")
-    return num_portions
+    parallelism = default_parallelism(spark)
+    slots = max(parallelism // task_cpus(spark), 1)
+    dynamic = (conf_value(spark, "spark.dynamicAllocation.enabled", "false") or "").lower()
+    if cfg.evaluation == "resident" and dynamic != "true" and (num_portions or slots) <= slots:
+        return "resident", num_portions or slots
+    return "stages", num_portions or cfg.portions_per_core * parallelism
+
+
+def _run_resident(collect, in_job, history) -> list:
+    """The resident evaluators' Spark job (``lbfgs.resident``), tagged as the run's."""
+    with in_job(f"resident evaluators ({history.info['partitions']} portions)"):
+        try:
+            return collect()
+        except Exception as e:
+            raise_if_no_gpu(e, "the resident evaluators")
+            raise
 
 
 def _aggregation_depth(cfg: SandblasterConfig, portions: int, size: int) -> int:

@@ -147,7 +147,7 @@ _EVALUATORS: OrderedDict[tuple[str, str], _Evaluator] = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 
-def _evaluator_for(spec: StageSpec) -> _Evaluator:
+def evaluator_for(spec: StageSpec) -> _Evaluator:
     placement = place(spec.devices)  # before anything initialises TensorFlow here
     key = (spec.run_id, placement.describe())
     evaluator = _EVALUATORS.get(key)
@@ -164,7 +164,7 @@ def _evaluator_for(spec: StageSpec) -> _Evaluator:
     return evaluator
 
 
-def _clients_for(spec: StageSpec) -> list:
+def clients_for(spec: StageSpec) -> list:
     from sparkdownpour.lbfgs.shard_server import VectorClient
 
     key = (spec.shard_urls, spec.token)
@@ -190,7 +190,7 @@ def _result_schema():
                       ("devices", pa.list_(pa.string()))])
 
 
-def _result(portions: list[int], loss: float, grad: np.ndarray | None, rows: int,
+def result_batch(portions: list[int], loss: float, grad: np.ndarray | None, rows: int,
             devices: list[str]):
     import pyarrow as pa
 
@@ -214,11 +214,11 @@ def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
     evaluator = None
     for x, y in read_blocks(batches):
         if evaluator is None:
-            evaluator = _evaluator_for(spec)
+            evaluator = evaluator_for(spec)
             point = (spec.run_id, spec.point, spec.version)
             if evaluator.point != point:  # several partitions on one worker fetch once
                 evaluator.point = None
-                evaluator.assign(fetch_vector(_clients_for(spec), spec.point))
+                evaluator.assign(fetch_vector(clients_for(spec), spec.point))
                 evaluator.point = point
         start = 0
         while start < len(y):
@@ -231,7 +231,7 @@ def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
     if evaluator is not None and not evaluator.frozen:
         freeze_long_lived_objects()
         evaluator.frozen = True
-    yield _result([TaskContext.get().partitionId()], loss_sum, grad_sum, rows,
+    yield result_batch([TaskContext.get().partitionId()], loss_sum, grad_sum, rows,
                   [evaluator.label] if evaluator is not None else [])
 
 
@@ -244,7 +244,7 @@ def sum_partials(batches: Iterator) -> Iterator:
             total = _add(total, (row["portions"], row["loss"], _grad(row["grad"]), row["rows"],
                                  row["devices"]))
     if total is not None:
-        yield _result(*total)
+        yield result_batch(*total)
 
 
 def _grad(raw) -> np.ndarray | None:

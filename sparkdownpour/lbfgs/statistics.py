@@ -104,7 +104,7 @@ def _model_for(spec: MomentsSpec):
 
     from sparkdownpour.keras_model import assign_state, assign_trainable
     from sparkdownpour.lbfgs.shard_server import fetch_vector
-    from sparkdownpour.lbfgs.stage import _clients_for
+    from sparkdownpour.lbfgs.stage import clients_for
     from sparkdownpour.replica.devices import place
     from sparkdownpour.replica.worker import configure_threads
 
@@ -118,7 +118,7 @@ def _model_for(spec: MomentsSpec):
         with tf.device(placement.device):
             model = stage.model.build()
         cached = _MODELS[key] = (model, placement.device, {})
-        flat = fetch_vector(_clients_for(stage), stage.point)
+        flat = fetch_vector(clients_for(stage), stage.point)
         shapes = [tuple(v.shape) for v in model.trainable_variables]
         parts = np.split(flat, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
         assign_trainable(model, [p.reshape(s) for p, s in zip(parts, shapes)])
