@@ -1,7 +1,9 @@
 """Sandblaster vs Spark MLlib's LogisticRegression vs scipy's L-BFGS-B, in one process run.
 
 Same generated data (default 200,000 x 100 dense, binary labels), same objective (mean log-loss
-+ l2/2 |w|^2, intercept not penalised), local[2] with 4 partitions. MLlib runs with
++ l2/2 |w|^2, intercept not penalised), local[2], the frame in 4 partitions, Sandblaster with its
+default evaluation (resident: one portion per task slot; `--evaluation stages --portions 4` for
+the stage-per-evaluation build). MLlib runs with
 ``standardization=False`` and the same regParam and tol; scipy runs in process on the numpy
 objective (float64) and is the reference objective. Sandblaster and MLlib are each run twice:
 *cold* is the first fit of the process (Spark's Python workers start and import TensorFlow for
@@ -53,8 +55,8 @@ def run_mllib(frame, l2: float, tol: float, max_iter: int) -> dict:
             "params": np.append(model.coefficients.toArray(), model.intercept)}
 
 
-def run_sandblaster(frame, cols: int, l2: float, tol: float, max_iter: int, partitions: int
-                    ) -> dict:
+def run_sandblaster(frame, cols: int, l2: float, tol: float, max_iter: int,
+                    portions: int | None, evaluation: str) -> dict:
     import keras
 
     from sparkdownpour import Sandblaster
@@ -66,15 +68,16 @@ def run_sandblaster(frame, cols: int, l2: float, tol: float, max_iter: int, part
 
     started = time.perf_counter()
     result = Sandblaster(build, loss="binary_crossentropy", l2=l2, tol=tol, gtol=1e-9,
-                         max_iter=max_iter, verbose=0).fit(frame, "features", "label",
-                                                           num_portions=partitions)
+                         max_iter=max_iter, verbose=0, evaluation=evaluation
+                         ).fit(frame, "features", "label", num_portions=portions)
     seconds = time.perf_counter() - started
     kernel, bias = result.model.get_weights()
     info = result.history.info
     return {"seconds": seconds, "iterations": info["iterations"],
             "evaluations": info["evaluations"], "params": np.append(kernel.ravel(), bias),
             "stop": info["stop_reason"], "setup": info["setup_s"], "cache": info["cache_s"],
-            "evaluating": sum(r["wall_time_s"] for r in result.history.epochs)}
+            "evaluating": sum(r["wall_time_s"] for r in result.history.epochs),
+            "mode": f"{info['evaluation']}, {info['partitions']} portions"}
 
 
 def main(argv=None) -> int:
@@ -86,6 +89,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluation", choices=("resident", "stages"), default="resident",
+                        help="Sandblaster's evaluation mode (its default: resident)")
+    parser.add_argument("--portions", type=int, default=None,
+                        help="Sandblaster's num_portions (default: its own choice)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -111,7 +118,8 @@ def main(argv=None) -> int:
         runs[f"MLlib LogisticRegression, {label}"] = run_mllib(frame, args.l2, args.tol,
                                                               args.max_iter)
         runs[f"Sandblaster, {label}"] = run_sandblaster(frame, args.cols, args.l2, args.tol,
-                                                        args.max_iter, args.partitions)
+                                                        args.max_iter, args.portions,
+                                                        args.evaluation)
     reference = objective(runs["scipy L-BFGS-B (in process)"]["params"])[0]
     print(f"\n{args.rows} x {args.cols}, l2={args.l2}, tol={args.tol}, local[2], "
           f"{args.partitions} partitions; reference objective (scipy) {reference:.10f}\n")
@@ -126,7 +134,7 @@ def main(argv=None) -> int:
         run = runs[f"Sandblaster, {label}"]
         print(f"Sandblaster {label}: {run['cache']:.2f} s parsing, caching and checking the data, "
               f"{run['setup'] - run['cache']:.2f} s building the model, {run['evaluating']:.2f} s "
-              f"in iterations, stop reason {run['stop']}")
+              f"in iterations, stop reason {run['stop']}; evaluation {run['mode']}")
     mllib = runs["MLlib LogisticRegression, warm"]
     ours = runs["Sandblaster, warm"]
     cold_ours, cold_mllib = runs["Sandblaster, cold"], runs["MLlib LogisticRegression, cold"]

@@ -59,7 +59,7 @@ def fit_binary(frame, **knobs):
     options = dict(loss="binary_crossentropy", l2=L2, tol=1e-12, gtol=1e-5, max_iter=200,
                    verbose=0)
     options.update(knobs)
-    portions = options.pop("num_portions", 4)
+    portions = options.pop("num_portions", None)
     resume = options.pop("resume", False)
     return Sandblaster(linear_model(12, 1, "sigmoid"), **options).fit(
         frame, "features", "label", num_portions=portions, resume=resume)
@@ -92,7 +92,7 @@ def test_softmax_regression_matches_scipy_lbfgsb(spark):
     frame = arrays_to_frame(spark, x, y, 2)
     result = Sandblaster(linear_model(64, 10, "softmax"), loss="sparse_categorical_crossentropy",
                          l2=L2, tol=1e-12, gtol=1e-8, max_iter=300, verbose=0).fit(
-        frame, "features", "label", num_portions=3)
+        frame, "features", "label")
     expected = scipy_minimum(softmax_objective(x, y, 10, L2), 650)
     assert abs(result.history.info["objective"] - expected) <= 1e-6 * abs(expected)
     assert result.history.info["devices"] == ["CPU:0"]  # device="auto" on a machine without GPUs
@@ -153,12 +153,31 @@ def test_empty_portions_are_cached_and_counted(spark, binary):
         blocks.unpersist()
 
 
+def test_a_resident_evaluator_without_rows_reports_an_empty_portion(binary):
+    """One row over two resident portions: the empty portion's task still answers every
+    evaluation (no rows, no gradient), so the board's count completes."""
+    frame, x, y = binary
+    result = fit_binary(frame.limit(1), num_portions=2, max_iter=3)
+    info = result.history.info
+    assert (info["evaluation"], info["partitions"], info["rows"]) == ("resident", 2, 1)
+    assert info["evaluations"] >= 2 and np.isfinite(info["objective"])
+
+
 def test_result_does_not_depend_on_the_number_of_portions_or_shards(binary):
     frame, _, _ = binary
-    # (3, 2, True): two shards, each in its own process.
-    objectives = [fit_binary(frame, num_portions=p, num_shards=s, shard_processes=own)
-                  .history.info["objective"] for p, s, own in [(1, 1, False), (3, 2, True),
-                                                                (16, 1, False)]]
+    # Resident evaluators hold one portion per task slot (2 here); more portions than slots,
+    # or evaluation="stages", run a Spark stage per evaluation. (3, 2, True): two shards, each
+    # in its own process.
+    objectives, modes = [], []
+    for portions, shards, own, evaluation in [(None, 1, False, "resident"), (1, 2, False, "resident"),
+                                              (3, 2, True, "resident"), (16, 1, False, "stages"),
+                                              (2, 1, False, "stages")]:
+        info = fit_binary(frame, num_portions=portions, num_shards=shards, shard_processes=own,
+                          evaluation=evaluation).history.info
+        objectives.append(info["objective"])
+        modes.append((info["evaluation"], info["partitions"]))
+    assert modes == [("resident", 2), ("resident", 1), ("stages", 3), ("stages", 16),
+                     ("stages", 2)]
     assert max(objectives) - min(objectives) <= 1e-6 * abs(min(objectives)), objectives
 
 
