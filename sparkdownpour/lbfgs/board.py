@@ -48,19 +48,16 @@ class EvaluationBoard:
         self.version, self.point = 0, ""
         self.stopped = False
         self.reports = 0
-        self._counted: set[int] = set()
-        self._loss, self._grad, self._rows = 0.0, np.zeros(size), 0
-        self._devices: set[str] = set()
+        # Each counted portion's (loss, gradient, rows, devices), added up in portion order
+        # when complete, so the sums do not depend on the order the reports arrived in.
+        self._counted: dict[int, tuple] = {}
 
     def post(self, point: str) -> int:
         """Start the next evaluation, of the shards' vector ``point``; returns its version."""
         with self._cond:
             self.version += 1
             self.point = point
-            self._counted = set()
-            self._loss, self._rows = 0.0, 0
-            self._grad = np.zeros(self.size)
-            self._devices = set()
+            self._counted = {}
             self._cond.notify_all()
             return self.version
 
@@ -88,12 +85,7 @@ class EvaluationBoard:
                 return False, f"evaluation {version} is over (the board is at {self.version})"
             if portion in self._counted:
                 return False, f"portion {portion} was already counted for evaluation {version}"
-            self._counted.add(portion)
-            self._loss += loss
-            self._rows += rows
-            if grad is not None:
-                self._grad += grad
-            self._devices.update(devices)
+            self._counted[portion] = (loss, None if grad is None else grad.copy(), rows, devices)
             self._cond.notify_all()
             return True, ""
 
@@ -110,7 +102,13 @@ class EvaluationBoard:
                 self._cond.wait(timeout=poll_s)
             if self.version != version:
                 raise RuntimeError(f"evaluation {version} was overtaken by {self.version}")
-            return self._loss, self._grad, self._rows, tuple(sorted(self._devices))
+            results = [self._counted[p] for p in sorted(self._counted)]
+        grad = np.zeros(self.size)
+        for _, part, _, _ in results:
+            if part is not None:
+                grad += part
+        return (sum(r[0] for r in results), grad, sum(r[2] for r in results),
+                tuple(sorted({d for r in results for d in r[3]})))
 
     def wake(self) -> None:
         """Wake a ``collect`` so it asks ``failure()`` now (the evaluators' job ended)."""

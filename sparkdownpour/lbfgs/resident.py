@@ -123,8 +123,11 @@ class ResidentEvaluations:
 
         def job() -> None:
             try:
-                self.rows = run_job(
-                    lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True).collect())
+                # Spark does not rerun a failed barrier *result* stage (it aborts the job), but
+                # it does rerun a failed barrier shuffle-map stage, all tasks together: the
+                # one-partition shuffle of the tasks' final rows makes the stage the latter.
+                self.rows = run_job(lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True)
+                                    .repartition(1).collect())
             except BaseException as e:  # handed to the thread that evaluates
                 self._error = e
             finally:

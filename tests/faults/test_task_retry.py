@@ -16,10 +16,10 @@ SHARDED_MODES = {"threads": {"num_shards": 4},
                  "processes": {"num_shards": 4, "shard_processes": True}}
 
 
-def run_driver(options, timeout=400):
+def run_driver(options, timeout=400, driver=DRIVER):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(DRIVER), json.dumps(options)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, str(driver), json.dumps(options)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
