@@ -9,18 +9,14 @@ Persistence is Spark ML's: ``metadata/`` (class, uid, Params, training history, 
 SHA-256) plus ``keras/``, a one-row Parquet file holding the ``.keras`` bytes, so the directory
 can live on any Hadoop file system and load with ``PipelineModel.load``. No pickle anywhere.
 
-The ``.keras`` bytes reach executors in a broadcast made on the first ``transform`` and shared
-by the model's copies; it is unpersisted when the last of them is garbage-collected, or at once
-with ``unpersist()``. Unpersisting only drops the executors' copies: a DataFrame a
-``transform`` returned still evaluates (Spark sends the bytes again). A Spark Connect session
-has no broadcast: there the bytes ride in the UDF's closure, or a file beyond a size
-(``ml.payload``).
+The ``.keras`` bytes reach executors without ``SparkContext.broadcast`` (which Spark Connect
+lacks), the same way in classic and Connect sessions: inside the UDF's closure, which Spark
+ships once per executor, or beyond a size in a file written once per model (``ml.payload``).
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -39,7 +35,6 @@ from sparkdownpour.ml.params import TASKS, KerasModelParams
 from sparkdownpour.ml.payload import payload_source
 from sparkdownpour.ml.persistence import KerasParamsReader, KerasParamsWriter, jsonable
 from sparkdownpour.ml.predict import digest_of, keras_from_bytes, predict_batches
-from sparkdownpour.session import is_connect
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +59,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         self._payload = payload
         self._history = history or History()
         self._keras = None
-        self._broadcast: _Shipped | None = None  # the payload's broadcast, made on first use
-        self._source = None  # Spark Connect: where executors read the payload (ml.payload)
+        self._source = None  # where executors read the payload (ml.payload), made on first use
 
     @property
     def keras_model(self):
@@ -91,29 +85,18 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         return self._payload
 
     def _payload_source(self, spark):
-        """Where executors read the payload: a classic session's broadcast; under Spark Connect
-        (no ``sc.broadcast``) the bytes in the UDF's closure, or a file beyond
-        ``ml.payload``'s limit."""
-        if not is_connect(spark):
-            return self._payload_broadcast(spark)
+        """Where executors read the payload: the bytes in the UDF's closure, or a file beyond
+        ``ml.payload``'s limit (classic and Connect sessions alike)."""
         if self._source is None:
             payload = self._require_payload()
             self._source = payload_source(spark, payload, digest_of(payload))
         return self._source
 
-    def _payload_broadcast(self, spark):
-        sc = spark.sparkContext
-        if self._broadcast is None or self._broadcast.context is not sc:
-            self._broadcast = _Shipped(sc, self._require_payload())
-        return self._broadcast.broadcast
-
     def unpersist(self) -> KerasPredictionModel:
-        """Release the executors' copies of the model's bytes now, rather than when the model
-        is garbage-collected; a later ``transform`` broadcasts them again."""
-        shipped, self._broadcast = self._broadcast, None
+        """Forget where the executors read the model's bytes; the next ``transform`` ships them
+        again. (There is no broadcast to free: the bytes travel in the UDF's closure, which
+        Spark drops with the stage, or in a file that lives until the process ends.)"""
         self._source = None
-        if shipped is not None:
-            shipped.release()
         return self
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
@@ -138,7 +121,7 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
         features_expression(dataset, features)  # a missing or mistyped column: refused now
         _row_input_for_udt_columns(dataset)
         options = dict(digest=digest_of(self._require_payload()),
-                       broadcast=self._payload_source(dataset.sparkSession), task=task,
+                       payload=self._payload_source(dataset.sparkSession), task=task,
                        activation=self.getOutputActivation(), num_features=self.getNumFeatures(),
                        features_col=features, task_cpus=task_cpus(dataset.sparkSession),
                        inputs=slots)
@@ -199,27 +182,6 @@ class KerasPredictionModel(Model, KerasModelParams, MLReadable, MLWritable):
     @classmethod
     def read(cls) -> MLReader:
         return KerasParamsReader(KerasPredictionModel, _model_from_saved, "fitted model")
-
-
-class _Shipped:
-    """A payload's broadcast in one SparkContext, unpersisted when nothing holds it any more
-    (models' copies share one) or on ``release()``."""
-
-    def __init__(self, context, payload: bytes) -> None:
-        self.context = context
-        self.broadcast = context.broadcast(payload)
-        self._finalizer = weakref.finalize(self, _unpersist, self.broadcast)
-        self._finalizer.atexit = False  # the JVM may be gone by then; Spark frees it anyway
-
-    def release(self) -> None:
-        self._finalizer()
-
-
-def _unpersist(broadcast) -> None:
-    try:
-        broadcast.unpersist()
-    except Exception:  # noqa: BLE001 - the SparkContext has stopped: nothing left to free
-        pass
 
 
 class DownpourModel(KerasPredictionModel):

@@ -26,7 +26,7 @@ PAYLOAD_DIR_CONF = "spark.sparkdownpour.transform.payloadDir"
 
 
 class InClosure:
-    """The bytes themselves; ``value`` as a broadcast variable has it."""
+    """The bytes themselves, as ``value`` (like ``FromFile``)."""
 
     __slots__ = ("value",)
 

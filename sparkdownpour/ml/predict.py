@@ -1,8 +1,9 @@
 """Executor side of ``transform``: Arrow batches of feature arrays in, prediction structs out.
 
 The fitted model travels as the bytes of a ``.keras`` file (Keras's portable format: JSON
-architecture plus HDF5 weights, never a pickle), in a Spark broadcast. Each Python worker builds
-the Keras model once per model digest and keeps it for later tasks and later ``transform`` calls.
+architecture plus HDF5 weights, never a pickle), in the UDF's closure or a file
+(``ml.payload``). Each Python worker builds the Keras model once per model digest and keeps it
+for later tasks and later ``transform`` calls.
 Nothing here imports a SparkSession.
 """
 
@@ -57,7 +58,7 @@ def digest_of(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def _cached_model(digest: str, broadcast, task_cpus: int,
+def _cached_model(digest: str, payload, task_cpus: int,
                   inputs: tuple = ()) -> tuple[object, bool]:
     """``(model, built_now)`` for this digest, built at most once per worker; a model with
     several inputs (``inputs``: its ``InputSlot``s) behind one flat input (``inputs.flat_model``)."""
@@ -68,7 +69,7 @@ def _cached_model(digest: str, broadcast, task_cpus: int,
             _models.move_to_end(key)
             return model, False
     configure_threads(task_cpus)
-    model = keras_from_bytes(broadcast.value)
+    model = keras_from_bytes(payload.value)
     if inputs:
         from sparkdownpour.inputs import flat_model
 
@@ -132,7 +133,7 @@ def _struct(prediction: np.ndarray, probability: np.ndarray | None, valid: np.nd
     return pa.StructArray.from_arrays(arrays, names=names, mask=mask)
 
 
-def predict_batches(batches: Iterator[pa.Array], *, digest: str, broadcast, task: str,
+def predict_batches(batches: Iterator[pa.Array], *, digest: str, payload, task: str,
                     activation: str, num_features: int, features_col,
                     task_cpus: int = 1, inputs: tuple = ()) -> Iterator[pa.Array]:
     """The body of the scalar-iterator Arrow UDF: one struct array per batch of features.
@@ -140,7 +141,7 @@ def predict_batches(batches: Iterator[pa.Array], *, digest: str, broadcast, task
     A model with several inputs gets its columns concatenated in input order (``features_col``
     lists them) and ``inputs``, their ``InputSlot``s, to cut them apart again, as in training.
     """
-    model, built_now = _cached_model(digest, broadcast, task_cpus, tuple(inputs))
+    model, built_now = _cached_model(digest, payload, task_cpus, tuple(inputs))
     for column in batches:
         if pa.types.is_struct(column.type):  # a sparse vector column, as it is (data.sparse)
             x, valid = csr_from_vectors(column, num_features, features_col)

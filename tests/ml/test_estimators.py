@@ -160,37 +160,21 @@ def test_param_defaults_are_the_config_defaults_and_every_rule_is_documented():
     assert all(name in doc for name in optimizers.RULES), doc
 
 
-def test_the_models_broadcast_is_released_with_unpersist_or_when_collected(spark, binary):
-    import gc
-
+def test_a_classic_session_ships_the_model_without_a_broadcast(spark, binary, monkeypatch):
+    """In the UDF's closure up to ml.payload's limit, from a file beyond it, as under Spark
+    Connect: the same predictions either way, and unpersist() makes the next transform ship
+    the model again."""
+    from sparkdownpour.ml import payload
     from sparkdownpour.ml.models import KerasPredictionModel
     from sparkdownpour.ml.predict import keras_to_bytes
 
     frame, _, _ = binary
-
-    def fitted():
-        model = KerasPredictionModel(keras_to_bytes(dense(3, 2, "softmax")()))
-        return model._set(task="multiclass", numFeatures=3)
-
-    def spy(model):  # the broadcast the first transform makes, its unpersist calls recorded
-        out = model.transform(frame)
-        shipped = model._broadcast.broadcast
-        calls = []
-        shipped.unpersist = lambda blocking=False: calls.append(blocking)
-        return out, calls
-
-    model = fitted()
-    out, calls = spy(model)
-    copy = model.copy()  # copies share the broadcast: kept while one of them lives
-    del model
-    gc.collect()
-    assert calls == []
-    del copy
-    gc.collect()
-    assert calls == [False]  # it used to live as long as the SparkContext
-    assert out.count() == 400  # a DataFrame made before still evaluates
-
-    model = fitted()
-    out, calls = spy(model)
-    assert model.unpersist() is model and calls == [False] and model._broadcast is None
-    assert model.transform(frame).count() == 400 and model._broadcast is not None
+    model = KerasPredictionModel(keras_to_bytes(dense(3, 2, "softmax")()))
+    model._set(task="multiclass", numFeatures=3)
+    in_closure = [r.prediction for r in model.transform(frame).select("prediction").collect()]
+    assert isinstance(model._source, payload.InClosure)
+    assert model.unpersist() is model and model._source is None
+    monkeypatch.setattr(payload, "CLOSURE_LIMIT_BYTES", 0)
+    from_file = [r.prediction for r in model.transform(frame).select("prediction").collect()]
+    assert isinstance(model._source, payload.FromFile)
+    assert from_file == in_closure and len(in_closure) == 400
