@@ -56,3 +56,18 @@ def test_pipeline_fits_transforms_saves_and_loads(connect, digit_columns, tmp_pa
     from_file = PipelineModel.load(str(tmp_path / "pipeline"))
     np.testing.assert_array_equal(probabilities(from_file.transform(test)), expected)
     assert isinstance(from_file.stages[-1]._source, payload.FromFile)
+
+
+def test_cross_validator_picks_the_better_learning_rate_and_refits(connect, digit_columns):
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    train, test = digit_columns
+    search_space = pipeline(epochs=3)
+    estimator = search_space.getStages()[-1]
+    grid = ParamGridBuilder().addGrid(estimator.learningRate, [1e-4, 0.05]).build()
+    evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
+    search = CrossValidator(estimator=search_space, estimatorParamMaps=grid, evaluator=evaluator,
+                            numFolds=2, seed=7).fit(train)
+    assert search.avgMetrics[1] > search.avgMetrics[0] + 0.2, search.avgMetrics
+    assert isinstance(search.bestModel.stages[-1], DownpourModel)
+    assert evaluator.evaluate(search.transform(test)) >= 0.85
