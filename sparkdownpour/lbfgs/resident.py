@@ -49,7 +49,6 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
 
     from sparkdownpour.lbfgs.blocks import read_blocks
     from sparkdownpour.lbfgs.shard_server import fetch_vector
-    from sparkdownpour.replica.worker import freeze_long_lived_objects
 
     portion = TaskContext.get().partitionId()
     blocks = list(read_blocks(batches))  # views of the Arrow buffers, kept for the whole fit
@@ -67,17 +66,11 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
             if evaluator is not None:
                 evaluator.assign(fetch_vector(clients_for(spec), answer["point"]))
                 for x, y in blocks:
-                    start = 0
-                    while start < len(y):
-                        stop = start + evaluator.chunk_rows(x, spec.chunk_rows)
-                        loss, grad = evaluator(x[start:stop], y[start:stop])
-                        loss_sum += loss
-                        grad_sum = grad if grad_sum is None else grad_sum + grad
-                        start = stop
+                    loss, grad = evaluator.block_sums(x, y, spec.chunk_rows)
+                    loss_sum += loss
+                    grad_sum = grad if grad_sum is None else grad_sum + grad
                     rows += len(y)
-                if not evaluator.frozen:
-                    freeze_long_lived_objects()
-                    evaluator.frozen = True
+                evaluator.freeze_once()
             client.report(version, portion, loss_sum, grad_sum, rows,
                           [evaluator.label] if evaluator is not None else [])
             served += 1

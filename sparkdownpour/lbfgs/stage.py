@@ -102,6 +102,24 @@ class _Evaluator:
                                          np.split(flat, self.splits), self.shapes):
             variable.assign(part.reshape(shape))
 
+    def block_sums(self, x, y: np.ndarray, limit: int) -> tuple[float, np.ndarray]:
+        """Loss and gradient sums over one block, in TensorFlow calls of at most ``limit`` rows
+        (fewer while a sparse block may be densified)."""
+        loss_sum, grad_sum, start = 0.0, None, 0
+        while start < len(y):
+            stop = start + self.chunk_rows(x, limit)
+            loss, grad = self(x[start:stop], y[start:stop])
+            loss_sum += loss
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+            start = stop
+        return loss_sum, grad_sum
+
+    def freeze_once(self) -> None:
+        """After the first evaluation: see ``replica.worker.freeze_long_lived_objects``."""
+        if not self.frozen:
+            freeze_long_lived_objects()
+            self.frozen = True
+
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         y = y.astype(self.label_dtype.as_numpy_dtype, copy=False)
         if self.label_rank2:
@@ -220,17 +238,12 @@ def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
                 evaluator.point = None
                 evaluator.assign(fetch_vector(clients_for(spec), spec.point))
                 evaluator.point = point
-        start = 0
-        while start < len(y):
-            stop = start + evaluator.chunk_rows(x, spec.chunk_rows)
-            loss, grad = evaluator(x[start:stop], y[start:stop])
-            loss_sum += loss
-            grad_sum = grad if grad_sum is None else grad_sum + grad
-            start = stop
+        loss, grad = evaluator.block_sums(x, y, spec.chunk_rows)
+        loss_sum += loss
+        grad_sum = grad if grad_sum is None else grad_sum + grad
         rows += len(y)
-    if evaluator is not None and not evaluator.frozen:
-        freeze_long_lived_objects()
-        evaluator.frozen = True
+    if evaluator is not None:
+        evaluator.freeze_once()
     yield result_batch([TaskContext.get().partitionId()], loss_sum, grad_sum, rows,
                   [evaluator.label] if evaluator is not None else [])
 
