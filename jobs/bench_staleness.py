@@ -12,6 +12,8 @@ Spark partition per replica, ``local[4]`` so sync's barrier stage gets a slot pe
 - ``sync``: synchronous SGD (barrier rounds, one averaged update per round);
 - ``easgd``: elastic averaging, SGD on the replicas, exchange every 4 mini-batches.
 
+The baseline, in the same process run: the same MLP trained by single-process Keras ``fit``
+(SGD lr 0.1, same batch size, every core of the machine, Spark idle), scored the same way.
 A warm-up fit first starts the Python workers, so no run pays for TensorFlow's import.
 Run: ``python jobs/bench_staleness.py [--rows N] [--target A] [--max-epochs E]`` (the README's
 table: ``--target 0.81 --max-epochs 4``, about 8 minutes here). The last line is the summary.
@@ -68,6 +70,24 @@ def time_to_accuracy(frame, x_test, y_test, target, max_epochs, batch_size, **kn
             {**last, "wall_s": seconds})
 
 
+def keras_time_to_accuracy(x, y, x_test, y_test, target, max_epochs, batch_size):
+    """Single-process Keras on the same rows (the baseline): seconds to ``target`` (nan if
+    never), epochs, held-out accuracy."""
+    import keras
+
+    model = build()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    started, reached, epochs, accuracy = time.perf_counter(), float("nan"), 0, 0.0
+    while epochs < max_epochs and not accuracy >= target:
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        epochs += 1
+        accuracy = float(model.evaluate(x_test, y_test, batch_size=4096, verbose=0)[1])
+    if accuracy >= target:
+        reached = time.perf_counter() - started
+    return reached, epochs, accuracy
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -104,6 +124,10 @@ def main(argv=None) -> int:
     # warm-up: every Python worker started and its model built once
     warm = arrays_to_frame(spark, x[:4000], y[:4000], 4)
     time_to_accuracy(warm, x_test, y_test, 2.0, 1, args.batch_size)
+    keras_s, keras_epochs, keras_accuracy = keras_time_to_accuracy(
+        x[:split], y[:split], x_test, y_test, args.target, args.max_epochs, args.batch_size)
+    print(f"{'keras sgd':<16} 1 process: {keras_s:7.2f} s, {keras_epochs} epochs, val acc "
+          f"{keras_accuracy:.4f}", flush=True)
     rows = []
     for replicas in [int(r) for r in args.replicas.split(",")]:
         frame = base.repartition(replicas).cache()
@@ -119,15 +143,18 @@ def main(argv=None) -> int:
         frame.unpersist()
 
     print(f"\n{'run':<16}{'replicas':>9}{'to target s':>12}{'epochs':>7}{'wall s':>8}"
-          f"{'val acc':>9}{'stale mean':>11}{'vs async sgd':>14}")
+          f"{'val acc':>9}{'stale mean':>11}{'vs async sgd':>14}{'vs keras':>10}")
     reference = {r: s for label, r, s, _, _ in rows if label == "async sgd"}
     for label, replicas, seconds, epochs, last in rows:
         ratio = seconds / reference[replicas] if replicas in reference else float("nan")
         print(f"{label:<16}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
-              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{ratio:>14.2f}")
+              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{ratio:>14.2f}"
+              f"{seconds / keras_s:>10.2f}")
     best = min((r for r in rows if np.isfinite(r[2])), key=lambda r: r[2], default=None)
     print(f"bench_staleness: {args.rows} rows x {FEATURES}, target {args.target:.0%}: fastest "
-          + (f"{best[0]} at {best[1]} replicas, {best[2]:.2f} s" if best else "none reached it"))
+          + (f"{best[0]} at {best[1]} replicas, {best[2]:.2f} s" if best else "none reached it")
+          + f"; single-process Keras {keras_s:.2f} s"
+          + (f" (fastest / keras {best[2] / keras_s:.2f})" if best else ""))
     return 0
 
 
