@@ -6,16 +6,19 @@ fresh parameters back in one round trip (``t_rt``); every push goes to every sha
 
 - the replicas' rate: ``X_rep(R) = min(R, C) / (n_push * t_c + t_rt)`` pushes/s, ``C`` the
   cores the replicas have (beyond them their compute queues for a core);
-- a server of ``S`` shard processes, each on a core of its own, handles a push in
-  ``t_req + t_apply / S`` (every shard handles a request, ``t_req``, and applies its slice of
-  the update under its lock, ``t_apply / S``): ``X_srv(S) = 1 / (t_req + t_apply / S)``;
+- a request costs the server a fixed ``t_fix`` (HTTP, routing, the frame header: what a tiny
+  model's round trip costs) plus ``t_bytes`` for moving and checksumming the model's bytes
+  both ways, and applying the update costs ``t_apply``; a shard moves and applies ``1 / S`` of
+  them. ``S`` shard processes, each on a core of its own, take a push each in parallel:
+  ``X_srv(S) = 1 / (t_fix + (t_bytes + t_apply) / S)``;
 - ``S`` threaded shards share one process's GIL, which handles all ``S`` requests of a push:
-  ``X_thr(S) = 1 / (S * t_req + t_apply)``;
+  ``X_thr(S) = 1 / (S * t_fix + t_bytes + t_apply)``;
 - updates/s ``X = min(X_rep, X_srv)``; a server saturates from ``R* = X_srv * (n_push * t_c +
   t_rt)`` replicas on.
 
 Inputs, measured in this run: ``t_apply``, the store applying one push in process (no HTTP);
-``t_req``, a loopback round trip of ``push(return_params=True)`` minus ``t_apply``; ``t_c`` and
+``t_req``, a loopback round trip of ``push(return_params=True)`` minus ``t_apply``, which is
+``t_fix`` for the digits MLP (38 KB frames) and ``t_fix + t_bytes`` for the big model; ``t_c`` and
 ``t_rt`` from the history of a one-replica Downpour fit (``compute_s / steps``, ``comm_s /
 pushes``). The check: the same fit with 2 and 4 replicas (``local[4]`` on this machine's cores),
 observed pushes per second of the replicas' busy time (``updates / ((compute_s + comm_s) /
@@ -43,7 +46,7 @@ def server_costs(floats: int, repeats: int) -> tuple[float, float]:
     from sparkdownpour.server import ParameterClient, ParameterServer, ParameterStore
 
     grads = [np.random.default_rng(0).standard_normal(floats, dtype=np.float32) * 1e-3]
-    store = ParameterStore([np.zeros(floats, np.float32)], optimizers.get("adagrad", 0.05))
+    store = ParameterStore([np.zeros(floats, np.float32)], optimizers.get("adagrad", learning_rate=0.05))
     applies = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -83,11 +86,12 @@ def replica_run(spark, replicas: int, epochs: int) -> dict:
             "observed": sums["updates"] / ((sums["compute_s"] + sums["comm_s"]) / replicas)}
 
 
-def predict(replicas: int, cores: int, cycle: float, t_req: float, t_apply: float,
-            shards: int, threads: bool = False) -> tuple[float, float, float]:
+def predict(replicas: int, cores: int, cycle: float, t_fix: float, t_bytes: float,
+            t_apply: float, shards: int, threads: bool = False) -> tuple[float, float, float]:
     """``(X, X_rep, X_srv)`` in pushes/s."""
     rep = min(replicas, cores) / cycle
-    srv = 1.0 / (shards * t_req + t_apply) if threads else 1.0 / (t_req + t_apply / shards)
+    srv = 1.0 / (shards * t_fix + t_bytes + t_apply) if threads else \
+        1.0 / (t_fix + (t_bytes + t_apply) / shards)
     return min(rep, srv), rep, srv
 
 
@@ -121,30 +125,31 @@ def main(argv=None) -> int:
           f"t_req {t_req * 1e3:.3f} ms, t_c {base['t_c'] * 1e3:.3f} ms, t_rt "
           f"{base['t_rt'] * 1e3:.3f} ms (one replica); {cores} cores")
     print(f"inputs ({args.big_floats} parameters): t_apply {big_apply * 1e3:.1f} ms, t_req "
-          f"{big_req * 1e3:.1f} ms; assumed step {args.big_step_s:.2f} s\n")
+          f"{big_req * 1e3:.1f} ms (t_bytes {max(big_req - t_req, 0) * 1e3:.1f} ms); assumed "
+          f"step {args.big_step_s:.2f} s\n")
     print("| replicas | observed pushes/s | predicted (1 shard) | replicas' bound | server's "
           "bound | observed / predicted |")
     print("|---|---|---|---|---|---|")
     for run in runs:
-        x, rep, srv = predict(run["replicas"], cores, cycle, t_req, t_apply, 1)
+        x, rep, srv = predict(run["replicas"], cores, cycle, t_req, 0.0, t_apply, 1)
         print(f"| {run['replicas']} | {run['observed']:.0f} | {x:.0f} | {rep:.0f} | {srv:.0f} | "
               f"{run['observed'] / x:.2f} |")
     print("\n| model | shards | server pushes/s, processes (threads) | 8 replicas | 32 | 128 "
           "| saturates from |")
     print("|---|---|---|---|---|---|---|")
-    for label, t_a, t_r, step in (("digits MLP", t_apply, t_req, base["t_c"]),
-                                  (f"{args.big_floats / 1e6:.0f}M params", big_apply, big_req,
-                                   args.big_step_s)):
-        own = step + (t_r + t_a)  # a replica's cycle: its step, then one round trip
-        for shards in (1, 4, 16):
-            cells = [predict(r, r, own, t_r, t_a, shards)[0] for r in (8, 32, 128)]
-            srv = predict(1, 1, own, t_r, t_a, shards)[2]
-            thr = predict(1, 1, own, t_r, t_a, shards, threads=True)[2]
+    big_bytes = max(big_req - t_req, 0.0)
+    for label, t_a, t_b, own in (("digits MLP", t_apply, 0.0, cycle),
+                                 (f"{args.big_floats / 1e6:.0f}M params", big_apply, big_bytes,
+                                  args.big_step_s + big_req + big_apply)):
+        for shards in (1, 4, 16):  # own: a replica's cycle, its step then one round trip
+            cells = [predict(r, r, own, t_req, t_b, t_a, shards)[0] for r in (8, 32, 128)]
+            srv = predict(1, 1, own, t_req, t_b, t_a, shards)[2]
+            thr = predict(1, 1, own, t_req, t_b, t_a, shards, threads=True)[2]
             print(f"| {label} | {shards} | {srv:.0f} ({thr:.0f}) | "
                   + " | ".join(f"{c:.0f}" for c in cells) + f" | {srv * own:.0f} replicas |")
-    worst = max(abs(r["observed"] / predict(r["replicas"], cores, cycle, t_req, t_apply, 1)[0]
-                    - 1) for r in runs)
-    saturation = predict(1, 1, cycle, t_req, t_apply, 1)[2] * cycle
+    worst = max(abs(r["observed"] / predict(r["replicas"], cores, cycle, t_req, 0.0, t_apply,
+                                            1)[0] - 1) for r in runs)
+    saturation = predict(1, 1, cycle, t_req, 0.0, t_apply, 1)[2] * cycle
     print(f"\nbench_capacity: digits MLP, 1 shard saturates from {saturation:.1f} replicas; "
           f"observed vs predicted at 1/2/4 replicas within {worst:.0%}")
     spark.stop()
