@@ -95,7 +95,10 @@ class Trainer:
                                            features_col, slots)
             labels = validated.label_frame if validated.label_frame is not None else prepared
             data.check_labels_fit_loss(labels, summary, label_col, loss_name(cfg.loss),
-                                       output_units(model), validated.non_integer_labels)
+                                       output_units(model),
+                                       validated.non_integer_labels
+                                       if validated.non_integer_labels is not None
+                                       else summary.non_integer_labels)
             history = History(info={"run_id": run.run_id, "rows": summary.num_rows,
                                     "features": summary.num_features, **validated.info})
             with tracking:

@@ -32,6 +32,9 @@ class DataSummary:
     # Partitions of the validated frame (the highest non-empty one + 1), read in the same pass,
     # so a trainer needs no job of its own to count them; None: not counted.
     partitions: int | None = None
+    # Labels with a fractional part, counted in the same pass (class-index losses refuse them
+    # without a job of their own when 0); None: not counted.
+    non_integer_labels: int | None = None
 
 
 PARTITION_ID = "__sparkdownpour_partition"
@@ -132,6 +135,7 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
         F.sum(bad_value.cast("long")).alias("bad_rows"),
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
+        F.sum((label != F.floor(label)).cast("long")).alias("non_integer"),
         F.max(PARTITION_ID).alias("last_partition"),
     ).first()
     what = _describe_features(features_col)
@@ -158,7 +162,8 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
                          f"{row['n']} rows; drop them first")
     return DataSummary(num_rows=int(row["n"]), num_features=int(row["dmin"]),
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]),
-                       partitions=int(row["last_partition"]) + 1)
+                       partitions=int(row["last_partition"]) + 1,
+                       non_integer_labels=int(row["non_integer"] or 0))
 
 
 def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,

@@ -240,6 +240,7 @@ def validate_sparse(prepared, what: str, label_col: str):
         F.sum(F.exists(indices, lambda i: (i < 0) | (i >= size)).cast("long")).alias("bad_index"),
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
+        F.sum((label != F.floor(label)).cast("long")).alias("non_integer"),
         F.sum(F.size(values).cast("long")).alias("nnz"),
         F.max(PARTITION_ID).alias("last_partition"),
     ).first()
@@ -265,7 +266,8 @@ def validate_sparse(prepared, what: str, label_col: str):
                          f"{n} rows; drop them first")
     return DataSummary(num_rows=int(n), num_features=int(row["dmin"]),
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]),
-                       partitions=int(row["last_partition"]) + 1)
+                       partitions=int(row["last_partition"]) + 1,
+                       non_integer_labels=int(row["non_integer"] or 0))
 
 
 # -- scoring (ml.predict) ----------------------------------------------------------------------
