@@ -72,15 +72,43 @@ def _connect_session(app_name: str, conf: dict, remote: str):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # a local server's Python workers
     logger.info("starting a Spark Connect session on %s", remote)
-    builder = SparkSession.builder.remote(remote).appName(app_name)
+    settings = {key: str(value).lower() if isinstance(value, bool) else value
+                for key, value in conf.items() if key != "spark.master"}
     if remote.startswith("local"):  # a server in this process: no console progress bars
-        builder = builder.config("spark.ui.showConsoleProgress", "false")
-    for key, value in conf.items():
-        if key != "spark.master":
-            builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
+        return local_connect_session(remote, {"spark.app.name": app_name,
+                                              "spark.ui.showConsoleProgress": "false",
+                                              **settings})
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     with warnings.catch_warnings():  # static settings a running server cannot take
         warnings.simplefilter("ignore", UserWarning)
         return builder.getOrCreate()
+
+
+def local_connect_session(master: str, conf: dict):
+    """What ``SparkSession.builder.remote("local[N]")`` does, but serving on a free port of
+    127.0.0.1: pyspark's own local server always takes port 15002 on every interface, so two
+    processes on one machine collide and the server is reachable from the network. Uses
+    pyspark's ``_start_connect_server`` (what ``remote("local[N]")`` calls); ``conf`` holds
+    static and run-time settings alike. Stopping the session stops the server too."""
+    import socket
+    import warnings
+
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    opts = {**conf, "spark.connect.grpc.binding.port": str(port),
+            "spark.connect.grpc.binding.address": "127.0.0.1"}
+    os.environ["SPARK_LOCAL_REMOTE"] = "1"  # session.stop() then stops the server, too
+    ConnectSession._start_connect_server(master, opts)  # leaves the run-time settings in opts
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    with warnings.catch_warnings():  # static settings a running server cannot take
+        warnings.simplefilter("ignore", UserWarning)
+        return ConnectSession.builder.remote(f"sc://localhost:{port}").config(map=opts) \
+            .getOrCreate()
 
 
 def quiet_spark_logs(spark) -> None:

@@ -46,6 +46,28 @@ def test_train_digits_on_local_cluster_separate_executors():
 
 
 @pytest.mark.slow
+def test_train_digits_on_a_local_spark_connect_server_on_a_free_loopback_port():
+    # --remote local[2]: a Connect server inside the job's process. pyspark's own would take
+    # port 15002 on every interface; held here, it would fail to start. (If something else
+    # holds 15002 already, the job must still run.)
+    import socket
+
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 15002))
+        holder.listen(1)
+    except OSError:
+        holder.close()
+    try:
+        values = report(run_job([sys.executable, "jobs/train_digits.py", "--remote", "local[2]",
+                                 "--quiet", "--epochs", "5"]))
+    finally:
+        holder.close()
+    assert float(values["held-out accuracy"]) >= 0.9
+    assert int(values["updates applied"]) > 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "libsvm"])
 def test_train_digits_on_a_user_file(tmp_path, fmt):
     from sklearn.datasets import dump_svmlight_file, load_digits

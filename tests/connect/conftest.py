@@ -14,15 +14,11 @@ the command that runs them alone.
 
 ``remote("local[2]")`` itself always serves on port 15002 (on every interface), so two test
 processes on one machine (or a test run beside a job) collide. The fixture therefore starts
-the same in-process server through pyspark's own ``_start_connect_server`` on a free loopback
-port and connects to ``sc://localhost:<port>``; stopping the session stops the server as
-``remote("local[2]")`` would.
+the same in-process server on a free loopback port with ``session.local_connect_session``,
+as the jobs' ``--remote local[N]`` does; stopping the session stops the server too.
 """
 
-import os
-import socket
 import time
-import warnings
 
 import pytest
 
@@ -31,11 +27,13 @@ import pytest
 def connect():
     from pyspark import SparkContext
 
+    from sparkdownpour.session import local_connect_session
+
     if SparkContext._active_spark_context is not None:
         pytest.skip("a classic SparkContext is already running in this process; run the Spark "
                     "Connect tests on their own: python -m pytest tests/connect")
     started = time.perf_counter()
-    session = _local_connect_session("local[2]", {
+    session = local_connect_session("local[2]", {
         "spark.app.name": "sparkdownpour-connect-tests",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
@@ -59,21 +57,3 @@ def connect_digits(connect):
 
     x_train, y_train, x_test, y_test = digits_arrays()
     return arrays_to_frame(connect, x_train, y_train, 4), (x_test, y_test)
-
-
-def _local_connect_session(master: str, conf: dict):
-    """What ``SparkSession.builder.remote(master)`` does, on a free port on 127.0.0.1."""
-    from pyspark.sql.connect.session import SparkSession as ConnectSession
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    opts = {**conf, "spark.connect.grpc.binding.port": str(port),
-            "spark.connect.grpc.binding.address": "127.0.0.1"}
-    os.environ["SPARK_LOCAL_REMOTE"] = "1"  # session.stop() then stops the server, too
-    ConnectSession._start_connect_server(master, opts)  # leaves the run-time settings in opts
-    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return ConnectSession.builder.remote(f"sc://localhost:{port}").config(map=opts) \
-            .getOrCreate()
