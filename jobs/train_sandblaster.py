@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     print(f"data:               {path}, {info['rows']} training rows, {len(y_test)} held out")
     print(f"model:              {kind}, {info['features']} features, loss {loss}, l2 {config.l2}")
     print(f"portions:           {info['partitions']} on {master_of(spark)}, "
-          f"{config.num_shards} shard(s)")
+          f"{config.num_shards} shard(s), {info['evaluation']} evaluation")
     if "resumed_from" in info:
         print(f"resumed from:       {info['resumed_from']['path']} (after iteration "
               f"{info['resumed_from']['iterations_done']})")

@@ -200,8 +200,9 @@ class Sandblaster(Trainer):
                 history.info, in_job))
             counter = itertools.count(1)
             depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
-            history.info["aggregation_depth"] = depth
-            if resident is not None:
+            if resident is None:  # resident evaluators' sums are added on the board
+                history.info["aggregation_depth"] = depth
+            else:
                 resident.start(base, lambda collect: _run_resident(collect, in_job, history),
                                cancel=lambda: cancel_run(spark, run_id, "evaluators stuck"))
 

@@ -103,6 +103,7 @@ def test_train_sandblaster_default_job_on_local_cluster(tmp_path):
     assert (tmp_path / "m-history.png").read_bytes().startswith(b"\x89PNG")
     assert "sample_binary_classification_data.txt" in values["data"]
     assert "local-cluster[2,1,1024]" in values["portions"] and "2 shard(s)" in values["portions"]
+    assert values["portions"].endswith("resident evaluation")  # one long barrier stage
     assert values["stop reason"].split()[0] in ("tol", "gtol")
     assert 0 < int(values["iterations"]) < 100
     assert float(values["held-out accuracy"]) >= 0.89
