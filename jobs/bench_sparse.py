@@ -114,8 +114,8 @@ def run_all(name, train, test, features, args) -> list[dict]:
                     "accuracy": float(np.mean(predictions.prediction == predictions.label))})
     started = time.perf_counter()
     fitted = Sandblaster(logistic(features), loss="binary_crossentropy", l2=args.l2,
-                         max_iter=args.max_iter, tol=1e-6, verbose=0).fit(
-        train, num_portions=args.partitions)
+                         max_iter=args.max_iter, tol=1e-6, verbose=0,
+                         evaluation=args.evaluation).fit(train, num_portions=args.portions)
     results.append({"data": name, "method": "Sandblaster L-BFGS",
                     "seconds": time.perf_counter() - started,
                     "accuracy": keras_accuracy(fitted.model, x_test, y_test),
@@ -140,6 +140,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluation", choices=("resident", "stages"), default="resident",
+                        help="Sandblaster's evaluation mode (its default: resident)")
+    parser.add_argument("--portions", type=int, default=None,
+                        help="Sandblaster's num_portions (default: its own choice)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
