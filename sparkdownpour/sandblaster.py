@@ -199,9 +199,10 @@ class Sandblaster(Trainer):
                 model, blocks, history.info["partitions"], base, shards.space, x0,
                 history.info, in_job))
             counter = itertools.count(1)
-            depth = _aggregation_depth(cfg, history.info["partitions"], x0.size)
-            if resident is None:  # resident evaluators' sums are added on the board
-                history.info["aggregation_depth"] = depth
+            depth = None  # resident evaluators' sums are added up on the board
+            if resident is None:
+                depth = history.info["aggregation_depth"] = _aggregation_depth(
+                    cfg, history.info["partitions"], x0.size)
             else:
                 resident.start(base, lambda collect: _run_resident(collect, in_job, history),
                                cancel=lambda: cancel_run(spark, run_id, "evaluators stuck"))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparkdownpour.lbfgs.board import MAX_WAIT_S, BoardClient, EvaluationBoard, create_board_app
-from sparkdownpour.lbfgs.stage import RESULT_DDL, StageSpec, clients_for, evaluator_for, result_batch
+from sparkdownpour.lbfgs.stage import RESULT_DDL, StageSpec, clients_for, evaluator_for
 from sparkdownpour.transport.http_server import HttpServer
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class BoardAddress:
 
 def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> Iterator:
     """``mapInArrow(barrier=True)`` function: read this task's blocks once, then evaluate
-    every point the board posts until it says stop; yields one ``RESULT_DDL`` row (the number
-    of evaluations served in ``rows``)."""
+    every point the board posts until it says stop. Its results go to the board; it yields
+    no rows."""
     from pyspark import TaskContext
 
     from sparkdownpour.lbfgs.blocks import read_blocks
@@ -55,7 +55,7 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
     evaluator = evaluator_for(spec) if blocks else None
     client = BoardClient(board.url, board.token, timeout=board.timeout)
     wait_s = min(MAX_WAIT_S, board.timeout / 2)
-    served, version = 0, 0
+    version = 0
     try:
         while True:
             answer = client.next_after(version, wait_s)
@@ -65,19 +65,12 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
             loss_sum, grad_sum, rows = 0.0, None, 0
             if evaluator is not None:
                 evaluator.assign(fetch_vector(clients_for(spec), answer["point"]))
-                for x, y in blocks:
-                    loss, grad = evaluator.block_sums(x, y, spec.chunk_rows)
-                    loss_sum += loss
-                    grad_sum = grad if grad_sum is None else grad_sum + grad
-                    rows += len(y)
-                evaluator.freeze_once()
+                loss_sum, grad_sum, rows = evaluator.sums(blocks, spec.chunk_rows)
             client.report(version, portion, loss_sum, grad_sum, rows,
                           [evaluator.label] if evaluator is not None else [])
-            served += 1
     finally:
         client.close()
-    yield result_batch([portion], 0.0, None, served,
-                  [evaluator.label] if evaluator is not None else [])
+    yield from ()
 
 
 class ResidentEvaluations:
@@ -99,7 +92,6 @@ class ResidentEvaluations:
         self._error: BaseException | None = None
         self._done = False
         self._cancel: Callable[[], None] = lambda: None
-        self.rows: list = []
         self._thread: threading.Thread | None = None
 
     @property
@@ -118,9 +110,9 @@ class ResidentEvaluations:
             try:
                 # Spark does not rerun a failed barrier *result* stage (it aborts the job), but
                 # it does rerun a failed barrier shuffle-map stage, all tasks together: the
-                # one-partition shuffle of the tasks' final rows makes the stage the latter.
-                self.rows = run_job(lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True)
-                                    .repartition(1).collect())
+                # one-partition shuffle after it (of no rows) makes the stage the latter.
+                run_job(lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True)
+                        .repartition(1).collect())
             except BaseException as e:  # handed to the thread that evaluates
                 self._error = e
             finally:

@@ -13,6 +13,7 @@ vector is ever shipped in a closure (SPARK-18471): an empty partition sends no g
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,11 +115,20 @@ class _Evaluator:
             start = stop
         return loss_sum, grad_sum
 
-    def freeze_once(self) -> None:
-        """After the first evaluation: see ``replica.worker.freeze_long_lived_objects``."""
+    def sums(self, blocks, limit: int) -> tuple[float, np.ndarray | None, int]:
+        """``(loss sum, gradient sum, rows)`` over the ``(x, y)`` blocks at the assigned point
+        (``block_sums`` for each); the first evaluation then freezes the worker's long-lived
+        objects (``replica.worker.freeze_long_lived_objects``)."""
+        loss_sum, grad_sum, rows = 0.0, None, 0
+        for x, y in blocks:
+            loss, grad = self.block_sums(x, y, limit)
+            loss_sum += loss
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+            rows += len(y)
         if not self.frozen:
             freeze_long_lived_objects()
             self.frozen = True
+        return loss_sum, grad_sum, rows
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         y = y.astype(self.label_dtype.as_numpy_dtype, copy=False)
@@ -228,22 +238,18 @@ def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
     from sparkdownpour.lbfgs.blocks import read_blocks
     from sparkdownpour.lbfgs.shard_server import fetch_vector
 
-    loss_sum, grad_sum, rows = 0.0, None, 0
-    evaluator = None
-    for x, y in read_blocks(batches):
-        if evaluator is None:
-            evaluator = evaluator_for(spec)
-            point = (spec.run_id, spec.point, spec.version)
-            if evaluator.point != point:  # several partitions on one worker fetch once
-                evaluator.point = None
-                evaluator.assign(fetch_vector(clients_for(spec), spec.point))
-                evaluator.point = point
-        loss, grad = evaluator.block_sums(x, y, spec.chunk_rows)
-        loss_sum += loss
-        grad_sum = grad if grad_sum is None else grad_sum + grad
-        rows += len(y)
-    if evaluator is not None:
-        evaluator.freeze_once()
+    blocks = read_blocks(batches)  # streamed: one block in memory at a time
+    first = next(blocks, None)
+    loss_sum, grad_sum, rows, evaluator = 0.0, None, 0, None
+    if first is not None:  # an empty portion builds no model and fetches nothing
+        evaluator = evaluator_for(spec)
+        point = (spec.run_id, spec.point, spec.version)
+        if evaluator.point != point:  # several partitions on one worker fetch once
+            evaluator.point = None
+            evaluator.assign(fetch_vector(clients_for(spec), spec.point))
+            evaluator.point = point
+        loss_sum, grad_sum, rows = evaluator.sums(itertools.chain([first], blocks),
+                                                  spec.chunk_rows)
     yield result_batch([TaskContext.get().partitionId()], loss_sum, grad_sum, rows,
                   [evaluator.label] if evaluator is not None else [])
 
