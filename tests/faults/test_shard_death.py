@@ -108,17 +108,17 @@ def test_a_killed_shard_child_is_named_stops_the_run_and_resumes(digits, spark, 
     # A new fit resumes from the last checkpoint written before the death.
     last = latest_checkpoint(tmp_path)
     seen = {}
-    again = Downpour(build_digits_mlp, epochs=3, **knobs)
+    again = Downpour(build_digits_mlp, epochs=4, **knobs)  # 4: see test_sharded_faults.py
     result = again.fit(frame, validation_data=(x_test, y_test), resume=True, callbacks=[
         LambdaCallback(on_server_start=lambda server: seen.update(server=server),
                        on_epoch_end=lambda epoch, logs: seen.update(
                            status=seen["server"].store.status()))])
     assert result.history.info["resumed_from"]["step"] == last["step"]
     assert result.history.info["resumed_from"]["epochs_done"] >= 1
-    expected = 3 * _batches_per_epoch(frame)
+    expected = 4 * _batches_per_epoch(frame)
     # On every shard: each mini-batch applied once, whatever each had applied at the kill.
     assert [applied for applied, _ in _per_shard(seen["status"])] == [expected] * 4
-    assert result.history["val_accuracy"][-1] >= 0.85
+    assert result.history["val_accuracy"][-1] >= 0.88
 
 
 def test_the_progress_bar_neither_masks_nor_dies_noisily_on_a_dead_shard():

@@ -38,7 +38,7 @@ def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
     # cluster starts once); in each, a replica's Python worker is SIGKILLed after 60 updates.
     single, *runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
         {"name": "one shard", "knobs": {"epochs": 4}, "kill_worker_after": 60},
-        *({"name": mode, "knobs": {"epochs": 3, **MODES[mode]}, "kill_worker_after": 60}
+        *({"name": mode, "knobs": {"epochs": 4, **MODES[mode]}, "kill_worker_after": 60}
           for mode in MODES)]}, timeout=880)
     assert single["killed"]["pid"] > 0 and single["killed"]["at_update"] >= 60
     assert single["updates"] == single["expected_updates"] == 4 * 48
@@ -46,8 +46,11 @@ def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
     assert [run["name"] for run in runs] == list(MODES)
     for run in runs:
         assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
-        _exactly_once(run, 3)
-        assert run["accuracy"] >= 0.85, run
+        _exactly_once(run, 4)
+        # Four epochs, not three: after three, async runs on local-cluster spread from 0.83 to
+        # 0.94 held-out with or without a kill (a CI run failed a 0.85 bar at 0.833); after four
+        # they measured 0.94-0.95, so this bar catches a model that stopped learning, not noise.
+        assert run["accuracy"] >= 0.88, run
 
 
 @pytest.mark.slow

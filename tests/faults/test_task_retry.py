@@ -38,7 +38,7 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     clean, faulty, *sharded = run_driver({"master": "local[2,4]", "runs": [
         {"name": "clean", "knobs": {"epochs": 5}},
         {"name": "faulty", "knobs": {"epochs": 5}, "fail": fail},
-        *({"name": mode, "knobs": {"epochs": 3, **knobs}, "fail": fail}
+        *({"name": mode, "knobs": {"epochs": 4, **knobs}, "fail": fail}
           for mode, knobs in SHARDED_MODES.items()),
     ]}, timeout=880)
     assert clean["updates"] == clean["expected_updates"] == 5 * 48
@@ -49,7 +49,9 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     assert faulty["accuracy"] >= 0.93 and abs(faulty["accuracy"] - clean["accuracy"]) <= 0.03
     # Sharded: on every shard, updates applied equal mini-batches pushed (4 pushed to every
     # shard before each failure, skipped by the retry).
+    # (Four epochs: after three, async runs spread from 0.83 to 0.94 held-out; after four,
+    # 0.94-0.95, so the bar below catches a model that stopped learning, not noise.)
     for run in sharded:
-        assert run["expected_updates"] == 3 * 48
-        assert run["shard_updates"] == [3 * 48] * 4, run
-        assert run["skipped"] == 4 * 4 and run["accuracy"] >= 0.85, run
+        assert run["expected_updates"] == 4 * 48
+        assert run["shard_updates"] == [4 * 48] * 4, run
+        assert run["skipped"] == 4 * 4 and run["accuracy"] >= 0.88, run
