@@ -70,7 +70,7 @@ class DownpourConfig(Loadable):
     batch_size: int = 32
     """Mini-batch rows per gradient."""
     epochs: int = 10
-    """Passes over the data; each is one Spark job."""
+    """Passes over the data; each is one Spark job (unless ``resident``)."""
     n_fetch: int = 1
     """Fetch the parameters every N mini-batches."""
     n_push: int = 1
@@ -94,7 +94,7 @@ class DownpourConfig(Loadable):
     than 4 partitions per task slot (a shuffle's 200, say), which are then merged, without a
     shuffle, into 2 replicas per slot (``history.info["replicas_chosen"]`` says what was chosen).
     """
-    warmstart_steps: int = 0          # DistBelief's warm start: one replica alone for K steps
+    warmstart_steps: int = 0
     """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0
     """Per-epoch, per-partition shuffling."""
@@ -104,14 +104,13 @@ class DownpourConfig(Loadable):
     """Bigger pushes are refused with HTTP 413."""
     verbose: int = 1                  # 0: silent; 1: a progress bar
     """0 silences the progress bar (and the printed dashboard link)."""
-    # Reliability (see README "Failure model").
     request_retries: int = 3          # connection errors retried with exponential backoff
     """Connection errors are retried with exponential backoff, then ``ParameterServerError``."""
     skip_nonfinite: bool = False      # a replica drops a NaN/Inf gradient instead of failing
     """A replica drops a NaN/Inf gradient (counted) instead of failing its task."""
     clip_norm: float | None = None    # clip each mini-batch gradient to this global L2 norm
     """Clip each mini-batch gradient to this global L2 norm."""
-    divergence_factor: float = 4.0    # status flags a replica whose loss grew this much
+    divergence_factor: float = 4.0
     """Status lists a replica whose smoothed loss grew this many times its best."""
     checkpoint_dir: str | None = None  # write the server's state here (None: no checkpoints)
     """Write checkpoints here; ``fit(..., resume=True)`` continues from the newest."""
@@ -121,17 +120,14 @@ class DownpourConfig(Loadable):
     """
     checkpoint_every_s: float = 60.0   # ... and every T seconds; always after every epoch
     """Checkpoint every T seconds (and after every epoch)."""
-    checkpoint_keep: int = 3           # keep the newest K checkpoints
+    checkpoint_keep: int = 3
     """Newest checkpoints kept."""
-    # TLS for the parameter server: PEM certificate + key on the driver; replicas verify it
-    # against tls_ca (default: the certificate itself, i.e. a self-signed one).
     tls_cert: str | None = None
     """Serve over TLS with this PEM certificate (with ``tls_key``)."""
     tls_key: str | None = None
     """The PEM key for ``tls_cert``."""
     tls_ca: str | None = None
     """Replicas verify the server against this PEM (default: the certificate itself)."""
-    # A fixed port and token (first line of this file) so Prometheus can scrape /metrics.
     server_port: int = 0              # 0: a free port per run
     """The master model server's port; 0: a free one per run (fix it to scrape ``/metrics``)."""
     server_host: str | None = None
@@ -143,7 +139,6 @@ class DownpourConfig(Loadable):
     """Read the run's bearer token from this file's first line (>= 16 characters); ``None``: a
     random one per run.
     """
-    # Devices and precision on executors (README "Running on GPUs").
     device: str = "auto"              # "auto" | "cpu" | "gpu"; Spark's GPU scheduling wins
     """Where replicas compute: ``"auto"`` (a GPU if TensorFlow can use one, else the CPU),
     ``"cpu"``, ``"gpu"`` (fail if none); Spark's GPU scheduling decides *which* GPU (see
@@ -158,7 +153,6 @@ class DownpourConfig(Loadable):
     """TensorFlow takes GPU memory as it needs it, not all of it at start."""
     gpu_memory_limit_mb: int | None = None  # a per-task cap on GPU memory (None: no cap)
     """Cap each task's GPU memory (e.g. for fractional GPU amounts); replaces growth."""
-    # Parameter server at scale (README "Shards and staleness").
     max_staleness: int | None = None  # refuse pushes staler than this many updates (None: all)
     """A push staler than this many updates (on its shard) is refused and counted
     (``stale_refused``); its mini-batches count as consumed and the replica refetches.
@@ -179,6 +173,9 @@ class DownpourConfig(Loadable):
     the next mini-batch computes on the parameters at hand; one push in flight, so staleness
     grows by about one.
     """
+    resident: bool = False
+    """Async: every epoch in one long Spark stage whose tasks (one per task slot) keep their
+    partitions, not one Spark job per epoch; same mini-batches and exactly-once updates."""
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
     """easgd: mini-batches between exchanges."""
     easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
@@ -245,7 +242,7 @@ class DownpourConfig(Loadable):
         check_compression(self.compression, self.topk_ratio)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, received {self.mode!r}")
-        for name in ("overlap", "shard_processes"):
+        for name in ("overlap", "shard_processes", "resident"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, received "
                                 f"{getattr(self, name)!r}")
@@ -264,6 +261,9 @@ class DownpourConfig(Loadable):
                              "mode='easgd' a push is an elastic difference against the center "
                              "it has just fetched, and dropping one would lose the replica's "
                              "local steps; use max_staleness=None with easgd")
+        if self.resident and self.mode != "async":
+            raise ValueError(f"resident=True keeps async replicas across epochs; mode="
+                             f"{self.mode!r} runs one Spark job per epoch: drop one of them")
         if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
             raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
                              f"must be 1, received {self.n_fetch} and {self.n_push}")

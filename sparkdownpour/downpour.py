@@ -50,6 +50,7 @@ from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
+from sparkdownpour.resident_replicas import ResidentReplicas, resident_tasks
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
 from sparkdownpour.session import (
@@ -179,11 +180,18 @@ class Downpour(Trainer):
                           token=read_token_file(cfg.token_file), tls=tls,
                           max_request_bytes=int(cfg.max_request_mb * 2**20),
                           on_shard_death=functools.partial(cancel_run, spark,
-                                                           history.info["run_id"])) as master:
+                                                           history.info["run_id"])) as master, \
+                contextlib.ExitStack() as stack:
             store, server = master.store, master.server
+            tasks = resident_tasks(spark, partitions, history.info) if cfg.resident else None
+            replicas = None if tasks is None else stack.enter_context(ResidentReplicas(
+                partitions, tasks, host=host, token=server.token,
+                max_request_bytes=int(cfg.max_request_mb * 2**20),
+                timeout=cfg.request_timeout, ssl_context=tls and tls_context(*tls)))
             # Every executor must reach every server before a replica starts (or fail now).
             history.info["probe_s"] = check_reachable(
-                spark, (server.url, *master.shard_urls), server.token, tasks=partitions,
+                spark, (server.url, *master.shard_urls, *([replicas.url] if replicas else ())),
+                server.token, tasks=partitions,
                 timeout=min(cfg.request_timeout, PROBE_TIMEOUT_S), ca_data=tls_ca, host=host)
             first_epoch, warm_start = 1, bool(cfg.warmstart_steps)
             if run.resume:  # the servers are up, no replica has run yet
@@ -231,10 +239,15 @@ class Downpour(Trainer):
                                                    "replica)"), run_id=run_id):
                         _run_job(prepared.coalesce(1),
                                  replace(base, max_steps=cfg.warmstart_steps))
+                if replicas is not None:
+                    replicas.start(prepared, base, functools.partial(
+                        _resident_job, spark=spark, run_id=run_id,
+                        what=f"epochs {first_epoch}-{cfg.epochs} ({history.info['epoch_jobs']})"),
+                        cancel=functools.partial(cancel_run, spark, run_id))
                 for epoch in range(first_epoch, cfg.epochs + 1):
                     progress.set_epoch(epoch, cfg.epochs)
                     record = self._epoch(prepared, base, epoch, store, model, validation,
-                                         partitions)
+                                         partitions, replicas)
                     epochs_done["n"] = epoch
                     if checkpoints is not None:
                         checkpoints.write()
@@ -257,17 +270,20 @@ class Downpour(Trainer):
                 history.info["model_state"] = state_info(model, store.status(), partitions)
 
     def _epoch(self, prepared, base: ReplicaSpec, epoch: int, store, model, validation,
-               partitions: int) -> dict:
-        """One epoch's Spark job; the driver's model then holds the server's parameters.
-        Returns the epoch's history record."""
+               partitions: int, replicas: ResidentReplicas | None) -> dict:
+        """One epoch (a Spark job, or a post to the resident replicas); the driver's model then
+        holds the server's parameters. Returns the epoch's history record."""
         cfg = self.config
         started = time.perf_counter()
         store.open_epoch(epoch)  # stragglers of earlier epochs are refused from now on
-        with job_group(prepared.sparkSession,
-                       describe("downpour", base.run_id, f"epoch {epoch}/{cfg.epochs} "
-                                f"({partitions} replicas, {cfg.mode})"),
-                       run_id=base.run_id):
-            stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
+        if replicas is not None:
+            stats = replicas.run_epoch(epoch)
+        else:
+            with job_group(prepared.sparkSession,
+                           describe("downpour", base.run_id, f"epoch {epoch}/{cfg.epochs} "
+                                    f"({partitions} replicas, {cfg.mode})"),
+                           run_id=base.run_id):
+                stats = _run_job(prepared, replace(base, epoch=epoch), cfg.mode)
         _, params = store.fetch()
         with driver_cpu():
             assign_trainable(model, params)
@@ -339,26 +355,39 @@ def _config_hash(cfg: DownpourConfig, rule, shapes, info: dict) -> str:
         described["num_shards"] = cfg.num_shards
     if cfg.mode != "async":
         described["mode"] = cfg.mode
+    if cfg.resident:  # the same mini-batches, unless Arrow's byte limit cuts batches short
+        described["resident"] = True
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
     function = {"async": run_partition, "sync": run_sync_partition,
                 "easgd": run_easgd_partition}[mode]
+    # sync: a barrier stage, every replica's task running at once (Spark refuses to start
+    # one with more partitions than free task slots).
+    rows = _collected(lambda: frame.mapInArrow(functools.partial(function, spec=spec),
+                                               STATS_DDL, barrier=mode == "sync").collect(),
+                      f"epoch {spec.epoch}")
+    return [row.asDict() for row in rows]
+
+
+def _resident_job(collect, *, spark, run_id: str, what: str) -> list:
+    """The resident replicas' stage (``resident_replicas``), tagged as the run's."""
+    with job_group(spark, describe("downpour", run_id, what), run_id=run_id):
+        return _collected(collect, what)
+
+
+def _collected(collect, what: str) -> list:
     try:
-        # sync: a barrier stage, every replica's task running at once (Spark refuses to start
-        # one with more partitions than free task slots).
-        rows = frame.mapInArrow(functools.partial(function, spec=spec), STATS_DDL,
-                                barrier=mode == "sync").collect()
+        return collect()
     except Exception as e:
         # A replica that lost the server fails its task (and its retries) with a
         # ParameterServerError; say so on the driver with the same type, not as a Py4J error.
-        raise_if_no_gpu(e, f"epoch {spec.epoch}")  # device="gpu" where no GPU is usable
+        raise_if_no_gpu(e, what)  # device="gpu" where no GPU is usable
         text = str(e)
         if "ParameterServerError" in text:
             start = text.find("ParameterServerError")
             detail = text[start:start + 600].splitlines()[0]
-            raise ParameterServerError(f"epoch {spec.epoch} failed: a replica lost the "
+            raise ParameterServerError(f"{what} failed: a replica lost the "
                                        f"parameter server ({detail})") from e
         raise
-    return [row.asDict() for row in rows]

@@ -15,7 +15,9 @@ size limit, no pickle)::
                                        header {version, portion, loss, rows, devices}, then the
                                        gradient sum as little-endian float64 (none for 0 rows)
                                        -> {"counted": bool, "why": str}
-    GET  /v1/status                    {"version", "portions", "counted", "reports"}
+    GET  /v1/status                    {"version", "portions", "counted", "reports", "stopped"}
+
+The board itself and its long poll are ``transport.board``'s, shared with resident replicas.
 """
 
 from __future__ import annotations
@@ -23,104 +25,52 @@ from __future__ import annotations
 import json
 import math
 import struct
-import threading
 from collections.abc import Callable
 
 import numpy as np
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
-from sparkdownpour.transport.client import HttpClient
+from sparkdownpour.transport.board import MAX_WAIT_S, Board, BoardClient, add_board_routes
 from sparkdownpour.transport.flask_app import error_response, guarded_app, read_body
 from sparkdownpour.transport.frames import ProtocolError
 
+__all__ = ["MAX_WAIT_S", "EvaluationBoard", "EvaluationClient", "create_board_app",
+           "decode_result", "encode_result"]
+
 RESULT_HEADER = struct.Struct("<I")
 MAX_HEADER_BYTES = 64 * 1024
-MAX_WAIT_S = 20.0  # one long poll; the client asks again (and so notices a dead driver)
 
 
-class EvaluationBoard:
-    """The current evaluation and the sums reported for it, one report per portion."""
+class EvaluationBoard(Board):
+    """The current evaluation (``post(point)``) and the sums reported for it."""
 
     def __init__(self, portions: int, size: int) -> None:
-        self.portions, self.size = portions, size
-        self._cond = threading.Condition()
-        self.version, self.point = 0, ""
-        self.stopped = False
-        self.reports = 0
-        # Each counted portion's (loss, gradient, rows, devices), added up in portion order
-        # when complete, so the sums do not depend on the order the reports arrived in.
-        self._counted: dict[int, tuple] = {}
+        super().__init__(portions)
+        self.size = size
 
-    def post(self, point: str) -> int:
+    def post(self, point: str) -> int:  # type: ignore[override]
         """Start the next evaluation, of the shards' vector ``point``; returns its version."""
-        with self._cond:
-            self.version += 1
-            self.point = point
-            self._counted = {}
-            self._cond.notify_all()
-            return self.version
-
-    def stop(self) -> None:
-        with self._cond:
-            self.stopped = True
-            self._cond.notify_all()
-
-    def next_after(self, after: int, wait_s: float) -> dict:
-        """What a task polling after version ``after`` should do (waits up to ``wait_s``)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.stopped or self.version > after, timeout=wait_s)
-            if self.stopped:
-                return {"stop": True}
-            if self.version > after:
-                return {"version": self.version, "point": self.point}
-            return {"version": after}
+        return super().post(point=point)
 
     def report(self, version: int, portion: int, loss: float, grad: np.ndarray | None, rows: int,
                devices: list[str]) -> tuple[bool, str]:
-        """Count one portion's sums for ``version``; ``(counted, why not)``."""
-        with self._cond:
-            self.reports += 1
-            if version != self.version:
-                return False, f"evaluation {version} is over (the board is at {self.version})"
-            if portion in self._counted:
-                return False, f"portion {portion} was already counted for evaluation {version}"
-            # Kept as given (the route's is a read-only view of its request body, which
-            # nothing else holds), so a report costs no copy of the gradient.
-            self._counted[portion] = (loss, grad, rows, devices)
-            self._cond.notify_all()
-            return True, ""
+        """Count one portion's sums for ``version``; ``(counted, why not)``. The gradient is
+        kept as given (the route's is a read-only view of its request body, which nothing
+        else holds), so a report costs no copy of it."""
+        return self.count(version, portion, (loss, grad, rows, devices))
 
     def collect(self, version: int, failure: Callable[[], BaseException | None],
                 poll_s: float = 0.5) -> tuple[float, np.ndarray, int, tuple[str, ...]]:
         """Wait for every portion's report for ``version``: ``(loss sum, gradient sum, rows,
-        devices)``. Raises what ``failure()`` returns (the evaluators' Spark job failed or
-        ended) as soon as it returns something."""
-        with self._cond:
-            while len(self._counted) < self.portions:
-                problem = failure()
-                if problem is not None:
-                    raise problem
-                self._cond.wait(timeout=poll_s)
-            if self.version != version:
-                raise RuntimeError(f"evaluation {version} was overtaken by {self.version}")
-            results = [self._counted[p] for p in sorted(self._counted)]
+        devices)``, added up in portion order so the sums do not depend on the order the
+        reports arrived in. Raises what ``failure()`` returns as soon as it returns something."""
+        results = self.results(version, failure, poll_s)
         grad = np.zeros(self.size)
         for _, part, _, _ in results:
             if part is not None:
                 grad += part
         return (sum(r[0] for r in results), grad, sum(r[2] for r in results),
                 tuple(sorted({d for r in results for d in r[3]})))
-
-    def wake(self) -> None:
-        """Wake a ``collect`` so it asks ``failure()`` now (the evaluators' job ended)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def status(self) -> dict:
-        with self._cond:
-            return {"version": self.version, "portions": self.portions,
-                    "counted": len(self._counted), "reports": self.reports,
-                    "stopped": self.stopped}
 
 
 def encode_result(version: int, portion: int, loss: float, grad: np.ndarray | None, rows: int,
@@ -164,14 +114,7 @@ def create_board_app(board: EvaluationBoard, *, token: str, max_request_bytes: i
     """The board's HTTP routes (``HttpServer``'s ``app_factory``)."""
     app = guarded_app(__name__, token=token, max_request_bytes=max_request_bytes)
 
-    @app.get("/v1/eval/next")
-    def next_evaluation() -> Response:
-        try:
-            after = int(request.args.get("after", "0"))
-            wait_s = min(max(float(request.args.get("wait", "0")), 0.0), MAX_WAIT_S)
-        except ValueError as e:
-            return error_response(400, f"after and wait must be numbers: {e}")
-        return jsonify(board.next_after(after, wait_s))
+    add_board_routes(app, board, "/v1/eval")
 
     @app.post("/v1/eval/result")
     def result() -> Response:
@@ -182,22 +125,13 @@ def create_board_app(board: EvaluationBoard, *, token: str, max_request_bytes: i
         counted, why = board.report(**fields)
         return jsonify({"counted": counted, "why": why})
 
-    @app.get("/v1/status")
-    def status() -> Response:
-        return jsonify(board.status())
-
     return app
 
 
-class BoardClient(HttpClient):
+class EvaluationClient(BoardClient):
     """An evaluator task's client of the board."""
 
-    def next_after(self, after: int, wait_s: float = MAX_WAIT_S) -> dict:
-        """The next evaluation past ``after``, or ``{"stop": True}``; polls until one comes."""
-        while True:
-            answer = self.get_json(f"/v1/eval/next?after={after}&wait={wait_s}")
-            if answer.get("stop") or answer.get("version", after) > after:
-                return answer  # else nothing new within wait_s: ask again
+    prefix = "/v1/eval"
 
     def report(self, version: int, portion: int, loss: float, grad: np.ndarray | None, rows: int,
                devices: list[str]) -> dict:

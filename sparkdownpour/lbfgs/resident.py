@@ -20,25 +20,13 @@ error. DataFrame APIs only (``mapInArrow(barrier=True)``), as in a Spark Connect
 from __future__ import annotations
 
 import functools
-import logging
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
-from sparkdownpour.lbfgs.board import MAX_WAIT_S, BoardClient, EvaluationBoard, create_board_app
+from sparkdownpour.lbfgs.board import MAX_WAIT_S, EvaluationBoard, EvaluationClient, create_board_app
 from sparkdownpour.lbfgs.stage import RESULT_DDL, StageSpec, clients_for, evaluator_for
-from sparkdownpour.transport.http_server import HttpServer
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BoardAddress:
-    url: str
-    token: str
-    timeout: float
+from sparkdownpour.transport.board import BoardAddress, ResidentTasks
 
 
 def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> Iterator:
@@ -53,7 +41,7 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
     portion = TaskContext.get().partitionId()
     blocks = list(read_blocks(batches))  # views of the Arrow buffers, kept for the whole fit
     evaluator = evaluator_for(spec) if blocks else None
-    client = BoardClient(board.url, board.token, timeout=board.timeout)
+    client = EvaluationClient(board.url, board.token, timeout=board.timeout)
     wait_s = min(MAX_WAIT_S, board.timeout / 2)
     version = 0
     try:
@@ -73,82 +61,33 @@ def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> It
     yield from ()
 
 
-class ResidentEvaluations:
+class ResidentEvaluations(ResidentTasks):
     """The driver's side: the board's server, and the evaluators' Spark job in a thread.
 
-    The server starts at once (so the reachability probe can dial it); ``start`` launches the
-    job; ``evaluate(point)`` posts an evaluation and returns ``(loss sum, gradient sum, rows,
-    devices)`` once every portion reported; ``close()`` tells the tasks to stop and waits for
-    the job, interrupting it if the tasks do not finish in time.
+    ``start`` launches the job; ``evaluate(point)`` posts an evaluation and returns ``(loss
+    sum, gradient sum, rows, devices)`` once every portion reported; ``close()`` tells the tasks
+    to stop and waits for the job (``transport.board.ResidentTasks``).
     """
 
     def __init__(self, blocks, portions: int, size: int, *, host: str, token: str,
                  max_request_bytes: int, timeout: float) -> None:
-        self.board = EvaluationBoard(portions, size)
-        self._blocks, self._token, self._timeout = blocks, token, timeout
-        self.server = HttpServer(self.board, host=host, token=token,
-                                 max_request_bytes=max_request_bytes,
-                                 app_factory=create_board_app).start()
-        self._error: BaseException | None = None
-        self._done = False
-        self._cancel: Callable[[], None] = lambda: None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+        super().__init__(EvaluationBoard(portions, size), create_board_app, host=host,
+                         token=token, max_request_bytes=max_request_bytes, timeout=timeout,
+                         name="resident evaluators")
+        self._blocks = blocks
 
     def start(self, spec: StageSpec, run_job: Callable[[Callable[[], list]], list], *,
               cancel: Callable[[], None]) -> None:
         """Launch the barrier stage of ``serve_portion`` tasks: ``run_job(collect)`` runs it
         (under the run's job tag); ``cancel()`` interrupts it."""
-        address = BoardAddress(self.server.url, self._token, self._timeout)
-        function = functools.partial(serve_portion, spec=spec, board=address)
+        function = functools.partial(serve_portion, spec=spec, board=self.address)
         blocks = self._blocks
-
-        def job() -> None:
-            try:
-                # Spark does not rerun a failed barrier *result* stage (it aborts the job), but
-                # it does rerun a failed barrier shuffle-map stage, all tasks together: the
-                # one-partition shuffle after it (of no rows) makes the stage the latter.
-                run_job(lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True)
-                        .repartition(1).collect())
-            except BaseException as e:  # handed to the thread that evaluates
-                self._error = e
-            finally:
-                self._done = True
-                self.board.wake()
-
-        self._cancel = cancel
-        self._thread = threading.Thread(target=job, name="sandblaster-evaluators", daemon=True)
-        self._thread.start()
-
-    def _failure(self) -> BaseException | None:
-        if self._error is not None:
-            return self._error
-        if self._done:
-            return RuntimeError("the resident evaluators' Spark job ended before the "
-                                "evaluation did; please report this")
-        return None
+        # Spark does not rerun a failed barrier *result* stage (it aborts the job), but it
+        # does rerun a failed barrier shuffle-map stage, all tasks together: the one-partition
+        # shuffle after it (of no rows) makes the stage the latter.
+        self.launch(lambda: run_job(lambda: blocks.mapInArrow(function, RESULT_DDL, barrier=True)
+                                    .repartition(1).collect()), cancel)
 
     def evaluate(self, point: str) -> tuple[float, np.ndarray, int, tuple[str, ...]]:
         version = self.board.post(point)
-        return self.board.collect(version, self._failure)
-
-    def close(self) -> None:
-        self.board.stop()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=self._timeout)
-            if thread.is_alive():
-                logger.warning("the resident evaluators did not stop within %.0f s; "
-                               "interrupting their Spark job", self._timeout)
-                self._cancel()
-                thread.join(timeout=self._timeout)
-        self.server.stop()
-
-    def __enter__(self) -> ResidentEvaluations:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self.board.collect(version, self.failure)

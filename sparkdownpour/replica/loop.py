@@ -103,9 +103,10 @@ class PartitionLoop:
     pushes the base step it was computed on, so the extra staleness is counted.
     """
 
-    def __init__(self, spec: ReplicaSpec) -> None:
+    def __init__(self, spec: ReplicaSpec, identity: tuple[int, int] | None = None) -> None:
         self.spec = spec
-        self.partition, self.attempt = task_identity()
+        # (partition, attempt): the task's own, unless a resident task trains several
+        self.partition, self.attempt = identity or task_identity()
         self.replica, self.build_s = replica_for(spec)
         self.replica_id = f"p{self.partition}-a{self.attempt}"
         self.client = client_for(spec, self.replica)

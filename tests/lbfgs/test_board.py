@@ -7,8 +7,8 @@ import pytest
 
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.lbfgs.board import (
-    BoardClient,
     EvaluationBoard,
+    EvaluationClient,
     create_board_app,
     decode_result,
     encode_result,
@@ -75,11 +75,11 @@ def test_the_routes_need_the_token_and_count_over_http():
     board = EvaluationBoard(portions=1, size=2)
     with HttpServer(board, host="127.0.0.1", token="secret", max_request_bytes=1 << 16,
                     app_factory=create_board_app) as server:
-        with BoardClient(server.url, "wrong", timeout=5.0) as intruder, \
+        with EvaluationClient(server.url, "wrong", timeout=5.0) as intruder, \
                 pytest.raises(ParameterServerError, match="401"):
             intruder.next_after(0, wait_s=0.0)
         version = board.post("x")
-        with BoardClient(server.url, "secret", timeout=5.0) as client:
+        with EvaluationClient(server.url, "secret", timeout=5.0) as client:
             assert client.next_after(0, wait_s=1.0) == {"version": version, "point": "x"}
             assert client.report(version, 0, 0.5, np.array([1.0, 2.0]), 4, ["CPU:0"]) == \
                 {"counted": True, "why": ""}
