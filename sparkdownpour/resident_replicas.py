@@ -17,10 +17,9 @@ one fails; a trailing one-partition shuffle makes the stage a shuffle-map stage,
 does rerun (a failed barrier result stage aborts the job). Falls back to a job per epoch where
 the slots cannot be counted on (dynamic allocation).
 
-More partitions than slots: a barrier stage may not merge partitions (Spark refuses a
-``coalesce`` inside one), so the rows are shuffled once, each cached partition whole to one
-task (``partition % tasks``). A shuffle keeps the order of the rows from each map task, so a
-partition's rows reach its task in their cached order, which its exactly-once positions need.
+The rows are shuffled once into the stage, each cached partition whole to one task
+(``data.regroup``: a barrier stage cannot start from a cached frame's own lineage), and the
+task splits them back into their partitions.
 """
 
 from __future__ import annotations
@@ -29,9 +28,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from pyspark.sql import functions as F
-
-from sparkdownpour.data.columns import PARTITION_ID, with_partition_id
+from sparkdownpour.data.regroup import partitions_to_tasks
 from sparkdownpour.replica.resident import serve_partitions
 from sparkdownpour.replica.spec import STATS_DDL, STATS_SCHEMA, ReplicaSpec
 from sparkdownpour.server.epoch_board import EpochBoard, create_epoch_board_app
@@ -63,33 +60,6 @@ def max_arrow_records(spark) -> int:
                or 10000)
 
 
-def murmur3_int(value: int, seed: int = 42) -> int:
-    """Spark's ``hash()`` of an int column (Murmur3 x86 32-bit, ``Murmur3_x86_32.hashInt``),
-    the hash that ``repartition(n, column)`` partitions by."""
-    def rotl(x: int, r: int) -> int:
-        return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
-
-    k1 = rotl((value * 0xCC9E2D51) & 0xFFFFFFFF, 15) * 0x1B873593 & 0xFFFFFFFF
-    h1 = (rotl(seed ^ k1, 13) * 5 + 0xE6546B64) & 0xFFFFFFFF
-    h1 ^= 4
-    h1 ^= h1 >> 16
-    h1 = (h1 * 0x85EBCA6B) & 0xFFFFFFFF
-    h1 ^= h1 >> 13
-    h1 = (h1 * 0xC2B2AE35) & 0xFFFFFFFF
-    h1 ^= h1 >> 16
-    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
-
-
-def task_keys(tasks: int) -> list[int]:
-    """For each of ``tasks`` shuffle partitions, the smallest int key hashed to it."""
-    keys: dict[int, int] = {}
-    candidate = 0
-    while len(keys) < tasks:
-        keys.setdefault(murmur3_int(candidate) % tasks, candidate)  # Python's % is pmod
-        candidate += 1
-    return [keys[t] for t in range(tasks)]
-
-
 class ResidentReplicas(ResidentTasks):
     """The driver's side: the epoch board's server, and the resident stage's job in a thread.
 
@@ -114,13 +84,7 @@ class ResidentReplicas(ResidentTasks):
                                      max_records=max_arrow_records(frame.sparkSession))
         # The partition ids are taken before the partitions are merged into tasks, so each
         # task can split its rows into the partitions they came from.
-        numbered = with_partition_id(frame)
-        if self.tasks < self.board.portions:
-            # Hash partitioning of an int key k sends it to pmod(murmur3(k), tasks): pick, for
-            # each task, a key that lands on it, so every task gets its share of partitions.
-            keys = F.array(*[F.lit(k) for k in task_keys(self.tasks)])
-            task = F.element_at(keys, (F.col(PARTITION_ID) % self.tasks + 1).cast("int"))
-            numbered = numbered.repartition(self.tasks, task.cast("int"))
+        numbered = partitions_to_tasks(frame, self.tasks)  # data.regroup: why a shuffle
         self.launch(lambda: run_job(lambda: numbered.mapInArrow(function, STATS_DDL,
                                                                 barrier=True)
                                     .repartition(1).collect()), cancel)

@@ -163,6 +163,19 @@ def test_a_resident_evaluator_without_rows_reports_an_empty_portion(binary):
     assert info["evaluations"] >= 2 and np.isfinite(info["objective"])
 
 
+def test_resident_evaluators_take_a_frame_whose_lineage_merged_partitions(spark, binary):
+    """A ``coalesce`` in the user's frame stays in the cached blocks' lineage. Spark refuses a
+    barrier stage over such a chain, and its scheduler then stopped the SparkContext; the
+    blocks now reach the resident stage through a shuffle (data.regroup)."""
+    frame, _, _ = binary
+    merged = frame.coalesce(2)  # 3 partitions into 2, the slots: the blocks keep the chain
+    resident = fit_binary(merged, max_iter=20).history.info
+    stages = fit_binary(merged, max_iter=20, evaluation="stages").history.info
+    assert (resident["evaluation"], resident["partitions"]) == ("resident", 2)
+    assert resident["objective"] == pytest.approx(stages["objective"], rel=1e-6)
+    assert not spark.sparkContext._jsc.sc().isStopped()
+
+
 def test_result_does_not_depend_on_the_number_of_portions_or_shards(binary):
     frame, _, _ = binary
     # Resident evaluators hold one portion per task slot (2 here); more portions than slots,
