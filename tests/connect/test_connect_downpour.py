@@ -52,6 +52,18 @@ def test_digits_reach_095(connect_digits):
     assert info["probe_s"] < 30
 
 
+def test_resident_replicas_train_every_epoch_in_one_stage(connect_digits):
+    frame, (x_test, y_test) = connect_digits
+    result = Downpour(build_digits_mlp, epochs=4, verbose=0, resident=True).fit(
+        frame, validation_data=(x_test, y_test))
+    history = result.history
+    assert history.info["epoch_jobs"] == ("one resident Spark stage: 4 partitions in 2 tasks "
+                                          "on 2 task slots")
+    assert list(history["updates"]) == [48] * 4  # each partition's 12 mini-batches, once
+    accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
+    assert accuracy >= 0.93
+
+
 def linear_model():
     import keras
 

@@ -75,6 +75,7 @@ def main(options):
             "duplicates": sum(history["duplicates_refused"][-1:]),
             "skipped": sum(history["skipped_steps"]),
             "resumed_from": history.info.get("resumed_from"), "killed": killed,
+            "epoch_jobs": history.info.get("epoch_jobs"),
         }), flush=True)
     spark.stop()
 
