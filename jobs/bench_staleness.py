@@ -8,6 +8,8 @@ Spark partition per replica, ``local[4]`` so sync's barrier stage gets a slot pe
 
 - ``async sgd``: plain asynchronous SGD on the server (the baseline the others fix);
 - ``async adagrad``: Downpour's default, Adagrad on the server;
+- ``resident sgd``, ``resident adagrad``: the same with ``resident=True`` (every epoch in one
+  Spark stage whose tasks keep their rows);
 - ``dc_asgd``, ``staleness_aware``: the delay-aware rules, same learning rate as async sgd;
 - ``sync``: synchronous SGD (barrier rounds, one averaged update per round);
 - ``easgd``: elastic averaging, SGD on the replicas, exchange every 4 mini-batches.
@@ -50,6 +52,8 @@ def build():
 RUNS = {  # label -> Downpour knobs
     "async sgd": {"optimizer": "sgd", "learning_rate": 0.1},
     "async adagrad": {"optimizer": "adagrad", "learning_rate": 0.05},
+    "resident sgd": {"optimizer": "sgd", "learning_rate": 0.1, "resident": True},
+    "resident adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True},
     "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1},
     "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1},
     "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},

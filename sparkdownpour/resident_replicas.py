@@ -17,9 +17,9 @@ one fails; a trailing one-partition shuffle makes the stage a shuffle-map stage,
 does rerun (a failed barrier result stage aborts the job). Falls back to a job per epoch where
 the slots cannot be counted on (dynamic allocation).
 
-The rows are shuffled once into the stage, each cached partition whole to one task
-(``data.regroup``: a barrier stage cannot start from a cached frame's own lineage), and the
-task splits them back into their partitions.
+Each cached partition goes whole to one task, through one shuffle where needed
+(``data.regroup``: a barrier stage cannot merge partitions, nor start from a lineage that
+did), and the task splits its rows back into their partitions.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class ResidentReplicas(ResidentTasks):
                                      max_records=max_arrow_records(frame.sparkSession))
         # The partition ids are taken before the partitions are merged into tasks, so each
         # task can split its rows into the partitions they came from.
-        numbered = partitions_to_tasks(frame, self.tasks)  # data.regroup: why a shuffle
+        # data.regroup: through a shuffle where needed
+        numbered = partitions_to_tasks(frame, self.tasks, self.board.portions)
         self.launch(lambda: run_job(lambda: numbered.mapInArrow(function, STATS_DDL,
                                                                 barrier=True)
                                     .repartition(1).collect()), cancel)

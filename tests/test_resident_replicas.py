@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from sparkdownpour import Downpour, DownpourConfig
 from sparkdownpour.callbacks import LambdaCallback
 from sparkdownpour.data.columns import PARTITION_ID
-from sparkdownpour.data.regroup import murmur3_int, task_keys
+from sparkdownpour.data.regroup import barrier_safe, murmur3_int, task_keys
 from sparkdownpour.examples import build_digits_mlp
 from sparkdownpour.replica.resident import split_by_partition
 
@@ -23,6 +23,15 @@ def test_the_task_keys_hash_like_spark_and_give_every_task_its_partitions(spark)
                   .repartition(tasks, F.col("k"))
                   .select(F.spark_partition_id().alias("task"), "k").collect())
         assert sorted(r.task for r in spread) == list(range(tasks))
+
+
+def test_a_lineage_that_merged_partitions_is_not_barrier_safe(spark):
+    frame = spark.range(0, 100, numPartitions=4).cache()
+    assert barrier_safe(frame)
+    assert not barrier_safe(frame.coalesce(2))  # Spark refuses a barrier stage over it
+    assert not barrier_safe(frame.union(frame))
+    assert barrier_safe(frame.coalesce(2).repartition(2))  # a shuffle ends the chain
+    frame.unpersist()
 
 
 def test_a_tasks_rows_split_back_into_their_partitions_in_order():
@@ -87,3 +96,23 @@ def test_resident_is_for_async_replicas_only():
         DownpourConfig(resident=True, mode="sync")
     with pytest.raises(TypeError, match="resident must be True or False"):
         DownpourConfig(resident="yes")
+
+
+@pytest.mark.slow
+def test_a_resident_fit_resumes_from_its_checkpoint(spark, digits, tmp_path):
+    frame, (x_test, y_test) = digits
+    # As many partitions as slots, after a shuffle: the stage starts right on the cached
+    # partitions (no shuffle of its own, data.regroup).
+    two = frame.repartition(2)
+    knobs = {"verbose": 0, "resident": True, "checkpoint_dir": str(tmp_path)}
+    Downpour(build_digits_mlp, epochs=2, **knobs).fit(two)
+    result = Downpour(build_digits_mlp, epochs=4, **knobs).fit(
+        two, validation_data=(x_test, y_test), resume=True)
+    history = result.history
+    assert history.info["resumed_from"]["epochs_done"] == 2
+    assert "2 partitions in 2 tasks" in history.info["epoch_jobs"]
+    batches = sum(-(-rows // 32) for rows in two.groupBy(F.spark_partition_id()).count()
+                  .toPandas()["count"])
+    assert list(history["epoch"]) == [3, 4] and list(history["updates"]) == [batches] * 2
+    assert history.final["updates_total"] == 4 * batches
+    assert history.final["val_accuracy"] >= 0.93

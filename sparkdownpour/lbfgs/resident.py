@@ -10,8 +10,8 @@ on the ``EvaluationBoard`` (``lbfgs.board``), every task evaluates its portion a
 point (fetched from the shards, as in a stage) and reports its sums, and the board adds them
 up, counting each portion once per evaluation.
 
-The blocks reach the stage through a shuffle (``data.regroup``), each cached portion whole and
-in order to its task. A barrier stage starts all its tasks together or not at all, so a busy
+The blocks reach the stage through a shuffle where needed (``data.regroup``), each cached
+portion whole and in order to its task. A barrier stage starts all its tasks together or not at all, so a busy
 cluster cannot leave some portions unevaluated while others wait; when a task fails Spark
 reruns all of them, and the new tasks re-read their blocks and answer the evaluation in
 progress (a portion reported twice is counted once). If the stage fails for good, the
@@ -84,9 +84,10 @@ class ResidentEvaluations(ResidentTasks):
         """Launch the barrier stage of ``serve_portion`` tasks: ``run_job(collect)`` runs it
         (under the run's job tag); ``cancel()`` interrupts it."""
         function = functools.partial(serve_portion, spec=spec, board=self.address)
-        # Cached portion p to task p, through a shuffle (data.regroup: a barrier stage cannot
-        # start from the cached blocks' own lineage when the user's frame merged partitions).
-        blocks = partitions_to_tasks(self._blocks, self.board.portions)
+        # Cached portion p to task p, through a shuffle where needed (data.regroup: a barrier
+        # stage cannot start from a lineage that merged partitions).
+        portions = self.board.portions
+        blocks = partitions_to_tasks(self._blocks, portions, portions)
         # Spark does not rerun a failed barrier *result* stage (it aborts the job), but it
         # does rerun a failed barrier shuffle-map stage, all tasks together: the one-partition
         # shuffle after it (of no rows) makes the stage the latter.
