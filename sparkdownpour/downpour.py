@@ -174,11 +174,12 @@ class Downpour(Trainer):
         tls, tls_ca = _tls(cfg)
         host = driver_address(spark, cfg.server_host)
         check_bindable(host)
+        max_request_bytes = int(cfg.max_request_mb * 2**20)
         with serve_master(params, rule, num_shards=cfg.num_shards,
                           processes=cfg.shard_processes, store_kwargs=store_kwargs,
                           host=host, port=cfg.server_port,
                           token=read_token_file(cfg.token_file), tls=tls,
-                          max_request_bytes=int(cfg.max_request_mb * 2**20),
+                          max_request_bytes=max_request_bytes,
                           on_shard_death=functools.partial(cancel_run, spark,
                                                            history.info["run_id"])) as master, \
                 contextlib.ExitStack() as stack:
@@ -186,8 +187,8 @@ class Downpour(Trainer):
             tasks = resident_tasks(spark, partitions, history.info) if cfg.resident else None
             replicas = None if tasks is None else stack.enter_context(ResidentReplicas(
                 partitions, tasks, host=host, token=server.token,
-                max_request_bytes=int(cfg.max_request_mb * 2**20),
-                timeout=cfg.request_timeout, ssl_context=tls and tls_context(*tls)))
+                max_request_bytes=max_request_bytes, timeout=cfg.request_timeout,
+                ssl_context=tls and tls_context(*tls)))
             # Every executor must reach every server before a replica starts (or fail now).
             history.info["probe_s"] = check_reachable(
                 spark, (server.url, *master.shard_urls, *([replicas.url] if replicas else ())),
@@ -239,7 +240,7 @@ class Downpour(Trainer):
                                                    "replica)"), run_id=run_id):
                         _run_job(prepared.coalesce(1),
                                  replace(base, max_steps=cfg.warmstart_steps))
-                if replicas is not None:
+                if replicas is not None and first_epoch <= cfg.epochs:  # resumed: some left
                     replicas.start(prepared, base, functools.partial(
                         _resident_job, spark=spark, run_id=run_id,
                         what=f"epochs {first_epoch}-{cfg.epochs} ({history.info['epoch_jobs']})"),
