@@ -20,7 +20,7 @@ again), so the ledger and the status tell the attempts apart.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -29,16 +29,9 @@ from sparkdownpour.data.columns import PARTITION_ID
 from sparkdownpour.replica.loop import PartitionLoop
 from sparkdownpour.replica.spec import ReplicaSpec
 from sparkdownpour.server.epoch_board import EpochClient
-from sparkdownpour.transport.board import MAX_WAIT_S
+from sparkdownpour.transport.board import MAX_WAIT_S, BoardAddress
 
-__all__ = ["BoardAddress", "serve_partitions", "split_by_partition"]
-
-
-@dataclass(frozen=True)
-class BoardAddress:
-    url: str
-    token: str
-    timeout: float
+__all__ = ["serve_partitions", "split_by_partition"]
 
 
 def split_by_partition(batches: Iterator[pa.RecordBatch], max_records: int
