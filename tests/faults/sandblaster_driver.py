@@ -21,9 +21,22 @@ def python_workers() -> list[int]:
     """The pids of the Python workers forked by this driver's pyspark daemon(s)."""
     import psutil
 
-    daemons = [p for p in psutil.Process().children(recursive=True)
-               if "pyspark.daemon" in " ".join(p.cmdline())]
-    return [child.pid for daemon in daemons for child in daemon.children()]
+    def command_line(process) -> str:
+        # A worker that has just exited is a zombie until its daemon reaps it, and psutil
+        # raises for its command line: such a process is no worker to kill.
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:
+            return ""
+
+    workers = []
+    for daemon in psutil.Process().children(recursive=True):
+        if "pyspark.daemon" in command_line(daemon):
+            try:
+                workers.extend(child.pid for child in daemon.children())
+            except psutil.Error:
+                continue
+    return workers
 
 
 def main(options):
@@ -53,7 +66,10 @@ def main(options):
         def on_iteration(iteration, record, name=name, killed=killed):
             if name == "killed" and iteration == options["kill_at_iteration"] and not killed:
                 for pid in python_workers():
-                    os.kill(pid, signal.SIGKILL)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:  # exited between listing and kill
+                        continue
                     killed.append(pid)
 
         started = time.perf_counter()
