@@ -5,6 +5,11 @@ client's process, which may sit on a laptop or a notebook host the executors can
 Executors that cannot reach the parameter server and hang until their timeouts are the failure
 users of parameter-server libraries report most; here ``fit`` fails within seconds instead,
 naming the address it tried and the knob to set.
+
+A classic session on a local master (``local[...]``, ``local-cluster[...]``) needs no probe:
+its executors run on this machine, which reaches every address it can bind (and
+``check_bindable`` has bound it). Skipping it there saves a Spark job per fit (0.07-0.13 s warm
+on the digits benchmark, several seconds cold while Python workers start).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import socket
 import time
 
 from sparkdownpour.replica.probe import PROBE_DDL, probe_partition
+from sparkdownpour.session import is_connect, master_of
 
-__all__ = ["check_bindable", "check_reachable"]
+__all__ = ["check_bindable", "check_reachable", "executors_on_this_machine"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +42,23 @@ def check_bindable(host: str, what: str = "server_host") -> None:
             f"can reach; set {what} to such an address (docs/connect.md)") from e
 
 
+def executors_on_this_machine(spark) -> bool:
+    """A classic session on a local master: Spark's executors run in (``local``) or beside
+    (``local-cluster``) this process. Under Spark Connect the master names the server's
+    machine, which need not be this one."""
+    return not is_connect(spark) and master_of(spark).startswith("local")
+
+
 def check_reachable(spark, urls, token: str, *, tasks: int, timeout: float,
-                    ca_data: str | None = None, host: str, what: str = "server_host") -> float:
+                    ca_data: str | None = None, host: str, what: str = "server_host"
+                    ) -> float | None:
     """Run ``tasks`` tiny Spark tasks (spread over the executors) that each dial every URL
-    with ``token``; raise RuntimeError naming the address if any cannot. Returns seconds."""
+    with ``token``; raise RuntimeError naming the address if any cannot. Returns seconds, or
+    None without a probe where the executors run on this machine."""
     from sparkdownpour.spark_jobs import job_group
 
+    if executors_on_this_machine(spark):
+        return None
     started = time.perf_counter()
     urls = tuple(urls)
     tasks = max(1, min(int(tasks), MAX_PROBE_TASKS))

@@ -34,6 +34,7 @@ def test_digits_local2_four_partitions_reaches_095(digits):
     assert accuracy(result.model, x_test, y_test) >= 0.95
     history = result.history
     assert len(history) == 10 and history.info["partitions"] == 4
+    assert history.info["probe_s"] is None  # local executors: no reachability probe needed
     # One push per mini-batch, none lost: the server applied exactly that many updates, and
     # each epoch's record counts that epoch's alone (the run's so far are the "_total"s).
     assert history["updates"] == [expected_updates(frame, 32)] * 10
