@@ -57,24 +57,26 @@ def jobs_so_far(spark):
 def test_more_partitions_than_slots_train_in_one_stage_each_batch_applied_once(spark, digits):
     frame, (x_test, y_test) = digits  # 4 partitions on local[2]: 2 tasks of 2 partitions
     jobs = []  # Spark jobs started by the end of each epoch
-    result = Downpour(build_digits_mlp, epochs=6, verbose=0, resident=True).fit(
+    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True).fit(
         frame, validation_data=(x_test, y_test), callbacks=[LambdaCallback(
             on_epoch_end=lambda epoch, logs: jobs.append(jobs_so_far(spark)))])
     history = result.history
     assert history.info["epoch_jobs"] == ("one resident Spark stage: 4 partitions in 2 tasks "
                                           "on 2 task slots")
-    # No Spark job started after the first epoch's (a job per epoch would start 5 more).
-    assert len(jobs) == 6 and jobs[-1] == jobs[0]
+    # No Spark job started after the first epoch's (a job per epoch would start 7 more).
+    assert len(jobs) == 8 and jobs[-1] == jobs[0]
     # Every partition's 12 mini-batches once an epoch, as with a job per epoch.
-    assert list(history["steps"]) == [48] * 6 and list(history["updates"]) == [48] * 6
-    assert history.final["updates_total"] == 6 * 48 and sum(history["skipped_steps"]) == 0
+    assert list(history["steps"]) == [48] * 8 and list(history["updates"]) == [48] * 8
+    assert history.final["updates_total"] == 8 * 48 and sum(history["skipped_steps"]) == 0
     assert all(sorted(devices) == ["0", "1", "2", "3"] for devices in history["devices"])
     # Partitions 0 and 2 (and 1 and 3) were held by one task, in one Python worker.
     devices = history.final["devices"]
     assert devices["0"]["pid"] == devices["2"]["pid"] and devices["1"]["pid"] == devices["3"]["pid"]
     assert all(0 < share <= 1 for share in history["compute_share"])
     accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
-    assert accuracy >= 0.93
+    # Measured here, 12 runs (resident or not): 0.931-0.956 after 6 epochs (a bar of 0.93
+    # failed once), 0.953-0.969 after 8.
+    assert accuracy >= 0.94
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
 
 

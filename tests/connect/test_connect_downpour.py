@@ -54,14 +54,14 @@ def test_digits_reach_095(connect_digits):
 
 def test_resident_replicas_train_every_epoch_in_one_stage(connect_digits):
     frame, (x_test, y_test) = connect_digits
-    result = Downpour(build_digits_mlp, epochs=4, verbose=0, resident=True).fit(
+    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True).fit(
         frame, validation_data=(x_test, y_test))
     history = result.history
     assert history.info["epoch_jobs"] == ("one resident Spark stage: 4 partitions in 2 tasks "
                                           "on 2 task slots")
-    assert list(history["updates"]) == [48] * 4  # each partition's 12 mini-batches, once
+    assert list(history["updates"]) == [48] * 8  # each partition's 12 mini-batches, once
     accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
-    assert accuracy >= 0.93
+    assert accuracy >= 0.94  # 0.953-0.969 after 8 epochs in 12 classic runs; 0.931 after 4
 
 
 def linear_model():
