@@ -10,13 +10,13 @@ import time
 import pytest
 
 from sparkdownpour.server.checkpoint import latest_checkpoint
-from tests.faults.test_task_retry import DRIVER, ROOT, run_driver
+from tests.faults.test_task_retry import DRIVER, EPOCHS, ROOT, run_driver
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(500)
 def test_driver_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
-    knobs = {"epochs": 5, "checkpoint_dir": str(tmp_path), "checkpoint_every_updates": 10}
+    knobs = {"epochs": EPOCHS, "checkpoint_dir": str(tmp_path), "checkpoint_every_updates": 10}
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
     options = {"master": "local[2]", "runs": [{"name": "doomed", "knobs": knobs}]}
@@ -43,9 +43,9 @@ def test_driver_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
                              "runs": [{"name": "resumed", "knobs": knobs, "resume": True}]})
     assert resumed["resumed_from"]["epochs_done"] >= 2
     assert resumed["resumed_from"]["step"] >= killed_at["step"]
-    assert resumed["epochs_run"] == 5 - resumed["resumed_from"]["epochs_done"]
+    assert resumed["epochs_run"] == EPOCHS - resumed["resumed_from"]["epochs_done"]
     # Updates after the checkpoint died with the driver and were redone; none twice.
-    assert resumed["updates"] == resumed["expected_updates"] == 5 * 48
+    assert resumed["updates"] == resumed["expected_updates"] == EPOCHS * 48
     assert resumed["accuracy"] >= 0.93
 
 

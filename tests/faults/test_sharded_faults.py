@@ -17,7 +17,7 @@ import time
 import pytest
 
 from sparkdownpour.server.checkpoint import latest_checkpoint
-from tests.faults.test_task_retry import DRIVER, ROOT, SHARDED_MODES, run_driver
+from tests.faults.test_task_retry import DRIVER, EPOCHS, ROOT, SHARDED_MODES, run_driver
 from tests.server.test_store_process import process_alive
 
 SHARDS = 4
@@ -37,11 +37,11 @@ def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
     # One driver on local-cluster runs one shard, then both sharded modes, in turn (the
     # cluster starts once); in each, a replica's Python worker is SIGKILLed after 60 updates.
     single, *runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
-        {"name": "one shard", "knobs": {"epochs": 4}, "kill_worker_after": 60},
+        {"name": "one shard", "knobs": {"epochs": EPOCHS}, "kill_worker_after": 60},
         *({"name": mode, "knobs": {"epochs": 4, **MODES[mode]}, "kill_worker_after": 60}
           for mode in MODES)]}, timeout=880)
     assert single["killed"]["pid"] > 0 and single["killed"]["at_update"] >= 60
-    assert single["updates"] == single["expected_updates"] == 4 * 48
+    assert single["updates"] == single["expected_updates"] == EPOCHS * 48
     assert single["accuracy"] >= 0.93
     assert [run["name"] for run in runs] == list(MODES)
     for run in runs:

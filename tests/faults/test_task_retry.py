@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "faults" / "train_driver.py"
 # The sharded servers every fault test also runs under (issue 16): 4 shards, as driver threads
 # and as child processes.
+# One shard's runs train 7 epochs for their bar of 0.93: async digits runs on 4 partitions
+# measured 0.931-0.956 held-out after 5 or 6 epochs (too close to the bar to be a sound test),
+# 0.950-0.969 after 7 or 8.
+EPOCHS = 7
 SHARDED_MODES = {"threads": {"num_shards": 4},
                  "processes": {"num_shards": 4, "shard_processes": True}}
 
@@ -36,15 +40,15 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     # processes (see test_sharded_faults.py).
     fail = {"after_steps": 5, "epoch": 2}
     clean, faulty, *sharded = run_driver({"master": "local[2,4]", "runs": [
-        {"name": "clean", "knobs": {"epochs": 5}},
-        {"name": "faulty", "knobs": {"epochs": 5}, "fail": fail},
+        {"name": "clean", "knobs": {"epochs": EPOCHS}},
+        {"name": "faulty", "knobs": {"epochs": EPOCHS}, "fail": fail},
         *({"name": mode, "knobs": {"epochs": 4, **knobs}, "fail": fail}
           for mode, knobs in SHARDED_MODES.items()),
     ]}, timeout=880)
-    assert clean["updates"] == clean["expected_updates"] == 5 * 48
+    assert clean["updates"] == clean["expected_updates"] == EPOCHS * 48
     # Exactly once: the same number of applied updates as mini-batches; each of the 4 retries
     # skipped the 4 mini-batches its failed attempt had applied.
-    assert faulty["updates"] == faulty["expected_updates"] == 5 * 48
+    assert faulty["updates"] == faulty["expected_updates"] == EPOCHS * 48
     assert faulty["skipped"] == 4 * 4
     assert faulty["accuracy"] >= 0.93 and abs(faulty["accuracy"] - clean["accuracy"]) <= 0.03
     # Sharded: on every shard, updates applied equal mini-batches pushed (4 pushed to every
