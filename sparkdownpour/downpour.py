@@ -21,6 +21,7 @@ import numpy as np
 from sparkdownpour import data, optimizers
 from sparkdownpour.callbacks import Callback, LambdaCallback
 from sparkdownpour.config import DownpourConfig
+from sparkdownpour.data.memory import check_estimate_fits, estimate_from_summary
 from sparkdownpour.driver_model import (
     adopt_server_state,
     device_options,
@@ -125,19 +126,24 @@ class Downpour(Trainer):
                          mlflow=mlflow, callbacks=callbacks, validation_data=validation_data,
                          stop_when=stop_when)
 
+    sizes_cache_in_validation = True
+
     def _cache(self, prepared, run: Run):
         if self.config.num_replicas is not None:
             prepared = prepared.repartition(self.config.num_replicas)
-        return prepared.cache()  # parsed once; every epoch re-reads the cache, not the source
+        return prepared  # cached by _validate, once it knows the cache will fit
 
-    def _validate(self, cached, prepared, features_col, label_col, run: Run) -> Validated:
-        summary = data.validate(cached, features_col, label_col)
+    def _validate(self, frame, prepared, features_col, label_col, run: Run) -> Validated:
+        # One pass over the source checks the data and sizes its cache (data.memory); then
+        # the frame is cached: parsed once, every epoch re-reads the cache, not the source.
+        summary = data.validate(frame, features_col, label_col)
+        spark = frame.sparkSession
+        check_estimate_fits(estimate_from_summary(summary, spark), features_col, spark)
+        frame = cached = frame.cache()
         partitions = summary.partitions or num_partitions(cached)
         info = {"partitions": partitions, "rule": repr(self._rule)}
-        frame = cached
         if self.config.num_replicas is None:
-            slots = max(default_parallelism(cached.sparkSession)
-                        // task_cpus(cached.sparkSession), 1)
+            slots = max(default_parallelism(spark) // task_cpus(spark), 1)
             chosen = replicas_for_slots(partitions, slots)
             if chosen < partitions:
                 # Far more partitions than task slots (a shuffle's 200, say): each replica's

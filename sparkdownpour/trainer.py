@@ -2,8 +2,9 @@
 ``_fit_on_prepared_data``).
 
 ``Trainer._fit`` does what every run does, in this order: refuse ``resume`` without a checkpoint
-directory, open tracking, project the DataFrame (lazily), check the devices, cache and validate
-the data (the trainer's own way), build the driver's model, check the labels against the loss,
+directory, open tracking, project the DataFrame (lazily), check the devices, check that the
+cache will fit (unless the trainer does it in its validation pass), cache and validate the data
+(the trainer's own way), build the driver's model, check the labels against the loss,
 start the history, train (the trainer's own part), and always release the cache. A subclass
 gives ``algorithm``, ``config_class`` and four steps: ``_cache``, ``_validate``,
 ``_fit_on_prepared_data`` and ``_release``.
@@ -61,6 +62,9 @@ class Trainer:
 
     algorithm: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    # True: ``_validate`` checks that the cache will fit from its own pass, before caching
+    # (``data.memory.estimate_from_summary``), which spares the separate estimate's job.
+    sizes_cache_in_validation: ClassVar[bool] = False
 
     def __init__(self, model, config=None, **kwargs) -> None:
         self.model = model
@@ -85,7 +89,8 @@ class Trainer:
             features_col = [slot.column for slot in slots]  # concatenated in input order
         prepared = data.prepare(df, features_col, label_col)  # lazy (a vector column: 1 row read)
         check_devices_on_driver(cfg.device, prepared.sparkSession)
-        check_cache_fits(df, features_col, prepared)  # refuse before an OOM (data.memory)
+        if not self.sizes_cache_in_validation:  # refuse before an OOM (data.memory)
+            check_cache_fits(df, features_col, prepared)
         cached = self._cache(prepared, run)
         try:
             validated = self._validate(cached, prepared, features_col, label_col, run)

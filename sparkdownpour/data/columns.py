@@ -35,6 +35,8 @@ class DataSummary:
     # Labels with a fractional part, counted in the same pass (class-index losses refuse them
     # without a job of their own when 0); None: not counted.
     non_integer_labels: int | None = None
+    # Sparse features: the stored non-zeros of all rows (the cache's size), None: dense.
+    nonzeros: int | None = None
 
 
 PARTITION_ID = "__sparkdownpour_partition"

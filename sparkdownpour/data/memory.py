@@ -3,9 +3,11 @@
 A fit caches its data once (Downpour's cached frame, Sandblaster's numpy blocks). When that
 does not fit the memory Spark gave its executors, the JVM dies with ``OutOfMemoryError`` and
 takes the whole Spark application down with it. ``check_cache_fits`` estimates the cached size
-first, with two small Spark jobs (a row count that reads no feature values, and a sample of up
-to ``SAMPLE_ROWS`` rows), and refuses with the estimate, the memory available and what to
-change.
+first, with one or two small Spark jobs (a row count with the features per row, or, for sparse
+data, a row count that reads no feature values and a sample of up to ``SAMPLE_ROWS`` rows), and
+refuses with the estimate, the memory available and what to change. A trainer that validates
+its data before caching it (Downpour) takes the estimate from the validation pass instead
+(``estimate_from_summary``): no job of its own.
 
 Estimated bytes per cached row (measured on Spark 4's columnar cache and the blocks):
 
@@ -30,8 +32,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-__all__ = ["CacheEstimate", "CacheTooLargeError", "MemoryBudget", "check_cache_fits", "estimate_cache",
-           "memory_budget", "parse_bytes"]
+__all__ = ["CacheEstimate", "CacheTooLargeError", "MemoryBudget", "check_cache_fits",
+           "check_estimate_fits", "estimate_cache", "estimate_from_summary", "memory_budget",
+           "parse_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,15 +159,42 @@ def estimate_cache(df, features_col, prepared, sparse: bool) -> CacheEstimate:
                          f"{features} dense features per row")
 
 
+def estimate_from_summary(summary, spark) -> CacheEstimate:
+    """The same estimate from a validation pass's ``DataSummary`` (rows, features and, for
+    sparse data, non-zeros), for a trainer that validates before it caches: no job of its own."""
+    rows = summary.num_rows
+    batch_rows = min(rows, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch",
+                                              "10000")))
+    if summary.nonzeros is not None:
+        mean = summary.nonzeros / max(rows, 1)
+        return CacheEstimate(rows, 8 * mean + 72, batch_rows * (12 * mean + 32), True,
+                             f"{mean:.1f} non-zeros per row on average of "
+                             f"{summary.num_features} features")
+    features = summary.num_features
+    return CacheEstimate(rows, 4 * features + 16, batch_rows * 12 * features, False,
+                         f"{features} dense features per row")
+
+
+def check_enabled(spark) -> bool:
+    return str(spark.conf.get(CHECK_CONF, "true")).lower() != "false"
+
+
 def check_cache_fits(df, features_col, prepared, *, budget: MemoryBudget | None = None) -> None:
     """Raise ``CacheTooLargeError`` (a ``RuntimeError``: the environment is too small) before
     caching a data set that would not fit; log the estimate otherwise."""
     from sparkdownpour.data.sparse import is_sparse_frame
 
-    spark = df.sparkSession
-    if str(spark.conf.get(CHECK_CONF, "true")).lower() == "false":
+    if not check_enabled(df.sparkSession):
         return
-    estimate = estimate_cache(df, features_col, prepared, is_sparse_frame(prepared))
+    check_estimate_fits(estimate_cache(df, features_col, prepared, is_sparse_frame(prepared)),
+                        features_col, df.sparkSession, budget=budget)
+
+
+def check_estimate_fits(estimate: CacheEstimate, features_col, spark, *,
+                        budget: MemoryBudget | None = None) -> None:
+    """``check_cache_fits`` for an estimate at hand (``estimate_from_summary``)."""
+    if not check_enabled(spark):
+        return
     budget = budget or memory_budget(spark)
     logger.info("cached data estimate: %s (%d rows x %.0f bytes); memory for it: %s (%s)",
                 _human(estimate.total), estimate.rows, estimate.bytes_per_row,

@@ -267,7 +267,8 @@ def validate_sparse(prepared, what: str, label_col: str):
     return DataSummary(num_rows=int(n), num_features=int(row["dmin"]),
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]),
                        partitions=int(row["last_partition"]) + 1,
-                       non_integer_labels=int(row["non_integer"] or 0))
+                       non_integer_labels=int(row["non_integer"] or 0),
+                       nonzeros=int(row["nnz"] or 0))
 
 
 # -- scoring (ml.predict) ----------------------------------------------------------------------

@@ -70,3 +70,34 @@ def test_hashed_text_at_2_to_the_18_fits_with_default_memory(spark):
         Tokenizer(inputCol="text", outputCol="words").transform(docs))
     prepared = data.prepare(frame, "features", "label")
     check_cache_fits(frame, "features", prepared)  # 5000 x ~100 bytes, not 5000 x 1 MiB
+
+
+def test_downpour_sizes_the_cache_in_its_validation_pass_and_refuses_before_caching(spark):
+    from sparkdownpour import Downpour
+
+    frame = wide_dense(spark, rows=2000)  # 2 GiB as float32: over local mode's default heap
+    with pytest.raises(CacheTooLargeError) as caught:
+        Downpour(lambda: None, loss="binary_crossentropy", verbose=0).fit(frame)
+    assert "2000 rows" in str(caught.value) and "262144 dense features" in str(caught.value)
+    assert spark.range(10).count() == 10  # the application is alive
+
+
+def test_the_validation_pass_estimates_what_the_estimate_job_does(spark):
+    from pyspark.ml.feature import HashingTF, Tokenizer
+
+    from sparkdownpour.data.memory import estimate_cache, estimate_from_summary
+
+    dense = wide_dense(spark, rows=300, width=64)
+    docs = spark.range(400).select(
+        F.concat_ws(" ", F.lit("w"), (F.col("id") % 97).cast("string")).alias("text"),
+        (F.col("id") % 2).cast("double").alias("label"))
+    hashed = HashingTF(inputCol="words", outputCol="features").transform(
+        Tokenizer(inputCol="text", outputCol="words").transform(docs))
+    for frame, sparse in ((dense, False), (hashed, True)):
+        prepared = data.prepare(frame, "features", "label")
+        summary = data.validate(prepared, "features", "label")
+        from_pass = estimate_from_summary(summary, spark)
+        from_job = estimate_cache(frame, "features", prepared, sparse)
+        assert (from_pass.rows, from_pass.sparse) == (from_job.rows, sparse)
+        assert from_pass.bytes_per_row == pytest.approx(from_job.bytes_per_row)
+        assert from_pass.batch_bytes == pytest.approx(from_job.batch_bytes)
