@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from sparkdownpour.keras_model import resolve_loss, spec_for
+from sparkdownpour.keras_model import resolve_loss, spec_for, with_key
 from sparkdownpour.replica.devices import NO_GPU, DeviceOptions, _tf_initialised
 
 __all__ = ["check_devices_on_driver", "check_gpu_on_driver", "device_options", "driver_cpu",
@@ -34,7 +34,7 @@ def driver_model(model, loss, num_features: int, features_col, slots: tuple = ()
         from sparkdownpour.inputs import flat_model
 
         user = model if isinstance(model, keras.Model) else spec.build()
-        return flat_model(user, slots), dataclasses.replace(spec, inputs=tuple(slots))
+        return flat_model(user, slots), with_key(dataclasses.replace(spec, inputs=tuple(slots)))
     built = model if isinstance(model, keras.Model) else spec.build()
     if not built.built:
         built.build((None, num_features))
@@ -42,7 +42,7 @@ def driver_model(model, loss, num_features: int, features_col, slots: tuple = ()
     if expected is not None and int(expected) != num_features:
         raise ValueError(f"the model takes {expected} input features but features column "
                          f"{features_col!r} holds {num_features} per row")
-    return built, spec
+    return built, with_key(spec)
 
 
 _DRIVER_HID: dict = {}

@@ -34,6 +34,10 @@ class ModelSpec:
     builder: Callable | None = None
     config_json: str | None = None
     inputs: tuple = ()  # several inputs: ``inputs.InputSlot``s, fed from one flat vector
+    # What the spec builds, as a digest of everything above (``with_key``): a Python worker
+    # keeps a built model and its traced functions for the next fit of the same model.
+    # "": not computed; such a model is built again for every run.
+    key: str = ""
 
     def build(self):
         import keras
@@ -72,6 +76,21 @@ def spec_for(model, num_features: int, loss) -> ModelSpec:
         return ModelSpec(num_features=num_features, loss=loss, builder=model)
     raise TypeError(f"model must be a keras.Model or a zero-argument function returning one, "
                     f"received {type(model).__name__}")
+
+
+def with_key(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with its ``key``: a digest of its pickled form (builder and its closure by
+    value where cloudpickle pickles them so, JSON architecture, loss, inputs)."""
+    import dataclasses
+    import hashlib
+
+    from pyspark import cloudpickle
+
+    try:
+        blob = cloudpickle.dumps(dataclasses.replace(spec, key=""))
+    except Exception:  # noqa: BLE001 - unpicklable here fails later, with Spark's own error
+        return spec
+    return dataclasses.replace(spec, key=hashlib.sha256(blob).hexdigest()[:20])
 
 
 def output_units(model) -> int:

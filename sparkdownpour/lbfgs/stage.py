@@ -63,6 +63,7 @@ class _Evaluator:
         with tf.device(device):  # the variables live where the evaluation runs
             self.model = model = spec.build()
         self.point: tuple | None = None
+        self.run_id = ""  # the run it evaluates for now (evaluator_for)
         self.frozen = False  # see freeze_long_lived_objects: done after the first evaluation
         per_example, label_shape, label_dtype = _per_example_loss(model, spec.loss)
         self.label_rank2 = len(label_shape) == 2
@@ -177,17 +178,21 @@ _CLIENTS: dict[tuple, list] = {}
 
 def evaluator_for(spec: StageSpec) -> _Evaluator:
     placement = place(spec.devices)  # before anything initialises TensorFlow here
-    key = (spec.run_id, placement.describe())
+    # A later fit of the same model (ModelSpec.key) reuses the built model and its traced
+    # function; the point it holds and its fixed state are the new run's.
+    key = (spec.model.key or spec.run_id, placement.describe())
     evaluator = _EVALUATORS.get(key)
     if evaluator is None:
         evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, placement.device,
                                                   placement.describe())
+        while len(_EVALUATORS) > 2:
+            _EVALUATORS.popitem(last=False)
+    if evaluator.run_id != spec.run_id:
+        evaluator.run_id, evaluator.point = spec.run_id, None
         if spec.state:  # BatchNorm statistics and frozen weights: the driver's, fixed
             from sparkdownpour.keras_model import assign_state
 
             assign_state(evaluator.model, spec.state)
-        while len(_EVALUATORS) > 2:
-            _EVALUATORS.popitem(last=False)
     _EVALUATORS.move_to_end(key)
     return evaluator
 

@@ -21,11 +21,10 @@ class GradientFunction:
     def __init__(self, model, loss, device: str = "/CPU:0", precision: str | None = None) -> None:
         import tensorflow as tf
 
-        from sparkdownpour.replica.precision import LossScale
-
         self.model = model
         self.device = device
-        self.loss_scale = LossScale() if precision == "mixed_float16" else None
+        self.precision = precision
+        self.reset()
         loss_fn = resolve_loss(loss)
         self.label_rank2 = output_units(model) == 1 and loss_name(loss) not in SPARSE_LOSSES
         num_features = int(model.inputs[0].shape[-1]) if getattr(model, "inputs", None) else None
@@ -49,6 +48,12 @@ class GradientFunction:
             tf.TensorSpec([None, num_features], tf.float32), *rest])
         # CSR mini-batches (sparse features): a tf.SparseTensor, see replica.sparse_gradient.
         self._sparse_step = SparseInput(step, num_features, rest)
+
+    def reset(self) -> None:
+        """Forget the last run's dynamic loss scale (the traced step takes it as an argument)."""
+        from sparkdownpour.replica.precision import LossScale
+
+        self.loss_scale = LossScale() if self.precision == "mixed_float16" else None
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
         if self.label_rank2:
