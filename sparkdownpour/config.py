@@ -91,7 +91,7 @@ class DownpourConfig(Loadable):
     """
     num_replicas: int | None = None
     """Repartition to N replicas. ``None``: one per partition of the DataFrame, unless it has more
-    than 4 partitions per task slot (a shuffle's 200, say), which are then merged, without a
+    than 2 partitions per task slot (a shuffle's 200, say), which are then merged, without a
     shuffle, into 2 replicas per slot (``history.info["replicas_chosen"]`` says what was chosen).
     """
     warmstart_steps: int = 0

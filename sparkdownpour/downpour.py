@@ -33,7 +33,6 @@ from sparkdownpour.epoch_records import (
     check_validation,
     epoch_record,
     evaluate,
-    replicas_for_slots,
 )
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import TrainingResult
@@ -51,11 +50,11 @@ from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
+from sparkdownpour.replica_count import merged_for_slots, replicas_for_slots, task_slots
 from sparkdownpour.resident_replicas import ResidentReplicas, resident_tasks
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
 from sparkdownpour.session import (
-    default_parallelism,
     driver_address,
     num_partitions,
     task_cpus,
@@ -130,8 +129,9 @@ class Downpour(Trainer):
 
     def _cache(self, prepared, run: Run):
         if self.config.num_replicas is not None:
-            prepared = prepared.repartition(self.config.num_replicas)
-        return prepared  # cached by _validate, once it knows the cache will fit
+            return prepared.repartition(self.config.num_replicas)
+        frame, run.options["partitions_given"] = merged_for_slots(prepared)
+        return frame  # cached by _validate, once it knows the cache will fit
 
     def _validate(self, frame, prepared, features_col, label_col, run: Run) -> Validated:
         # One pass over the source checks the data and sizes its cache (data.memory); then
@@ -143,15 +143,13 @@ class Downpour(Trainer):
         partitions = summary.partitions or num_partitions(cached)
         info = {"partitions": partitions, "rule": repr(self._rule)}
         if self.config.num_replicas is None:
-            slots = max(default_parallelism(spark) // task_cpus(spark), 1)
+            slots = task_slots(spark)
             chosen = replicas_for_slots(partitions, slots)
-            if chosen < partitions:
-                # Far more partitions than task slots (a shuffle's 200, say): each replica's
-                # fixed costs (a task, a model fetch, a partition's last push) would dominate,
-                # so the cached partitions are merged into fewer tasks, without a shuffle.
+            if chosen < partitions:  # not merged before the pass (Spark Connect): now
                 frame = cached.coalesce(chosen)
                 info["partitions"] = chosen
-            info["replicas_chosen"] = (f"{info['partitions']} replicas for {partitions} "
+            given = run.options["partitions_given"] or partitions
+            info["replicas_chosen"] = (f"{info['partitions']} replicas for {given} "
                                        f"partitions on {slots} task slots")
         return Validated(summary, info=info, label_frame=cached, frame=frame)
 

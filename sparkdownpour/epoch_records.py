@@ -6,10 +6,7 @@ import numpy as np
 
 from sparkdownpour.keras_model import BINARY_LOSSES, SPARSE_LOSSES, loss_name, resolve_loss
 
-__all__ = ["check_validation", "epoch_record", "evaluate", "replicas_for_slots"]
-
-# More partitions than this many per task slot are merged into fewer replicas.
-MAX_PARTITIONS_PER_SLOT = 4
+__all__ = ["check_validation", "epoch_record", "evaluate"]
 
 
 def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) -> dict:
@@ -78,16 +75,4 @@ def evaluate(model, loss, x: np.ndarray, y: np.ndarray) -> dict:
     elif name in BINARY_LOSSES:
         record["val_accuracy"] = float(np.mean((predictions[:, 0] > 0.5) == (y > 0.5)))
     return record
-
-
-def replicas_for_slots(partitions: int, slots: int) -> int:
-    """How many replicas train ``partitions`` cached partitions on ``slots`` task slots.
-
-    Up to ``MAX_PARTITIONS_PER_SLOT`` per slot, every partition is a replica (a few waves of
-    tasks keep both a straggler's and a skewed partition's cost small); beyond that, two per
-    slot, so the frame is read by a few tasks instead of hundreds of short ones.
-    """
-    if partitions <= MAX_PARTITIONS_PER_SLOT * slots:
-        return partitions
-    return 2 * slots
 

@@ -208,6 +208,14 @@ def default_parallelism(spark) -> int:
     return num_partitions(spark.range(0, 1 << 20))
 
 
+def planned_partitions(df) -> int | None:
+    """How many partitions ``df``'s plan makes, without a job, in a classic session (the RDD
+    of its plan; empty ones counted); None under Spark Connect, which has no RDD API."""
+    if is_connect(df.sparkSession):
+        return None
+    return df.rdd.getNumPartitions()
+
+
 def num_partitions(df) -> int:
     """How many partitions ``df`` has, without ``df.rdd`` (which Spark Connect lacks): one
     small job over the frame (nothing but partition ids is read from a cached one). Trailing

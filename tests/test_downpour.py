@@ -20,11 +20,12 @@ def expected_updates(frame, batch_size, n_push=1):
 
 
 def test_replicas_for_slots_merges_only_far_more_partitions_than_slots():
-    from sparkdownpour.epoch_records import replicas_for_slots
+    from sparkdownpour.replica_count import replicas_for_slots
 
-    assert replicas_for_slots(4, 2) == 4 and replicas_for_slots(8, 2) == 8
-    assert replicas_for_slots(9, 2) == 4 and replicas_for_slots(200, 2) == 4
-    assert replicas_for_slots(200, 64) == 200 and replicas_for_slots(1, 1) == 1
+    assert replicas_for_slots(4, 2) == 4 and replicas_for_slots(3, 2) == 3
+    assert replicas_for_slots(5, 2) == 4 and replicas_for_slots(8, 2) == 4
+    assert replicas_for_slots(200, 2) == 4 and replicas_for_slots(200, 64) == 128
+    assert replicas_for_slots(128, 64) == 128 and replicas_for_slots(1, 1) == 1
 
 
 def test_digits_local2_four_partitions_reaches_095(digits):

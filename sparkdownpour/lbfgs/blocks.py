@@ -139,13 +139,16 @@ def numpy_blocks(prepared, portions: int):
     """The prepared ``features, label`` frame as a DataFrame of blocks in ``portions``
     partitions: one row per Arrow batch, its arrays as raw bytes plus its statistics
     (``BLOCK_DDL``, or ``SPARSE_BLOCK_DDL`` for sparse features). Not yet cached; no shuffle
-    when the frame already has ``portions`` partitions (one small job tells). Every partition
+    when the frame already has ``portions`` partitions (its plan tells, or one small job). Every partition
     has at least one row (``portion_rows``), so ``cache_and_check`` counts them exactly."""
     from sparkdownpour.data.sparse import is_sparse_frame
     from sparkdownpour.lbfgs.sparse_blocks import SPARSE_BLOCK_DDL, to_sparse_blocks
-    from sparkdownpour.session import num_partitions
+    from sparkdownpour.session import num_partitions, planned_partitions
 
-    if num_partitions(prepared) != portions:
+    # The plan's count is free in a classic session; the job (which also leaves out trailing
+    # empty partitions) runs only where the plan already has ``portions`` or cannot say.
+    planned = planned_partitions(prepared)
+    if (planned is not None and planned != portions) or num_partitions(prepared) != portions:
         prepared = prepared.repartition(portions)
     if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
         return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)

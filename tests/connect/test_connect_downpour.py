@@ -64,6 +64,14 @@ def test_resident_replicas_train_every_epoch_in_one_stage(connect_digits):
     assert accuracy >= 0.94  # 0.953-0.969 after 8 epochs in 12 classic runs; 0.931 after 4
 
 
+def test_far_more_partitions_than_slots_are_merged_after_the_validation_pass(connect_digits):
+    # Under Connect the partition count needs a job, so the validated frame is merged.
+    frame, _ = connect_digits
+    history = Downpour(build_digits_mlp, epochs=1, verbose=0).fit(frame.repartition(40)).history
+    assert history.info["replicas_chosen"] == "4 replicas for 40 partitions on 2 task slots"
+    assert history["replicas"] == [4] and history["examples"] == [history.info["rows"]]
+
+
 def linear_model():
     import keras
 
