@@ -90,10 +90,9 @@ class DownpourConfig(Loadable):
     6-10% shorter, about the noise (see Benchmarks).
     """
     num_replicas: int | None = None
-    """Repartition to N replicas. ``None``: one per partition of the DataFrame, unless it has more
-    than 2 partitions per task slot (a shuffle's 200, say), which are then merged, without a
-    shuffle, into 2 replicas per slot (``history.info["replicas_chosen"]`` says what was chosen).
-    """
+    """Repartition to N replicas. ``None``: one per partition, except that more than 2 per task
+    slot (a shuffle's 200) are merged without a shuffle into 2 per slot, and rows in fewer
+    partitions than slots are spread by one shuffle (``history.info["replicas_chosen"]``)."""
     warmstart_steps: int = 0
     """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0

@@ -50,7 +50,7 @@ from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
-from sparkdownpour.replica_count import merged_for_slots, replicas_for_slots, task_slots
+from sparkdownpour.replica_count import merged_for_slots, plan_replicas, task_slots
 from sparkdownpour.resident_replicas import ResidentReplicas, resident_tasks
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
@@ -134,27 +134,29 @@ class Downpour(Trainer):
         return frame  # cached by _validate, once it knows the cache will fit
 
     def _validate(self, frame, prepared, features_col, label_col, run: Run) -> Validated:
-        # One pass over the source checks the data and sizes its cache (data.memory); then
-        # the frame is cached: parsed once, every epoch re-reads the cache, not the source.
-        summary = data.validate(frame, features_col, label_col)
-        spark = frame.sparkSession
+        # One pass checks the data and sizes its cache (data.memory), then it is cached.
+        summary, spark = data.validate(frame, features_col, label_col), frame.sparkSession
         check_estimate_fits(estimate_from_summary(summary, spark), features_col, spark)
-        frame = cached = frame.cache()
-        partitions = summary.partitions or num_partitions(cached)
-        info = {"partitions": partitions, "rule": repr(self._rule)}
+        partitions, slots = summary.partitions or num_partitions(frame), task_slots(spark)
+        action, replicas = ("keep", partitions) if self.config.num_replicas else plan_replicas(
+            partitions, summary.nonempty_partitions, summary.num_rows, slots,
+            self.config.batch_size)  # see replica_count
+        if action == "spread":
+            frame = frame.repartition(replicas)  # once, before caching
+        frame = cached = run.options["cached"] = frame.cache()
+        if action == "merge":  # not merged before the pass (Spark Connect): now
+            frame = cached.coalesce(replicas)
+        info = {"partitions": replicas, "rule": repr(self._rule)}
         if self.config.num_replicas is None:
-            slots = task_slots(spark)
-            chosen = replicas_for_slots(partitions, slots)
-            if chosen < partitions:  # not merged before the pass (Spark Connect): now
-                frame = cached.coalesce(chosen)
-                info["partitions"] = chosen
             given = run.options["partitions_given"] or partitions
-            info["replicas_chosen"] = (f"{info['partitions']} replicas for {given} "
-                                       f"partitions on {slots} task slots")
+            info["replicas_chosen"] = (
+                f"{replicas} replicas for {given} partitions on {slots} task slots"
+                + (f" (rows in {summary.nonempty_partitions}: spread by a shuffle)"
+                   if action == "spread" else ""))
         return Validated(summary, info=info, label_frame=cached, frame=frame)
 
-    def _release(self, cached) -> None:
-        cached.unpersist()
+    def _release(self, frame, run: Run) -> None:
+        run.options.get("cached", frame).unpersist()  # _validate's (spread: a new frame)
 
     def _fit_on_prepared_data(self, cached, model, spec, history, run: Run) -> None:
         validation = check_validation(run.options["validation_data"], history.info["features"])

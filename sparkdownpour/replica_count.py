@@ -13,7 +13,8 @@ session); under Spark Connect, after it.
 
 from __future__ import annotations
 
-__all__ = ["MAX_PARTITIONS_PER_SLOT", "merged_for_slots", "replicas_for_slots", "task_slots"]
+__all__ = ["MAX_PARTITIONS_PER_SLOT", "merged_for_slots", "plan_replicas", "replicas_for_slots",
+           "task_slots"]
 
 # More partitions than this many per task slot are merged into fewer replicas.
 MAX_PARTITIONS_PER_SLOT = 2
@@ -50,3 +51,18 @@ def merged_for_slots(frame) -> tuple[object, int | None]:
         return frame, None
     chosen = replicas_for_slots(planned, task_slots(frame.sparkSession))
     return (frame.coalesce(chosen), planned) if chosen < planned else (frame, None)
+
+
+def plan_replicas(partitions: int, nonempty: int | None, rows: int, slots: int,
+                  batch_size: int) -> tuple[str, int]:
+    """After the validation pass: ``("merge", n)`` (coalesce the cached frame: far more
+    partitions than slots, not merged before the pass), ``("spread", n)`` (the rows sit in
+    fewer partitions than task slots, e.g. one file, or a skewed shuffle that left the
+    others empty: one round-robin shuffle before caching gives every slot a replica, when
+    there are at least two mini-batches for each), or ``("keep", partitions)``."""
+    chosen = replicas_for_slots(partitions, slots)
+    if chosen < partitions:
+        return "merge", chosen
+    if nonempty is not None and nonempty < slots and rows >= 2 * slots * batch_size:
+        return "spread", slots
+    return "keep", partitions

@@ -131,7 +131,7 @@ class Sandblaster(Trainer):
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
 
-    def _release(self, blocks) -> None:
+    def _release(self, blocks, run: Run) -> None:
         blocks.unpersist()
 
     def _fit_on_prepared_data(self, blocks, model, spec, history, run: Run) -> None:

@@ -112,7 +112,7 @@ class Trainer:
                 self._fit_on_prepared_data(frame, model, spec, history, run)
                 tracking.finish(model, history.info)
         finally:
-            self._release(cached)
+            self._release(cached, run)
         history.info["wall_time_s"] = time.perf_counter() - run.started
         run.callbacks.on_train_end(history)
         return TrainingResult(unwrap(model) if slots else model, history)
@@ -131,6 +131,6 @@ class Trainer:
         """Train ``model`` (the driver's keras.Model) in place; fill ``history``."""
         raise NotImplementedError
 
-    def _release(self, cached) -> None:
-        """Free what ``_cache`` holds; runs whatever happened."""
+    def _release(self, cached, run: Run) -> None:
+        """Free what ``_cache`` and ``_validate`` cached; runs whatever happened."""
         raise NotImplementedError

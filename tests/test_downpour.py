@@ -51,6 +51,34 @@ def test_digits_local2_four_partitions_reaches_095(digits):
     assert history.info["replicas_chosen"] == "4 replicas for 4 partitions on 2 task slots"
 
 
+@pytest.mark.parametrize("layout", ["one partition", "rows in one of four"])
+def test_rows_in_fewer_partitions_than_slots_are_spread_over_every_slot(spark, digits, layout):
+    from pyspark.sql import functions as F
+
+    frame, _ = digits
+    crowded = frame.coalesce(1) if layout == "one partition" else \
+        frame.repartition(4, F.lit(0))  # a skewed shuffle: three partitions left empty
+    persisted = spark.sparkContext._jsc.getPersistentRDDs().size()
+    history = Downpour(build_digits_mlp, epochs=1, verbose=0).fit(crowded).history
+    # The spread frame's cache is released with the fit, as any fit's is.
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == persisted
+    given = 1 if layout == "one partition" else 4
+    assert history.info["replicas_chosen"] == (
+        f"2 replicas for {given} partitions on 2 task slots (rows in 1: spread by a shuffle)")
+    assert history["replicas"] == [2] and history["examples"] == [history.info["rows"]]
+    assert history["updates"] == [history["steps"][0]]  # every mini-batch once
+
+
+def test_replica_plans():
+    from sparkdownpour.replica_count import plan_replicas
+
+    assert plan_replicas(200, None, 10_000, 2, 32) == ("merge", 4)
+    assert plan_replicas(1, 1, 10_000, 2, 32) == ("spread", 2)
+    assert plan_replicas(1, 1, 100, 2, 32) == ("keep", 1)  # too few rows to be worth it
+    assert plan_replicas(4, 4, 10_000, 2, 32) == ("keep", 4)
+    assert plan_replicas(3, 2, 10_000, 4, 32) == ("spread", 4)
+
+
 def test_far_more_partitions_than_task_slots_train_as_a_few_replicas(digits):
     frame, (x_test, y_test) = digits
     scattered = frame.repartition(200)  # what a shuffle leaves by default

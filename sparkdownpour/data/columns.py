@@ -37,6 +37,8 @@ class DataSummary:
     non_integer_labels: int | None = None
     # Sparse features: the stored non-zeros of all rows (the cache's size), None: dense.
     nonzeros: int | None = None
+    # Partitions holding at least one row (None: not counted, or more than 63 partitions).
+    nonempty_partitions: int | None = None
 
 
 PARTITION_ID = "__sparkdownpour_partition"
@@ -47,6 +49,26 @@ def with_partition_id(prepared: DataFrame) -> DataFrame:
     non-deterministic ``spark_partition_id()`` inside an aggregate function's arguments
     (AGGREGATE_FUNCTION_WITH_NONDETERMINISTIC_EXPRESSION); a projected column is fine."""
     return prepared.withColumn(PARTITION_ID, F.spark_partition_id())
+
+
+MASKED_PARTITIONS = 63  # partitions the non-empty mask covers (a long's bits)
+
+
+def nonempty_mask():
+    """An aggregate over a ``with_partition_id`` frame: bit p set when partition p (below
+    ``MASKED_PARTITIONS``) holds a row. Its bit count says how many partitions hold data, which
+    a trainer uses to spread rows that sit in fewer partitions than task slots."""
+    pid = F.col(PARTITION_ID)
+    # 2.0 ** p is exact in a double for p < 63, so the cast gives bit p alone.
+    return F.bit_or(F.when(pid < MASKED_PARTITIONS, F.pow(F.lit(2.0), pid).cast("long"))
+                    .otherwise(F.lit(0).cast("long"))).alias("nonempty_mask")
+
+
+def nonempty_partitions(row) -> int | None:
+    """Partitions holding rows, from ``nonempty_mask``; None past ``MASKED_PARTITIONS``."""
+    if row["last_partition"] >= MASKED_PARTITIONS:
+        return None
+    return bin(int(row["nonempty_mask"] or 0)).count("1")
 
 
 def _field(df: DataFrame, name: str, role: str) -> T.StructField:
@@ -138,7 +160,7 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
         F.sum((label.isNull() | F.isnan(label)).cast("long")).alias("bad_labels"),
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
         F.sum((label != F.floor(label)).cast("long")).alias("non_integer"),
-        F.max(PARTITION_ID).alias("last_partition"),
+        F.max(PARTITION_ID).alias("last_partition"), nonempty_mask(),
     ).first()
     what = _describe_features(features_col)
     if row["n"] == 0:
@@ -165,7 +187,8 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
     return DataSummary(num_rows=int(row["n"]), num_features=int(row["dmin"]),
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]),
                        partitions=int(row["last_partition"]) + 1,
-                       non_integer_labels=int(row["non_integer"] or 0))
+                       non_integer_labels=int(row["non_integer"] or 0),
+                       nonempty_partitions=nonempty_partitions(row))
 
 
 def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,

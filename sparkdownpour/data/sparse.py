@@ -227,7 +227,13 @@ def validate_sparse(prepared, what: str, label_col: str):
     or out-of-range data, and vectors of different sizes."""
     from pyspark.sql import functions as F
 
-    from sparkdownpour.data.columns import PARTITION_ID, DataSummary, with_partition_id
+    from sparkdownpour.data.columns import (
+        PARTITION_ID,
+        DataSummary,
+        nonempty_mask,
+        nonempty_partitions,
+        with_partition_id,
+    )
 
     feats, label = F.col(FEATURES), F.col(LABEL)
     values, indices, size = feats.getField("values"), feats.getField("indices"), \
@@ -242,7 +248,7 @@ def validate_sparse(prepared, what: str, label_col: str):
         F.min(label).alias("lmin"), F.max(label).alias("lmax"),
         F.sum((label != F.floor(label)).cast("long")).alias("non_integer"),
         F.sum(F.size(values).cast("long")).alias("nnz"),
-        F.max(PARTITION_ID).alias("last_partition"),
+        F.max(PARTITION_ID).alias("last_partition"), nonempty_mask(),
     ).first()
     n = row["n"]
     if n == 0:
@@ -268,7 +274,8 @@ def validate_sparse(prepared, what: str, label_col: str):
                        label_min=float(row["lmin"]), label_max=float(row["lmax"]),
                        partitions=int(row["last_partition"]) + 1,
                        non_integer_labels=int(row["non_integer"] or 0),
-                       nonzeros=int(row["nnz"] or 0))
+                       nonzeros=int(row["nnz"] or 0),
+                       nonempty_partitions=nonempty_partitions(row))
 
 
 # -- scoring (ml.predict) ----------------------------------------------------------------------
