@@ -143,13 +143,16 @@ def numpy_blocks(prepared, portions: int):
     has at least one row (``portion_rows``), so ``cache_and_check`` counts them exactly."""
     from sparkdownpour.data.sparse import is_sparse_frame
     from sparkdownpour.lbfgs.sparse_blocks import SPARSE_BLOCK_DDL, to_sparse_blocks
+    from sparkdownpour.replica_count import merged_for_slots
     from sparkdownpour.session import num_partitions, planned_partitions
 
     # The plan's count is free in a classic session; the job (which also leaves out trailing
     # empty partitions) runs only where the plan already has ``portions`` or cannot say.
     planned = planned_partitions(prepared)
     if (planned is not None and planned != portions) or num_partitions(prepared) != portions:
-        prepared = prepared.repartition(portions)
+        # Far more partitions than task slots feed the shuffle through a few map tasks
+        # (200 partitions: 1.6 s instead of about 1 s).
+        prepared = merged_for_slots(prepared)[0].repartition(portions)
     if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
         return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)
     return prepared.mapInArrow(to_blocks, BLOCK_DDL)
