@@ -146,35 +146,34 @@ def estimate_cache(df, features_col, prepared, sparse: bool) -> CacheEstimate:
         counted = prepared.agg(F.count(F.lit(1)).alias("n"),
                                F.max(F.size(FEATURES)).alias("d")).first()
         rows, first = int(counted["n"]), counted["d"]
-    batch_rows = min(rows, int(df.sparkSession.conf.get(
-        "spark.sql.execution.arrow.maxRecordsPerBatch", "10000")))
     if sparse:
         sample = [r[0] for r in df.select(features_col).where(F.col(features_col).isNotNull())
                   .limit(SAMPLE_ROWS).collect()]
         nnz = [len(v.indices) if isinstance(v, SparseVector) else v.size for v in sample]
-        mean = sum(nnz) / max(len(nnz), 1)
-        size = sample[0].size if sample else 0
-        return CacheEstimate(rows, 8 * mean + 72, batch_rows * (12 * mean + 32), True,
-                             f"{mean:.1f} non-zeros per row on average of {size} features "
-                             f"(from {len(sample)} rows)")
-    features = max(int(first), 0) if first is not None else 0
-    # In the JVM a dense vector row is its doubles plus the float array made from them.
-    return CacheEstimate(rows, 4 * features + 16, batch_rows * 12 * features, False,
-                         f"{features} dense features per row")
+        return _estimate(df.sparkSession, rows, sample[0].size if sample else 0,
+                         nonzeros_per_row=sum(nnz) / max(len(nnz), 1),
+                         sampled=f" (from {len(sample)} rows)")
+    return _estimate(df.sparkSession, rows, max(int(first), 0) if first is not None else 0)
 
 
 def estimate_from_summary(summary, spark) -> CacheEstimate:
     """The same estimate from a validation pass's ``DataSummary`` (rows, features and, for
     sparse data, non-zeros), for a trainer that validates before it caches: no job of its own."""
-    rows = summary.num_rows
+    mean = None if summary.nonzeros is None else summary.nonzeros / max(summary.num_rows, 1)
+    return _estimate(spark, summary.num_rows, summary.num_features, nonzeros_per_row=mean)
+
+
+def _estimate(spark, rows: int, features: int, nonzeros_per_row: float | None = None,
+              sampled: str = "") -> CacheEstimate:
+    """The cached bytes per row (the module's formulas) and one Arrow batch's features."""
     batch_rows = min(rows, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch",
                                               "10000")))
-    if summary.nonzeros is not None:
-        mean = summary.nonzeros / max(rows, 1)
+    if nonzeros_per_row is not None:
+        mean = nonzeros_per_row
         return CacheEstimate(rows, 8 * mean + 72, batch_rows * (12 * mean + 32), True,
-                             f"{mean:.1f} non-zeros per row on average of "
-                             f"{summary.num_features} features")
-    features = summary.num_features
+                             f"{mean:.1f} non-zeros per row on average of {features} "
+                             f"features{sampled}")
+    # In the JVM a dense vector row is its doubles plus the float array made from them.
     return CacheEstimate(rows, 4 * features + 16, batch_rows * 12 * features, False,
                          f"{features} dense features per row")
 
