@@ -24,6 +24,9 @@ class UpdateRule:
     """Base class: holds validated hyper-parameters; subclasses implement init and update."""
 
     name = "rule"
+    # True: ``update`` takes ``batches=k`` for a push that sums k mini-batches' gradients
+    # (n_push > 1) and treats it as k steps; a rule linear in the gradient (SGD) needs nothing.
+    counts_batches = False
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = check_positive("learning_rate", learning_rate)

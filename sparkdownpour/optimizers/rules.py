@@ -106,13 +106,21 @@ class Adagrad(UpdateRule):
         return AdagradState([np.full(np.shape(p), self.initial_accumulator_value, np.float32)
                              for p in params])
 
-    def update(self, grads: Arrays, state: AdagradState, params: Arrays):
+    counts_batches = True
+
+    def update(self, grads: Arrays, state: AdagradState, params: Arrays, *, batches: int = 1):
+        """``batches=k``: ``grads`` sum k mini-batches' gradients. k equal gradients g would add
+        ``k g**2`` to the accumulator and step by ``k lr g / sqrt(a)``; with the sum
+        ``G = k g`` that is ``G**2 / k`` and ``lr G / sqrt(a)``: the accumulator takes
+        ``G**2 / k``. Summed as it is, it would count the k mini-batches as one step."""
         lr, eps = np.float32(self.learning_rate), np.float32(self.epsilon)
         acc, new = [], []
         for p, g, a_old in zip(params, grads, state.accumulator):
             # Explicit outputs: on a 0-d array a ufunc returns a numpy scalar, which cannot
             # be written into in place below.
             a = np.square(g, out=np.empty(np.shape(g), np.float32))
+            if batches != 1:
+                a *= np.float32(1.0 / batches)
             a += a_old
             acc.append(a)
             step = np.sqrt(a, out=np.empty_like(a))
@@ -148,13 +156,20 @@ class Adam(UpdateRule):
     def init(self, params: Arrays) -> AdamState:
         return AdamState(0, zeros_like(params), zeros_like(params))
 
-    def update(self, grads: Arrays, state: AdamState, params: Arrays):
+    counts_batches = True
+
+    def update(self, grads: Arrays, state: AdamState, params: Arrays, *, batches: int = 1):
+        """``batches=k``: ``grads`` sum k mini-batches' gradients; the moments take their mean
+        and the step is k times one step's (k steps on equal gradients, near the optimum
+        of the bias-corrected moments). Summed as it is, Adam would count them as one step."""
+        if batches != 1:
+            grads = [g * np.float32(1.0 / batches) for g in grads]
         b1, b2 = np.float32(self.beta_1), np.float32(self.beta_2)
         count = state.count + 1
         m = [b1 * m_ + (1 - b1) * g for m_, g in zip(state.m, grads)]
         v = [b2 * v_ + (1 - b2) * g * g for v_, g in zip(state.v, grads)]
         # Fold both bias corrections into one step size, as the paper's final form does.
-        step = np.float32(self.learning_rate * np.sqrt(1 - self.beta_2 ** count)
+        step = np.float32(batches * self.learning_rate * np.sqrt(1 - self.beta_2 ** count)
                           / (1 - self.beta_1 ** count))
         eps = np.float32(self.epsilon)
         new = [p - step * m_ / (np.sqrt(v_) + eps) for p, m_, v_ in zip(params, m, v)]

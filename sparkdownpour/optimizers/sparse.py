@@ -22,6 +22,7 @@ parameters and state, so it is the rule's formula, not a copy of it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -103,22 +104,26 @@ def _state_slice(state: Any, i: int, rows: np.ndarray | None) -> Any:
                          for f in state])
 
 
-def apply_update(rule: Any, grads: Sequence[Any], state: Any, params: Sequence[np.ndarray]
-                 ) -> tuple[list[np.ndarray], Any]:
-    """``rule.update(grads, state, params)`` where some grads may be ``RowSparse``."""
+def apply_update(rule: Any, grads: Sequence[Any], state: Any, params: Sequence[np.ndarray],
+                 batches: int = 1) -> tuple[list[np.ndarray], Any]:
+    """``rule.update(grads, state, params)`` where some grads may be ``RowSparse``; ``batches``:
+    the mini-batches the push sums, for the rules that count them (``counts_batches``)."""
+    update = rule.update
+    if batches != 1 and getattr(rule, "counts_batches", False):
+        update = functools.partial(rule.update, batches=batches)
     if not any(isinstance(g, RowSparse) for g in grads):
-        return rule.update(grads, state, params)
+        return update(grads, state, params)
     if type(rule) not in LAZY_RULES:  # exactly these: a subclass may keep other state
-        return rule.update(densify(grads), state, params)
+        return update(densify(grads), state, params)
     new_params, pieces = [], []
     for i, (g, p) in enumerate(zip(grads, params)):
         if isinstance(g, RowSparse):
-            part, piece = rule.update([g.values], _state_slice(state, i, g.rows), [p[g.rows]])
+            part, piece = update([g.values], _state_slice(state, i, g.rows), [p[g.rows]])
             out = np.array(p, dtype=np.float32, copy=True)
             out[g.rows] = part[0]
             new_params.append(out)
         else:
-            part, piece = rule.update([g], _state_slice(state, i, None), [p])
+            part, piece = update([g], _state_slice(state, i, None), [p])
             new_params.append(part[0])
         pieces.append(piece)
     if state is None:

@@ -283,8 +283,10 @@ class ParameterStore(CheckpointState):
                     checked, self._state, self._params, staleness=staleness,
                     backup=self._backups.get(replica))
             else:
+                # a push of mini-batches [begin, end) sums their gradients
+                batches = 1 if position is None else max(1, position.end - position.begin)
                 new_params, new_state = apply_update(self.rule, checked, self._state,
-                                                     self._params)
+                                                     self._params, batches)
             self._params = self._adopt(new_params)
             self._state = new_state
             if position is not None:  # recorded only once the update itself succeeded

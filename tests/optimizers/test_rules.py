@@ -100,3 +100,23 @@ def test_bad_hyper_parameters_are_refused_with_the_value(call, error, fragment):
     with pytest.raises(error) as info:
         call()
     assert fragment in str(info.value)
+
+
+def test_a_push_summing_k_mini_batches_counts_as_k_steps_in_adaptive_rules():
+    """n_push=k sums k gradients: Adagrad's accumulator takes the sum's square over k (what k
+    equal gradients add), Adam moves its moments by the mean and steps k times as far."""
+    params = [np.array([1.0, -2.0], np.float32)]
+    g = np.array([0.5, -0.25], np.float32)
+    adagrad = Adagrad(learning_rate=0.1)
+    state = adagrad.init(params)
+    _, summed = adagrad.update([4 * g], state, params, batches=4)
+    np.testing.assert_allclose(summed.accumulator[0], state.accumulator[0] + 4 * g * g, rtol=1e-6)
+    _, as_one = adagrad.update([4 * g], state, params)  # the old reading: one step of 4g
+    assert np.all(as_one.accumulator[0] > summed.accumulator[0])
+    adam = Adam(learning_rate=0.01)
+    one_step, _ = adam.update([g], adam.init(params), params)
+    k_steps, state_k = adam.update([4 * g], adam.init(params), params, batches=4)
+    np.testing.assert_allclose(params[0] - k_steps[0], 4 * (params[0] - one_step[0]), rtol=1e-5)
+    np.testing.assert_allclose(state_k.m[0], 0.1 * g, rtol=1e-6)
+    # linear rules need nothing: SGD on the sum is already k steps
+    assert not SGD.counts_batches and Adagrad.counts_batches and Adam.counts_batches

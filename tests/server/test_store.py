@@ -177,3 +177,20 @@ def test_sharded_this_epoch_combines_the_shards():
     store.stores[1].push(second, replica="b", base_step=0)
     assert store.status()["this_epoch"] == {"updates_applied": 2, "staleness_mean": 1 / 3,
                                             "staleness_max": 1}
+
+
+def test_a_positioned_push_tells_an_adaptive_rule_how_many_mini_batches_it_sums():
+    """A push of mini-batches [0, 4) (n_push=4) reaches Adagrad as 4 batches: its accumulator
+    grows by the sum's square over 4, as with four pushes of the mean; a push of [4, 5) is one."""
+    from sparkdownpour.optimizers import Adagrad
+    from sparkdownpour.server.ledger import Position
+
+    params = [np.ones((2, 3), np.float32)]
+    store = ParameterStore(params, Adagrad(learning_rate=0.1))
+    store.open_epoch(1)
+    start = store._state.accumulator[0].copy()
+    grad = np.full((2, 3), 2.0, np.float32)
+    assert store.push([grad], replica="r", base_step=0, position=Position(1, 0, 0, 4, 0)).applied
+    np.testing.assert_allclose(store._state.accumulator[0], start + grad * grad / 4, rtol=1e-6)
+    assert store.push([grad], replica="r", base_step=1, position=Position(1, 0, 4, 5, 0)).applied
+    np.testing.assert_allclose(store._state.accumulator[0], start + 1.25 * grad * grad, rtol=1e-6)
