@@ -17,6 +17,7 @@ from sparkdownpour.config_checks import (  # noqa: F401  (DEVICES, PRECISIONS: p
     Loadable,
     check_device_knobs,
     check_loss,
+    check_periods,
     integer,
     positive_number,
 )
@@ -73,8 +74,10 @@ class DownpourConfig(Loadable):
     """Passes over the data; each is one Spark job (unless ``resident``)."""
     n_fetch: int = 1
     """Fetch the parameters every N mini-batches."""
-    n_push: int = 1
-    """Push the accumulated gradient every N mini-batches."""
+    n_push: int | str = 1
+    """Push the accumulated gradient every N mini-batches. ``"auto"``: each replica measures its
+    first steps and pushes (and fetches) every 1-16 mini-batches, keeping its communication
+    under a quarter of its compute and at least 256 pushes an epoch (``replica.push_period``)."""
     num_shards: int = 1
     """Independent server shards, each holding a contiguous range of the flat parameter vector
     (own store, lock, rule state, step counter, port). Keep each under about 28 MB (7M
@@ -198,7 +201,8 @@ class DownpourConfig(Loadable):
                              f"learning rate, so learning_rate={self.learning_rate!r} would be "
                              "ignored: set it on the rule, or give the rule's name (e.g. "
                              "optimizer='adagrad') with learning_rate")
-        for name in ("batch_size", "epochs", "n_fetch", "n_push", "num_shards"):
+        check_periods(self)
+        for name in ("batch_size", "epochs", "num_shards"):
             integer(name, getattr(self, name), minimum=1)
         if self.num_replicas is not None:
             integer("num_replicas", self.num_replicas, minimum=1)
@@ -263,9 +267,6 @@ class DownpourConfig(Loadable):
         if self.resident and self.mode != "async":
             raise ValueError(f"resident=True keeps async replicas across epochs; mode="
                              f"{self.mode!r} runs one Spark job per epoch: drop one of them")
-        if self.mode == "sync" and (self.n_fetch, self.n_push) != (1, 1):
-            raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
-                             f"must be 1, received {self.n_fetch} and {self.n_push}")
 
 
 

@@ -9,8 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["DEVICES", "PRECISIONS", "Loadable", "check_device_knobs", "check_loss", "integer",
-           "positive_number"]
+__all__ = ["DEVICES", "PRECISIONS", "Loadable", "check_device_knobs", "check_loss",
+           "check_periods", "integer", "positive_number"]
 
 
 def integer(name: str, value: Any, minimum: int) -> None:
@@ -19,6 +19,23 @@ def integer(name: str, value: Any, minimum: int) -> None:
                         f"{type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
+
+
+def check_periods(cfg) -> None:
+    """``DownpourConfig``'s ``n_fetch`` and ``n_push`` (an integer >= 1, or ``"auto"``)."""
+    integer("n_fetch", cfg.n_fetch, minimum=1)
+    if cfg.n_push == "auto":
+        if cfg.n_fetch != 1:
+            raise ValueError(f"n_push='auto' chooses the fetch period too (each push fetches), "
+                             f"so n_fetch={cfg.n_fetch!r} would be ignored: leave n_fetch at 1, "
+                             "or give n_push a number")
+    elif isinstance(cfg.n_push, str):
+        raise ValueError(f"n_push must be an integer >= 1 or 'auto', received {cfg.n_push!r}")
+    else:
+        integer("n_push", cfg.n_push, minimum=1)
+    if cfg.mode == "sync" and (cfg.n_fetch, cfg.n_push) not in ((1, 1), (1, "auto")):
+        raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
+                         f"must be 1, received {cfg.n_fetch} and {cfg.n_push}")
 
 
 def positive_number(name: str, value: Any) -> None:

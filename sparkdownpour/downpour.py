@@ -29,11 +29,7 @@ from sparkdownpour.driver_model import (
     raise_if_no_gpu,
     state_info,
 )
-from sparkdownpour.epoch_records import (
-    check_validation,
-    epoch_record,
-    evaluate,
-)
+from sparkdownpour.epoch_records import check_validation, epoch_record, evaluate
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.history import TrainingResult
 from sparkdownpour.keras_model import (
@@ -48,6 +44,7 @@ from sparkdownpour.reachability import check_bindable, check_reachable
 from sparkdownpour.replica.devices import device_label
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
+from sparkdownpour.replica.push_period import push_periods
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
 from sparkdownpour.replica_count import merged_for_slots, plan_replicas, task_slots
@@ -226,8 +223,8 @@ class Downpour(Trainer):
                     on_epoch_end=lambda epoch, logs: view.note_record(logs)))
             run.callbacks.on_server_start(server)
             base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
-                               token=server.token, batch_size=cfg.batch_size, n_fetch=cfg.n_fetch,
-                               n_push=cfg.n_push, epoch=0, seed=cfg.seed,
+                               token=server.token, batch_size=cfg.batch_size, epoch=0,
+                               **push_periods(cfg, history.info["rows"], partitions), seed=cfg.seed,
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
@@ -245,7 +242,7 @@ class Downpour(Trainer):
                                                    f"({cfg.warmstart_steps} steps on one "
                                                    "replica)"), run_id=run_id):
                         _run_job(prepared.coalesce(1),
-                                 replace(base, max_steps=cfg.warmstart_steps))
+                                 replace(base, max_steps=cfg.warmstart_steps, push_period_cap=0))
                 if replicas is not None and first_epoch <= cfg.epochs:  # resumed: some left
                     replicas.start(prepared, base, functools.partial(
                         _resident_job, spark=spark, run_id=run_id,

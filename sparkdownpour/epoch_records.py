@@ -31,6 +31,8 @@ def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) ->
         # The replicas' compute time over their tasks' wall time (model builds excluded):
         # what share of the work Downpour's own costs (requests, Arrow, Spark) leave to compute.
         "compute_share": _share(stats),
+        # Mini-batches per push, averaged over the replicas (n_push="auto" chooses it per replica)
+        "push_period": _mean_period(stats),
         "skipped_steps": sum(s["skipped"] for s in stats),
         "duplicates_refused": status.get("duplicates_refused", 0),
         "stale_refused": status.get("stale_refused", 0),
@@ -48,6 +50,11 @@ def epoch_record(epoch: int, stats: list[dict], status: dict, seconds: float) ->
 def _share(stats: list[dict]) -> float | None:
     task = sum(s.get("task_s") or 0.0 for s in stats)
     return sum(s["compute_s"] for s in stats) / task if task > 0 else None
+
+
+def _mean_period(stats: list[dict]) -> float | None:
+    periods = [s["push_period"] for s in stats if s.get("push_period")]
+    return sum(periods) / len(periods) if periods else None
 
 
 def check_validation(validation_data, num_features: int):

@@ -47,6 +47,11 @@ def _positive_int(name: str):
     return convert
 
 
+def _push_period(value: Any) -> int | str:
+    """nPush: an integer >= 1, or ``"auto"`` (``DownpourConfig.n_push``)."""
+    return value if value == "auto" else _positive_int("nPush")(value)
+
+
 def _non_negative_float(name: str):
     def convert(value: Any) -> float:
         number = TypeConverters.toFloat(value)
@@ -177,8 +182,9 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
                    typeConverter=_positive_int("epochs"))
     nFetch = Param(Params._dummy(), "nFetch", "mini-batches between parameter fetches",
                    typeConverter=_positive_int("nFetch"))
-    nPush = Param(Params._dummy(), "nPush", "mini-batches between gradient pushes",
-                  typeConverter=_positive_int("nPush"))
+    nPush = Param(Params._dummy(), "nPush", "mini-batches between gradient pushes, or 'auto' "
+                  "(chosen per replica from its measured compute and communication)",
+                  typeConverter=_push_period)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -194,7 +200,7 @@ class DownpourParams(HasTrainerCommon, HasLearningRate, HasBatchSize, HasSeed):
     def getNFetch(self) -> int:
         return self.getOrDefault(self.nFetch)
 
-    def getNPush(self) -> int:
+    def getNPush(self) -> int | str:
         return self.getOrDefault(self.nPush)
 
 

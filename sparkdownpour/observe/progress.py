@@ -16,17 +16,19 @@ def expected_updates(config, rows: int, partitions: int) -> int:
     ``"sync"`` (every replica's gradient averaged into one update, ``b`` rounds), and one per
     elastic exchange in ``"easgd"`` (every ``easgd_tau`` mini-batches and at the end). The warm
     start (one replica, ``warmstart_steps`` mini-batches) pushes every ``n_push``. Exact for
-    evenly filled partitions; an estimate otherwise.
+    evenly filled partitions; an estimate otherwise. ``n_push="auto"`` counts every mini-batch (the
+    replicas choose their periods as they go), and the bar closes at the updates applied.
     """
     partitions = max(partitions, 1)
+    n_push = 1 if config.n_push == "auto" else config.n_push
     batches = -(-rows // (partitions * config.batch_size))
     if config.mode == "sync":
         per_epoch = batches
     else:
-        every = config.easgd_tau if config.mode == "easgd" else config.n_push
+        every = config.easgd_tau if config.mode == "easgd" else n_push
         per_epoch = partitions * -(-batches // every)
     warm = min(config.warmstart_steps, -(-rows // config.batch_size))
-    return per_epoch * config.epochs + -(-warm // config.n_push)
+    return per_epoch * config.epochs + -(-warm // n_push)
 
 
 class ServerProgress:
@@ -83,6 +85,8 @@ class ServerProgress:
         if self._bar is not None:
             try:
                 self._refresh()
+                if exc[0] is None and self._bar.n < self._bar.total:  # fewer pushes than planned
+                    self._bar.total = self._bar.n
             except ParameterServerError:
                 if exc[0] is None:  # only when nothing else is being raised already
                     raise

@@ -34,6 +34,7 @@ from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.keras_model import assign_trainable
+from sparkdownpour.replica.push_period import PeriodProbe
 from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
 from sparkdownpour.replica.state import ReplicaState
@@ -119,6 +120,9 @@ class PartitionLoop:
         self.since_sync = 0    # mini-batches since the last fetch
         self.resume_at = 0     # mini-batches of this partition the server already applied
         self.pending = _Pending(0)
+        # n_push="auto": pushes one by one until the probe has chosen the period
+        self.n_fetch, self.n_push = spec.n_fetch, spec.n_push
+        self.probe = PeriodProbe(spec.push_period_cap) if spec.push_period_cap > 1 else None
         # (future, want_params, position) of the push on the background thread
         self.in_flight: tuple[Future, bool, Position | None] | None = None
 
@@ -170,7 +174,7 @@ class PartitionLoop:
         action = self.collect()  # the previous push first: pushes stay in order
         if action != OK:
             return action
-        want_params = self.since_sync % spec.n_fetch == 0 and not last  # the next step fetches
+        want_params = self.since_sync % self.n_fetch == 0 and not last  # the next step fetches
         position = Position(spec.epoch, self.partition, self.pending.begin, end, self.attempt) \
             if spec.exactly_once else None
         grads = sparse_push(self.pending.grads, self.pending.sparse_input,
@@ -234,7 +238,8 @@ class PartitionLoop:
         return stats_batch(self.replica, partition=self.partition, attempt=self.attempt,
                            loss_sum=self.loss_sum, compute_s=self.compute_s,
                            comm_s=self.comm_s, model_build_s=self.build_s,
-                           task_s=time.perf_counter() - started, **self.stats)
+                           task_s=time.perf_counter() - started, push_period=self.n_push,
+                           **self.stats)
 
     def _train(self, batches: Iterator[pa.RecordBatch]) -> None:
         spec = self.spec
@@ -250,7 +255,7 @@ class PartitionLoop:
         for index, ((x, y), last) in enumerate(with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng))):
             last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
-            due = self.since_sync % spec.n_fetch == 0 and not self.fresh
+            due = self.since_sync % self.n_fetch == 0 and not self.fresh
             if due and self.collect() == STOP:
                 break
             if index < self.resume_at:  # applied already, by an earlier or a concurrent attempt
@@ -258,13 +263,13 @@ class PartitionLoop:
                 if last:
                     break
                 continue
-            if self.since_sync % spec.n_fetch == 0 and not self.fresh:
+            if self.since_sync % self.n_fetch == 0 and not self.fresh:
                 self.fetch()
             self.fresh = False
             computed_on = self.base_step
             self.compute(x, y, index)
             self.comm_s += self.state.step()
-            if self.pending.count < spec.n_push and not last:
+            if self.pending.count < self.n_push and not last:
                 continue
             if self.pending.grads is not None:
                 action = self.push(computed_on, index + 1, last)
@@ -276,8 +281,19 @@ class PartitionLoop:
             self.pending.count = 0
             if last:
                 break
+            if self.probe is not None:
+                self._probe_period()
         self.collect()
         self.comm_s += self.state.report()
+
+
+    def _probe_period(self) -> None:
+        period = self.probe.observe(self.stats["steps"], self.compute_s, self.comm_s)
+        if period is not None:
+            # Fetch with every push from here on: a push (answered with the parameters when
+            # want_params) has just been sent, so the count restarts at it.
+            self.n_push = self.n_fetch = period
+            self.probe, self.since_sync = None, 0
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:

@@ -19,7 +19,7 @@ STATS_SCHEMA = pa.schema([
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
     ("task_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
-    ("clipped", pa.int64()), ("stale", pa.int64()),
+    ("clipped", pa.int64()), ("stale", pa.int64()), ("push_period", pa.int64()),
     ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
     ("device_note", pa.string()), ("variable_device", pa.string()),
     ("compute_dtype", pa.string()),
@@ -27,7 +27,7 @@ STATS_SCHEMA = pa.schema([
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
              "task_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long, stale long, "
+             "skipped long, duplicates long, nonfinite long, clipped long, stale long, push_period long, "
              "device string, gpu_addresses string, visible string, device_note string, "
              "variable_device string, compute_dtype string")
 
@@ -47,6 +47,8 @@ class ReplicaSpec:
     seed: int
     request_timeout: float
     max_steps: int = 0  # 0: the whole partition (warm-start uses a bound)
+    # n_push="auto": > 1, the loop picks n_push = n_fetch in 1..cap (replica.push_period)
+    push_period_cap: int = 0
     task_cpus: int = 1  # spark.task.cpus: TensorFlow's op threads per replica
     request_retries: int = 3
     exactly_once: bool = True   # positioned pushes + resume from the server's progress

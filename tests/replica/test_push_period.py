@@ -1,0 +1,103 @@
+"""n_push="auto": the period a replica chooses, its bounds, and the loop that uses it against a
+real server on 127.0.0.1 (every mini-batch still applied exactly once)."""
+
+import numpy as np
+import pytest
+
+from sparkdownpour import DownpourConfig, optimizers
+from sparkdownpour.keras_model import trainable_arrays
+from sparkdownpour.observe.progress import expected_updates
+from sparkdownpour.replica.loop import run_partition
+from sparkdownpour.replica.push_period import (
+    MAX_PERIOD,
+    MIN_PUSHES_PER_EPOCH,
+    PROBE_STEPS,
+    SKIP_STEPS,
+    PeriodProbe,
+    choose_period,
+    period_cap,
+    push_periods,
+)
+from sparkdownpour.server import ParameterServer, ParameterStore
+from tests.replica.test_loop import batches, builder, spec
+
+
+def test_the_cap_keeps_every_replica_pushing_often_enough():
+    # digits: 1437 rows, 4 replicas, batch 32: 11 mini-batches a replica, so it pushes each one
+    assert period_cap(1437, 4, 32) == 1
+    assert period_cap(2 * 128 * MIN_PUSHES_PER_EPOCH * 3, 2, 128) == 3
+    assert period_cap(900_000, 2, 128) == min(MAX_PERIOD, 3515 // MIN_PUSHES_PER_EPOCH)
+    assert period_cap(10**9, 2, 32) == MAX_PERIOD
+    assert period_cap(0, 0, 32) == 1
+
+
+@pytest.mark.parametrize("compute_s,comm_s,cap,period", [
+    (1.0, 0.25, 16, 1),    # communication a quarter of compute already: every mini-batch
+    (1.0, 0.26, 16, 2),
+    (0.64, 1.0, 16, 7),    # issue 15's 1M-row MLP: 0.64 ms compute, 1 ms round trip a step
+    (0.1, 1.0, 16, 16),
+    (0.1, 1.0, 5, 5),
+    (0.0, 1.0, 4, 4),
+])
+def test_the_period_leaves_communication_a_quarter_of_compute(compute_s, comm_s, cap, period):
+    assert choose_period(compute_s, comm_s, cap) == period
+
+
+def test_the_probe_skips_the_tracing_steps_and_decides_once():
+    probe = PeriodProbe(cap=16)
+    # The first steps are slow (tracing): 1 s of compute each; later 1 ms compute, 2 ms comm.
+    compute = comm = 0.0
+    chosen = []
+    for step in range(1, PROBE_STEPS + 1):
+        compute += 1.0 if step <= SKIP_STEPS else 0.001
+        comm += 0.002
+        chosen.append(probe.observe(step, compute, comm))
+    assert chosen[:-1] == [None] * (PROBE_STEPS - 1)
+    assert chosen[-1] == 8  # 4 * 2 ms / 1 ms, the tracing steps left out
+
+
+def test_config_accepts_auto_and_refuses_what_it_would_ignore():
+    config = DownpourConfig(n_push="auto", batch_size=128)
+    assert push_periods(config, 900_000, 2) == {"n_fetch": 1, "n_push": 1, "push_period_cap": 13}
+    assert push_periods(config, 1437, 4)["push_period_cap"] == 0  # small data: fixed at 1
+    assert push_periods(DownpourConfig(n_push="auto", mode="sync"), 10**7, 2)[
+        "push_period_cap"] == 0
+    assert push_periods(DownpourConfig(n_push=3, n_fetch=2), 10**7, 2) == {
+        "n_fetch": 2, "n_push": 3, "push_period_cap": 0}
+    with pytest.raises(ValueError, match="n_push='auto' chooses the fetch period too"):
+        DownpourConfig(n_push="auto", n_fetch=3)
+    with pytest.raises(ValueError, match="'often'"):
+        DownpourConfig(n_push="often")
+    with pytest.raises(ValueError, match="must be 1"):
+        DownpourConfig(n_push=2, mode="sync")
+    # the progress bar counts every mini-batch under "auto" (an upper bound)
+    assert expected_updates(config, 1000, 2) == expected_updates(DownpourConfig(batch_size=128), 1000, 2)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_loop_pushes_one_by_one_then_every_period_and_applies_every_mini_batch(overlap):
+    store = ParameterStore(trainable_arrays(builder()), optimizers.get("sgd", learning_rate=0.1))
+    store.open_epoch(1)
+    steps = 100
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(5 * steps), spec(
+            server.url, server.token, push_period_cap=6, overlap=overlap)))
+    row = stats.to_pylist()[0]
+    period = row["push_period"]
+    assert 1 <= period <= 6
+    # one push per probed step, then one per period (the last one partial)
+    assert row["pushes"] == PROBE_STEPS + -(-(steps - PROBE_STEPS) // period)
+    status = store.status()
+    assert status["updates_applied"] == row["pushes"]
+    assert status["progress"] == {"1/0": steps}  # every mini-batch covered, exactly once
+    if period > 1 and not overlap:  # each push after the probe also brings the parameters
+        assert row["fetches"] == row["pushes"]
+
+
+def test_the_loop_reports_its_fixed_period_without_a_cap():
+    store = ParameterStore(trainable_arrays(builder()), optimizers.get("sgd"))
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(50), spec(server.url, server.token, n_push=3,
+                                                        n_fetch=3)))
+    assert stats.to_pylist()[0]["push_period"] == 3
+    assert np.isclose(store.status()["updates_applied"], 4)
