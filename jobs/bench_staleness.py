@@ -54,6 +54,9 @@ RUNS = {  # label -> Downpour knobs
     "async adagrad": {"optimizer": "adagrad", "learning_rate": 0.05},
     "resident sgd": {"optimizer": "sgd", "learning_rate": 0.1, "resident": True},
     "resident adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True},
+    "overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True},
+    "auto sgd": {"optimizer": "sgd", "learning_rate": 0.1, "n_push": "auto"},
+    "auto adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "n_push": "auto"},
     "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1},
     "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1},
     "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},
@@ -70,8 +73,13 @@ def time_to_accuracy(frame, x_test, y_test, target, max_epochs, batch_size, **kn
         stop_when=lambda record: record["val_accuracy"] >= target)
     seconds = time.perf_counter() - started
     last = result.history.final
+    # compute share over the whole run: the replicas' compute over their tasks' wall time
+    compute = sum(r["compute_s"] for r in result.history.epochs)
+    share = [r["compute_share"] for r in result.history.epochs if r["compute_share"]]
+    task = sum(r["compute_s"] / s for r, s in zip(result.history.epochs, share)) if share else 0
     return (seconds if last["val_accuracy"] >= target else float("nan"), len(result.history),
-            {**last, "wall_s": seconds})
+            {**last, "wall_s": seconds, "share": compute / task if task else float("nan"),
+             "comm_s_run": sum(r["comm_s"] for r in result.history.epochs), "compute_s_run": compute})
 
 
 def keras_time_to_accuracy(x, y, x_test, y_test, target, max_epochs, batch_size):
@@ -87,9 +95,8 @@ def keras_time_to_accuracy(x, y, x_test, y_test, target, max_epochs, batch_size)
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
         epochs += 1
         accuracy = float(model.evaluate(x_test, y_test, batch_size=4096, verbose=0)[1])
-    if accuracy >= target:
-        reached = time.perf_counter() - started
-    return reached, epochs, accuracy
+    wall = time.perf_counter() - started
+    return (wall if accuracy >= target else reached), epochs, accuracy, wall
 
 
 def main(argv=None) -> int:
@@ -128,10 +135,10 @@ def main(argv=None) -> int:
     # warm-up: every Python worker started and its model built once
     warm = arrays_to_frame(spark, x[:4000], y[:4000], 4)
     time_to_accuracy(warm, x_test, y_test, 2.0, 1, args.batch_size)
-    keras_s, keras_epochs, keras_accuracy = keras_time_to_accuracy(
+    keras_s, keras_epochs, keras_accuracy, keras_wall = keras_time_to_accuracy(
         x[:split], y[:split], x_test, y_test, args.target, args.max_epochs, args.batch_size)
-    print(f"{'keras sgd':<16} 1 process: {keras_s:7.2f} s, {keras_epochs} epochs, val acc "
-          f"{keras_accuracy:.4f}", flush=True)
+    print(f"{'keras sgd':<16} 1 process: {keras_s:7.2f} s, {keras_epochs} epochs "
+          f"({keras_wall:.2f} s), val acc {keras_accuracy:.4f}", flush=True)
     rows = []
     for replicas in [int(r) for r in args.replicas.split(",")]:
         frame = base.repartition(replicas).cache()
@@ -139,20 +146,23 @@ def main(argv=None) -> int:
         for label in args.runs.split(","):
             seconds, epochs, last = time_to_accuracy(frame, x_test, y_test, args.target,
                                                      args.max_epochs, args.batch_size,
-                                                     **RUNS[label])
+                                                     num_replicas=replicas, **RUNS[label])
             rows.append((label, replicas, seconds, epochs, last))
             print(f"{label:<16} {replicas} replicas: {seconds:7.2f} s, {epochs} epochs, "
                   f"val acc {last['val_accuracy']:.4f}, staleness mean "
-                  f"{last['staleness_mean']:.2f}", flush=True)
+                  f"{last['staleness_mean']:.2f}, compute share {last['share']:.2f} "
+                  f"(compute {last['compute_s_run']:.1f} s, comm {last['comm_s_run']:.1f} s)",
+                  flush=True)
         frame.unpersist()
 
     print(f"\n{'run':<16}{'replicas':>9}{'to target s':>12}{'epochs':>7}{'wall s':>8}"
-          f"{'val acc':>9}{'stale mean':>11}{'vs async sgd':>14}{'vs keras':>10}")
+          f"{'val acc':>9}{'stale mean':>11}{'share':>7}{'vs async sgd':>14}{'vs keras':>10}")
     reference = {r: s for label, r, s, _, _ in rows if label == "async sgd"}
     for label, replicas, seconds, epochs, last in rows:
         ratio = seconds / reference[replicas] if replicas in reference else float("nan")
         print(f"{label:<16}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
-              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{ratio:>14.2f}"
+              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{last['share']:>7.2f}"
+              f"{ratio:>14.2f}"
               f"{seconds / keras_s:>10.2f}")
     best = min((r for r in rows if np.isfinite(r[2])), key=lambda r: r[2], default=None)
     print(f"bench_staleness: {args.rows} rows x {FEATURES}, target {args.target:.0%}: fastest "
