@@ -6,16 +6,18 @@ network (100 -> 32 tanh -> 4, argmax), 10% of the rows held out. Every run train
 clock stops at the first epoch that reaches ``--target``. Runs (each at 2 and 4 replicas, one
 Spark partition per replica, ``local[4]`` so sync's barrier stage gets a slot per replica):
 
-- ``async sgd``: plain asynchronous SGD on the server (the baseline the others fix);
-- ``async adagrad``: Downpour's default, Adagrad on the server;
-- ``resident sgd``, ``resident adagrad``: the same with ``resident=True`` (every epoch in one
-  Spark stage whose tasks keep their rows);
+- ``async sgd``: plain asynchronous SGD on the server, a push every mini-batch (``n_push=1``);
+- ``async adagrad``: the same with Adagrad (Downpour's default rule) on the server;
+- ``auto sgd``, ``auto adagrad``: Downpour's default push period, ``n_push="auto"``;
+- ``resident ...``: the same with ``resident=True`` (every epoch in one Spark stage whose tasks
+  keep their rows); ``overlap ...``: with ``overlap=True`` (pushes in the background);
 - ``dc_asgd``, ``staleness_aware``: the delay-aware rules, same learning rate as async sgd;
 - ``sync``: synchronous SGD (barrier rounds, one averaged update per round);
 - ``easgd``: elastic averaging, SGD on the replicas, exchange every 4 mini-batches.
 
-The baseline, in the same process run: the same MLP trained by single-process Keras ``fit``
-(SGD lr 0.1, same batch size, every core of the machine, Spark idle), scored the same way.
+The baseline, in the same process run, from the same initial weights: the same MLP trained by
+single-process Keras ``fit`` (SGD lr 0.1, same batch size, every core of the machine, Spark
+idle), scored the same way.
 A warm-up fit first starts the Python workers, so no run pays for TensorFlow's import.
 Run: ``python jobs/bench_staleness.py [--rows N] [--target A] [--max-epochs E]`` (the README's
 table: ``--target 0.81 --max-epochs 4``, about 8 minutes here). The last line is the summary.
@@ -49,24 +51,33 @@ def build():
     return build_mlp(FEATURES, HIDDEN, CLASSES, seed=0)
 
 
-RUNS = {  # label -> Downpour knobs
-    "async sgd": {"optimizer": "sgd", "learning_rate": 0.1},
-    "async adagrad": {"optimizer": "adagrad", "learning_rate": 0.05},
-    "resident sgd": {"optimizer": "sgd", "learning_rate": 0.1, "resident": True},
-    "resident adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True},
-    "overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True},
-    "auto sgd": {"optimizer": "sgd", "learning_rate": 0.1, "n_push": "auto"},
-    "auto adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "n_push": "auto"},
-    "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1},
-    "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1},
+RUNS = {  # label -> Downpour knobs ("auto": the default n_push; the others push every batch)
+    "async sgd": {"optimizer": "sgd", "learning_rate": 0.1, "n_push": 1},
+    "async adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "n_push": 1},
+    "resident sgd": {"optimizer": "sgd", "learning_rate": 0.1, "resident": True, "n_push": 1},
+    "resident adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True,
+                         "n_push": 1},
+    "overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True,
+                        "n_push": 1},
+    "auto sgd": {"optimizer": "sgd", "learning_rate": 0.1},
+    "auto adagrad": {"optimizer": "adagrad", "learning_rate": 0.05},
+    "resident auto sgd": {"optimizer": "sgd", "learning_rate": 0.1, "resident": True},
+    "resident auto adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True},
+    "auto overlap sgd": {"optimizer": "sgd", "learning_rate": 0.1, "overlap": True},
+    "auto overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True},
+    "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1, "n_push": 1},
+    "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1, "n_push": 1},
     "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},
     "easgd": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "easgd", "easgd_tau": 4},
 }
 
 
 def time_to_accuracy(frame, x_test, y_test, target, max_epochs, batch_size, **knobs):
+    import keras
+
     from sparkdownpour import Downpour
 
+    keras.utils.set_random_seed(0)  # the same initial weights as the Keras baseline
     started = time.perf_counter()
     result = Downpour(build, epochs=max_epochs, batch_size=batch_size, verbose=0, **knobs).fit(
         frame, validation_data=(x_test, y_test),
@@ -87,6 +98,7 @@ def keras_time_to_accuracy(x, y, x_test, y_test, target, max_epochs, batch_size)
     never), epochs, held-out accuracy."""
     import keras
 
+    keras.utils.set_random_seed(0)
     model = build()
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
@@ -137,7 +149,7 @@ def main(argv=None) -> int:
     time_to_accuracy(warm, x_test, y_test, 2.0, 1, args.batch_size)
     keras_s, keras_epochs, keras_accuracy, keras_wall = keras_time_to_accuracy(
         x[:split], y[:split], x_test, y_test, args.target, args.max_epochs, args.batch_size)
-    print(f"{'keras sgd':<16} 1 process: {keras_s:7.2f} s, {keras_epochs} epochs "
+    print(f"{'keras sgd':<21} 1 process: {keras_s:7.2f} s, {keras_epochs} epochs "
           f"({keras_wall:.2f} s), val acc {keras_accuracy:.4f}", flush=True)
     rows = []
     for replicas in [int(r) for r in args.replicas.split(",")]:
@@ -148,19 +160,20 @@ def main(argv=None) -> int:
                                                      args.max_epochs, args.batch_size,
                                                      num_replicas=replicas, **RUNS[label])
             rows.append((label, replicas, seconds, epochs, last))
-            print(f"{label:<16} {replicas} replicas: {seconds:7.2f} s, {epochs} epochs, "
+            print(f"{label:<21} {replicas} replicas: {seconds:7.2f} s, {epochs} epochs, "
                   f"val acc {last['val_accuracy']:.4f}, staleness mean "
                   f"{last['staleness_mean']:.2f}, compute share {last['share']:.2f} "
-                  f"(compute {last['compute_s_run']:.1f} s, comm {last['comm_s_run']:.1f} s)",
+                  f"(compute {last['compute_s_run']:.1f} s, comm {last['comm_s_run']:.1f} s), "
+                  f"push period {last.get('push_period') or 1:.1f}",
                   flush=True)
         frame.unpersist()
 
-    print(f"\n{'run':<16}{'replicas':>9}{'to target s':>12}{'epochs':>7}{'wall s':>8}"
+    print(f"\n{'run':<21}{'replicas':>9}{'to target s':>12}{'epochs':>7}{'wall s':>8}"
           f"{'val acc':>9}{'stale mean':>11}{'share':>7}{'vs async sgd':>14}{'vs keras':>10}")
     reference = {r: s for label, r, s, _, _ in rows if label == "async sgd"}
     for label, replicas, seconds, epochs, last in rows:
         ratio = seconds / reference[replicas] if replicas in reference else float("nan")
-        print(f"{label:<16}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
+        print(f"{label:<21}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
               f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{last['share']:>7.2f}"
               f"{ratio:>14.2f}"
               f"{seconds / keras_s:>10.2f}")

@@ -30,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=0.05)
     p.add_argument("--optimizer", default="adagrad", help="server-side update rule")
     p.add_argument("--n-fetch", type=int, default=1, help="fetch parameters every N mini-batches")
-    p.add_argument("--n-push", type=int, default=1, help="push gradients every N mini-batches")
+    p.add_argument("--n-push", type=lambda v: v if v == "auto" else int(v), default="auto",
+                   help="push gradients every N mini-batches, or 'auto' (the default)")
     p.add_argument("--partitions", type=int, default=4, help="model replicas (data partitions)")
     p.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP")
     p.add_argument("--seed", type=int, default=0)

@@ -74,10 +74,10 @@ class DownpourConfig(Loadable):
     """Passes over the data; each is one Spark job (unless ``resident``)."""
     n_fetch: int = 1
     """Fetch the parameters every N mini-batches."""
-    n_push: int | str = 1
-    """Push the accumulated gradient every N mini-batches. ``"auto"``: each replica measures its
-    first steps and pushes (and fetches) every 1-16 mini-batches, keeping its communication
-    under a quarter of its compute and at least 256 pushes an epoch (``replica.push_period``)."""
+    n_push: int | str = "auto"
+    """Push the accumulated gradient every N mini-batches. ``"auto"`` (async): each replica times
+    its first 20 steps, then pushes (and fetches) every 1-16 mini-batches, keeping communication
+    under 1/8 of compute, at least 256 pushes an epoch (so 1 on small data, and 1 if n_fetch>1)."""
     num_shards: int = 1
     """Independent server shards, each holding a contiguous range of the flat parameter vector
     (own store, lock, rule state, step counter, port). Keep each under about 28 MB (7M

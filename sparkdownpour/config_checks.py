@@ -25,10 +25,7 @@ def check_periods(cfg) -> None:
     """``DownpourConfig``'s ``n_fetch`` and ``n_push`` (an integer >= 1, or ``"auto"``)."""
     integer("n_fetch", cfg.n_fetch, minimum=1)
     if cfg.n_push == "auto":
-        if cfg.n_fetch != 1:
-            raise ValueError(f"n_push='auto' chooses the fetch period too (each push fetches), "
-                             f"so n_fetch={cfg.n_fetch!r} would be ignored: leave n_fetch at 1, "
-                             "or give n_push a number")
+        pass  # with n_fetch > 1 "auto" pushes every mini-batch (push_period.push_periods)
     elif isinstance(cfg.n_push, str):
         raise ValueError(f"n_push must be an integer >= 1 or 'auto', received {cfg.n_push!r}")
     else:

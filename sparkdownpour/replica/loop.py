@@ -286,7 +286,6 @@ class PartitionLoop:
         self.collect()
         self.comm_s += self.state.report()
 
-
     def _probe_period(self) -> None:
         period = self.probe.observe(self.stats["steps"], self.compute_s, self.comm_s)
         if period is not None:

@@ -1,16 +1,18 @@
-"""``n_push="auto"``: each replica picks its push period from its own measured step costs.
+"""``n_push="auto"`` (the default): each replica picks its push period from its own step costs.
 
 A replica that pushes every mini-batch pays a round trip to the server per mini-batch (1-2 ms
 on loopback, more across a network). Where its gradient costs less than that, communication
 takes most of the task: issue 15 measured a compute share of 0.3 on a 100-64-4 MLP. With
 ``n_push="auto"`` a replica pushes every mini-batch for its first ``PROBE_STEPS``, measures its
 compute and its communication per step, then pushes every ``p`` mini-batches (and fetches in
-the same request): the smallest ``p`` that leaves communication at most a quarter of compute
-(a compute share of 0.8), capped at ``MAX_PERIOD`` and so that every replica still pushes at
-least ``MIN_PUSHES_PER_EPOCH`` times an epoch. Small data sets therefore keep pushing every
-mini-batch, the same updates as ``n_push=1``: a period only pays where there are thousands of
-mini-batches, and it costs accuracy where there are few (digits, 11 mini-batches a replica and
-epoch: 0.961 to 0.947 held-out with ``n_push = n_fetch = 4``).
+the same request): the smallest ``p`` that leaves communication at most an eighth of compute
+(with the task's other costs, a compute share near 0.8), capped at ``MAX_PERIOD`` and so
+that every replica still pushes at least ``MIN_PUSHES_PER_EPOCH`` times an epoch.
+
+Small data sets therefore keep pushing every mini-batch, the same updates as ``n_push=1``:
+a period only pays where there are thousands of mini-batches, and it costs accuracy where
+there are few (digits, 11 mini-batches a replica and epoch: 0.961 to 0.947 held-out with
+``n_push = n_fetch = 4``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = ["AUTO", "PeriodProbe", "choose_period", "period_cap", "push_periods"]
 AUTO = "auto"
 SKIP_STEPS = 4            # the first steps trace the gradient function: not measured
 PROBE_STEPS = 20          # the period is chosen after this many steps (pushed one by one)
-COMPUTE_PER_COMM = 4.0    # compute / communication per step to reach: a compute share of 0.8
+COMPUTE_PER_COMM = 8.0    # compute / communication per step to reach (4.0 measured share 0.68)
 MAX_PERIOD = 16
 MIN_PUSHES_PER_EPOCH = 256
 
@@ -47,6 +49,10 @@ def push_periods(config, rows: int, replicas: int) -> dict:
     ``DownpourConfig`` (a cap of 0: the periods are fixed)."""
     if config.n_push != AUTO:
         return {"n_fetch": config.n_fetch, "n_push": config.n_push, "push_period_cap": 0}
+    if config.n_fetch != 1:
+        # A fetch period chosen by hand: "auto" (which fetches with every push) stands aside
+        # and pushes every mini-batch, as n_push=1 did before "auto" was the default.
+        return {"n_fetch": config.n_fetch, "n_push": 1, "push_period_cap": 0}
     cap = period_cap(rows, replicas, config.batch_size) if config.mode == "async" else 1
     return {"n_fetch": 1, "n_push": 1, "push_period_cap": cap if cap > 1 else 0}
 

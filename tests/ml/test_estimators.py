@@ -32,7 +32,7 @@ def binary(spark):
 def test_params_have_spark_names_defaults_and_getters():
     estimator = DownpourEstimator(model=dense(3, 2, "softmax"), epochs=4, nFetch=2,
                                   learningRate=0.1)
-    assert (estimator.getEpochs(), estimator.getNFetch(), estimator.getNPush()) == (4, 2, 1)
+    assert (estimator.getEpochs(), estimator.getNFetch(), estimator.getNPush()) == (4, 2, "auto")
     assert estimator.getLearningRate() == 0.1 and estimator.getBatchSize() == 32
     assert estimator.getFeaturesCol() == "features" and estimator.getOptimizer() == "adagrad"
     blaster = SandblasterEstimator(model=dense(3, 1, "sigmoid"), maxIter=7, l2=0.1)
