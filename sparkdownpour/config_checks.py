@@ -24,11 +24,10 @@ def integer(name: str, value: Any, minimum: int) -> None:
 def check_periods(cfg) -> None:
     """``DownpourConfig``'s ``n_fetch`` and ``n_push`` (an integer >= 1, or ``"auto"``)."""
     integer("n_fetch", cfg.n_fetch, minimum=1)
-    if cfg.n_push == "auto":
-        pass  # with n_fetch > 1 "auto" pushes every mini-batch (push_period.push_periods)
-    elif isinstance(cfg.n_push, str):
-        raise ValueError(f"n_push must be an integer >= 1 or 'auto', received {cfg.n_push!r}")
-    else:
+    if cfg.n_push != "auto":  # "auto" with n_fetch > 1 pushes every mini-batch (push_periods)
+        if isinstance(cfg.n_push, str):
+            raise ValueError(f"n_push must be an integer >= 1 or 'auto', received "
+                             f"{cfg.n_push!r}")
         integer("n_push", cfg.n_push, minimum=1)
     if cfg.mode == "sync" and (cfg.n_fetch, cfg.n_push) not in ((1, 1), (1, "auto")):
         raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
