@@ -30,8 +30,8 @@ def check_periods(cfg) -> None:
                              f"{cfg.n_push!r}")
         integer("n_push", cfg.n_push, minimum=1)
     if cfg.mode == "sync" and (cfg.n_fetch, cfg.n_push) not in ((1, 1), (1, "auto")):
-        raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch and n_push "
-                         f"must be 1, received {cfg.n_fetch} and {cfg.n_push}")
+        raise ValueError(f"mode='sync' fetches and pushes every mini-batch: n_fetch must be 1 and "
+                         f"n_push 1 or 'auto', received {cfg.n_fetch} and {cfg.n_push!r}")
 
 
 def positive_number(name: str, value: Any) -> None:

@@ -46,8 +46,10 @@ def test_sync_equals_single_process_sgd_on_the_summed_batch(spark):
 
 
 def test_sync_mode_needs_fetch_and_push_every_batch():
-    with pytest.raises(ValueError, match="mode='sync'.*received 2 and 1"):
+    with pytest.raises(ValueError, match="mode='sync'.*received 2 and 'auto'"):
         Downpour(linear_model, mode="sync", n_fetch=2)
+    with pytest.raises(ValueError, match="mode='sync'.*received 1 and 3"):
+        Downpour(linear_model, mode="sync", n_push=3)
     with pytest.raises(ValueError, match="mode must be one of async, sync, easgd"):
         Downpour(linear_model, mode="hogwild")
 
