@@ -6,8 +6,9 @@ default evaluation (resident: one portion per task slot; `--evaluation stages --
 the stage-per-evaluation build). MLlib runs with
 ``standardization=False`` and the same regParam and tol; scipy runs in process on the numpy
 objective (float64) and is the reference objective. Sandblaster and MLlib are each run twice:
-*cold* is the first fit of the process (Spark's Python workers start and import TensorFlow for
-Sandblaster; the JVM code is not yet JIT-compiled for MLlib), *warm* the second. Every final
+*cold* is the first fit of the process (Spark's Python workers start for Sandblaster, whose
+numpy evaluator for this one-Dense model imports no TensorFlow there; the JVM code is not yet
+JIT-compiled for MLlib), *warm* the second. Every final
 objective is recomputed in numpy from the fitted coefficients. Prints a table, then one summary
 line last.
 """

@@ -37,6 +37,7 @@ from sparkdownpour.keras_model import (
 from sparkdownpour.lbfgs import checkpoints
 from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
+from sparkdownpour.lbfgs.linear import linear_form
 from sparkdownpour.lbfgs.resident import ResidentEvaluations
 from sparkdownpour.lbfgs.shard_server import ShardGroup
 from sparkdownpour.lbfgs.stage import StageSpec
@@ -181,9 +182,14 @@ class Sandblaster(Trainer):
                                     f"Sandblaster run {run_id[:8]}") as view, \
                 ExitStack() as stack:
             history.info["shard_urls"] = shards.urls
-            base = StageSpec(run_id=run_id, model=spec, shard_urls=tuple(shards.urls),
+            linear = None if spec.inputs else linear_form(model, spec.loss)
+            # The numpy evaluator (lbfgs.linear) builds no model: shipped without its builder,
+            # whose unpickling alone would import Keras and TensorFlow on every executor.
+            stage_model = replace(spec, builder=None, config_json=None) if linear else spec
+            base = StageSpec(run_id=run_id, model=stage_model, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
-                             task_cpus=task_cpus(spark), devices=device_options(cfg))
+                             task_cpus=task_cpus(spark), devices=device_options(cfg),
+                             linear=linear)
             resident = None
             if run.options["evaluation"] == "resident":
                 resident = stack.enter_context(ResidentEvaluations(

@@ -29,7 +29,8 @@ from sparkdownpour.keras_model import (
     loss_name,
     output_units,
 )
-from sparkdownpour.replica.devices import DeviceOptions, place
+from sparkdownpour.lbfgs.linear import LinearEvaluator, LinearForm
+from sparkdownpour.replica.devices import DeviceOptions, place, task_gpu_addresses
 from sparkdownpour.replica.sparse_gradient import SparseInput, dense_chunk_rows
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
@@ -49,6 +50,7 @@ class StageSpec:
     chunk_rows: int = 8192  # rows per TensorFlow call: bounds activation memory for big models
     devices: DeviceOptions = DeviceOptions()  # see replica.devices; always float32
     state: tuple = ()  # the model's non-trainable arrays, fixed for the run (lbfgs.statistics)
+    linear: LinearForm | None = None  # a one-Dense model: evaluated in numpy (lbfgs.linear)
 
 
 class _Evaluator:
@@ -172,11 +174,13 @@ def _per_example_loss(model, loss):
     return loss_fn, ([None, 1] if rank2 else [None]), tf.float32
 
 
-_EVALUATORS: OrderedDict[tuple[str, str], _Evaluator] = OrderedDict()
+_EVALUATORS: OrderedDict[tuple[str, str], _Evaluator | LinearEvaluator] = OrderedDict()
 _CLIENTS: dict[tuple, list] = {}
 
 
-def evaluator_for(spec: StageSpec) -> _Evaluator:
+def evaluator_for(spec: StageSpec) -> _Evaluator | LinearEvaluator:
+    if spec.linear is not None and spec.devices.device != "gpu" and not task_gpu_addresses():
+        return _linear_evaluator_for(spec)
     placement = place(spec.devices)  # before anything initialises TensorFlow here
     # A later fit of the same model (ModelSpec.key) reuses the built model and its traced
     # function; the point it holds and its fixed state are the new run's.
@@ -193,6 +197,20 @@ def evaluator_for(spec: StageSpec) -> _Evaluator:
             from sparkdownpour.keras_model import assign_state
 
             assign_state(evaluator.model, spec.state)
+    _EVALUATORS.move_to_end(key)
+    return evaluator
+
+
+def _linear_evaluator_for(spec: StageSpec) -> LinearEvaluator:
+    """The numpy evaluator (no TensorFlow import), kept per Python worker like the others."""
+    key = (spec.model.key or spec.run_id, "numpy")
+    evaluator = _EVALUATORS.get(key)
+    if evaluator is None:
+        evaluator = _EVALUATORS[key] = LinearEvaluator(spec.linear, spec.task_cpus)
+        while len(_EVALUATORS) > 2:
+            _EVALUATORS.popitem(last=False)
+    if evaluator.run_id != spec.run_id:
+        evaluator.run_id, evaluator.point = spec.run_id, None
     _EVALUATORS.move_to_end(key)
     return evaluator
 
