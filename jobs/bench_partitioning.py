@@ -5,8 +5,9 @@ Issue 15's target: any partitioning trains within 1.2x of the best one. Downpour
 replicas from the task slots (``history.info["replicas_chosen"]``: far more partitions than
 slots are merged without a shuffle); Sandblaster cuts the data into its own portions. Every fit
 is warm (a warm-up fit runs first), Downpour for a fixed number of epochs, Sandblaster to its
-tolerance; each partitioning's frame is cached and counted before its clock starts. Run it
-alone on the machine. Prints a table and one summary line last.
+tolerance; each partitioning's frame is cached and counted before its clock starts. The
+repeats run in rounds over all layouts; each layout's median is kept. Run it alone on the
+machine. Prints a table and one summary line last.
 """
 
 from __future__ import annotations
@@ -87,14 +88,24 @@ def main(argv=None) -> int:
     time_downpour(warm, x_test, y_test, 1)  # workers started, TensorFlow imported
     time_sandblaster(warm, x_test, y_test)
     warm.unpersist()
+    names = args.layouts.split(",")
+    frames = {name: layout(spark, x_train, y_train, name) for name in names}
+    trainers = (("Downpour", functools.partial(time_downpour, epochs=args.epochs)),
+                ("Sandblaster", time_sandblaster))
+    # Rounds over every layout, not every repeat of one layout in a row: the machine's drift
+    # (a busier minute, a JIT or garbage collector pass) then falls on all layouts alike.
+    runs: dict[tuple[str, str], list] = {}
+    for _ in range(args.repeats):
+        for name in names:
+            for trainer, run in trainers:
+                runs.setdefault((trainer, name), []).append(run(frames[name], x_test, y_test))
     rows = []
-    for name in args.layouts.split(","):
-        frame = layout(spark, x_train, y_train, name)
-        for trainer, run in (("Downpour", functools.partial(time_downpour, epochs=args.epochs)),
-                             ("Sandblaster", time_sandblaster)):
-            runs = [run(frame, x_test, y_test) for _ in range(args.repeats)]
-            seconds = statistics.median(r[0] for r in runs)
-            rows.append((trainer, name, seconds, runs[-1][1], runs[-1][2]))
+    for trainer, _ in trainers:
+        for name in names:
+            mine = runs[(trainer, name)]
+            rows.append((trainer, name, statistics.median(r[0] for r in mine), mine[-1][1],
+                         mine[-1][2]))
+    for frame in frames.values():
         frame.unpersist()
 
     print(f"\n{'trainer':<12} {'partitions':>10} {'seconds':>8} {'vs best':>7} {'accuracy':>8}  "

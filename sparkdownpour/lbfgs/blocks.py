@@ -152,7 +152,15 @@ def numpy_blocks(prepared, portions: int):
     if (planned is not None and planned != portions) or num_partitions(prepared) != portions:
         # Far more partitions than task slots feed the shuffle through a few map tasks
         # (200 partitions: 1.6 s instead of about 1 s).
-        prepared = merged_for_slots(prepared)[0].repartition(portions)
+        merged, before = merged_for_slots(prepared)
+        if before is not None:
+            # Spark's optimizer drops a coalesce right below a repartition (CollapseRepartition)
+            # and the shuffle would read all 200 partitions again; a filter it cannot
+            # evaluate ahead of time (partition ids are never negative) keeps the merge.
+            from pyspark.sql import functions as F
+
+            merged = merged.where(F.spark_partition_id() >= 0)
+        prepared = merged.repartition(portions)
     if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
         return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)
     return prepared.mapInArrow(to_blocks, BLOCK_DDL)
