@@ -7,12 +7,18 @@ import sys
 import pytest
 
 SCRIPT = """
-import json, sys
+import json, sys, threading
 from sparkdownpour.session import get_or_create_session
+assert "keras" not in sys.modules
 spark = get_or_create_session("t", conf=json.loads(sys.argv[1]))
+# Keras was imported on a thread while the JVM started (session.import_tensorflow_in_background)
+importing = [t for t in threading.enumerate() if t.name == "sparkdownpour-import-tensorflow"]
+for thread in importing:
+    thread.join(timeout=120)
 sc = spark.sparkContext
 print(json.dumps({"master": sc.master, "host": sc.getConf().get("spark.driver.host"),
-                  "speculation": sc.getConf().get("spark.speculation")}))
+                  "speculation": sc.getConf().get("spark.speculation"),
+                  "keras": "keras" in sys.modules}))
 spark.stop()
 """
 
@@ -26,5 +32,6 @@ def _session(conf: dict) -> dict:
 @pytest.mark.slow
 def test_a_job_files_master_and_settings_reach_a_new_session():
     got = _session({"spark.master": "local[1]", "spark.speculation": True})
+    assert got.pop("keras") is True  # loaded without the script importing it
     assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
     assert _session({})["master"] == "local[*]"
