@@ -46,6 +46,11 @@ class GradientFunction:
         rest = [tf.TensorSpec(label_shape, tf.float32), tf.TensorSpec([], tf.float32)]
         self._step = tf.function(step, input_signature=[
             tf.TensorSpec([None, num_features], tf.float32), *rest])
+        # Called through its one concrete function: a tf.function's own call binds and checks
+        # its arguments against the signature every time, which took about 0.2 ms of a 0.4 ms
+        # step on a small MLP (measured: 128 rows x 100 features, 2 cores).
+        self._dense_step = self._step.get_concrete_function()
+        self._unit_scale = tf.constant(1.0, tf.float32)
         # CSR mini-batches (sparse features): a tf.SparseTensor, see replica.sparse_gradient.
         self._sparse_step = SparseInput(step, num_features, rest)
 
@@ -60,8 +65,12 @@ class GradientFunction:
             y = y.reshape(-1, 1)
         while True:
             scale = self.loss_scale.value if self.loss_scale is not None else 1.0
-            loss_value, grads = (self._sparse_step if isinstance(x, CSR) else self._step)(
-                x, y, np.float32(scale))
+            if isinstance(x, CSR):
+                loss_value, grads = self._sparse_step(x, y, np.float32(scale))
+            else:
+                loss_value, grads = self._dense_step(
+                    np.asarray(x, np.float32), np.asarray(y, np.float32),
+                    self._unit_scale if scale == 1.0 else np.float32(scale))
             loss, grads = float(loss_value), [g.numpy() for g in grads]
             # A non-finite loss is not a scaling problem: hand it on (skip_nonfinite decides).
             if self.loss_scale is None or not np.isfinite(loss) or \
