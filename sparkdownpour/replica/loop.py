@@ -79,6 +79,7 @@ class _Pending:
         self.grads: list[np.ndarray] | None = None
         self.loss_sum, self.rows, self.nonfinite, self.clipped = 0.0, 0, 0, 0
         self.sparse_input = False  # a CSR mini-batch went in: push first layers row-sparse
+        self.queued: list[tuple[np.ndarray, np.ndarray]] = []  # counted, not yet computed
 
     def add(self, grads, loss: float, rows: int) -> None:
         self.grads = grads if self.grads is None else [a + g for a, g in zip(self.grads, grads)]
@@ -123,12 +124,18 @@ class PartitionLoop:
         # n_push="auto": pushes one by one until the probe has chosen the period
         self.n_fetch, self.n_push = spec.n_fetch, spec.n_push
         self.probe = PeriodProbe(spec.push_period_cap) if spec.push_period_cap > 1 else None
+        # Mini-batches of one push at the same weights, summed in one TensorFlow call (see
+        # flush) where that sum is exact: per mini-batch clipping or NaN skipping needs each
+        # gradient on its own.
+        self.sums_batches = self.replica.gradient.sums_batches and not spec.clip_norm \
+            and not spec.skip_nonfinite
         # (future, want_params, position) of the push on the background thread
         self.in_flight: tuple[Future, bool, Position | None] | None = None
 
     # -- the four steps ------------------------------------------------------------------
 
     def fetch(self) -> None:
+        self.flush()  # the queued mini-batches at the weights they were counted on
         t0 = time.perf_counter()
         self.base_step, params = self.client.fetch(self.replica_id)
         assign_trainable(self.replica.model, params)
@@ -138,6 +145,10 @@ class PartitionLoop:
     def compute(self, x: np.ndarray, y: np.ndarray, index: int) -> None:
         """One mini-batch's gradient, clipped or dropped as configured, into ``pending``."""
         spec, stats, pending = self.spec, self.stats, self.pending
+        if self.sums_batches and isinstance(x, np.ndarray):
+            pending.queued.append((x, y))  # computed with the others by flush()
+            self._count_step(len(y), None)
+            return
         t0 = time.perf_counter()
         loss, grads = self.replica.gradient(x, y)
         usable = True
@@ -159,14 +170,32 @@ class PartitionLoop:
         if usable:
             pending.add(grads, loss, len(y))
         self.compute_s += time.perf_counter() - t0
+        self._count_step(len(y), loss)
+
+    def _count_step(self, rows: int, loss: float | None) -> None:
+        stats, spec = self.stats, self.spec
         stats["steps"] += 1
-        stats["examples"] += len(y)
-        self.loss_sum += loss * len(y) if np.isfinite(loss) else 0.0
+        stats["examples"] += rows
+        if loss is not None:  # a queued mini-batch's loss is added by flush()
+            self.loss_sum += loss * rows if np.isfinite(loss) else 0.0
         self.since_sync += 1
-        pending.count += 1
+        self.pending.count += 1
         step = ReplicaStep(spec.epoch, self.partition, self.attempt, stats["steps"])
         for callback in spec.step_callbacks:
             callback.on_replica_step(step)
+
+    def flush(self) -> None:
+        """Compute the queued mini-batches' summed gradient into ``pending``, in one call."""
+        pending = self.pending
+        if not pending.queued:
+            return
+        t0 = time.perf_counter()
+        loss_sum, grads = self.replica.gradient.summed(pending.queued)
+        rows = sum(len(y) for _, y in pending.queued)
+        pending.queued = []
+        pending.add(grads, loss_sum / rows, rows)
+        self.loss_sum += loss_sum if np.isfinite(loss_sum) else 0.0
+        self.compute_s += time.perf_counter() - t0
 
     def push(self, computed_on: tuple[int, ...], end: int, last: bool) -> str:
         """Send ``pending`` (mini-batches up to ``end``), in the background where allowed."""
@@ -196,6 +225,7 @@ class PartitionLoop:
         if outcome.applied:
             self.stats["pushes"] += 1
             if want_params:
+                self.flush()  # overlap: the mini-batches counted since, at the old weights
                 self.base_step = outcome.step
                 assign_trainable(self.replica.model, outcome.params)
                 self.stats["fetches"] += 1
@@ -271,6 +301,7 @@ class PartitionLoop:
             self.comm_s += self.state.step()
             if self.pending.count < self.n_push and not last:
                 continue
+            self.flush()
             if self.pending.grads is not None:
                 action = self.push(computed_on, index + 1, last)
                 if action == STOP or (action == SKIP and last):
@@ -292,7 +323,9 @@ class PartitionLoop:
             # Fetch with every push from here on: a push (answered with the parameters when
             # want_params) has just been sent, so the count restarts at it.
             self.n_push = self.n_fetch = period
-            self.probe, self.since_sync = None, 0
+            self.since_sync = 0
+        if self.probe.done:
+            self.probe = None
 
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:

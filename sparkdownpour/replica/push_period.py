@@ -24,6 +24,7 @@ __all__ = ["AUTO", "PeriodProbe", "choose_period", "period_cap", "push_periods"]
 AUTO = "auto"
 SKIP_STEPS = 4            # the first steps trace the gradient function: not measured
 PROBE_STEPS = 20          # the period is chosen after this many steps (pushed one by one)
+REFINE_PUSHES = 10        # ... and looked at again after this many pushes at that period
 COMPUTE_PER_COMM = 8.0    # compute / communication per step to reach (4.0 measured share 0.68)
 MAX_PERIOD = 16
 MIN_PUSHES_PER_EPOCH = 256
@@ -36,12 +37,12 @@ def period_cap(rows: int, replicas: int, batch_size: int) -> int:
     return max(1, min(MAX_PERIOD, steps // MIN_PUSHES_PER_EPOCH))
 
 
-def choose_period(compute_s: float, comm_s: float, cap: int) -> int:
-    """The smallest period whose communication per step is at most ``1/COMPUTE_PER_COMM`` of
-    compute, within ``1..cap``."""
-    if compute_s <= 0:
+def choose_period(compute_per_step: float, comm_per_push: float, cap: int) -> int:
+    """The smallest period whose communication per step (``comm_per_push / period``) is at most
+    ``1/COMPUTE_PER_COMM`` of the compute per step, within ``1..cap``."""
+    if compute_per_step <= 0:
         return cap
-    return max(1, min(cap, math.ceil(COMPUTE_PER_COMM * comm_s / compute_s)))
+    return max(1, min(cap, math.ceil(COMPUTE_PER_COMM * comm_per_push / compute_per_step)))
 
 
 def push_periods(config, rows: int, replicas: int) -> dict:
@@ -58,19 +59,37 @@ def push_periods(config, rows: int, replicas: int) -> dict:
 
 
 class PeriodProbe:
-    """Watches a replica's first steps; ``observe`` returns the chosen period once."""
+    """Watches a replica's steps; ``observe`` returns a new period when it chooses one.
+
+    Two looks: after ``PROBE_STEPS`` steps pushed one by one, and again after ``REFINE_PUSHES``
+    pushes at that period. The second look is needed because a period makes compute cheaper
+    per mini-batch too (a push's mini-batches are one TensorFlow call, ``PartitionLoop.flush``),
+    so the communication share it leaves is larger than the first look predicts; it may only
+    lengthen the period."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.start: tuple[float, float] | None = None  # (compute_s, comm_s) after SKIP_STEPS
+        self.period = 1
+        self.done = False
+        self.start: tuple[int, float, float] | None = None  # (steps, compute_s, comm_s)
+        self.pushes = 0  # since start, at the chosen period
 
     def observe(self, steps: int, compute_s: float, comm_s: float) -> int | None:
         """Called after each push with the loop's step count and running times."""
-        if steps < SKIP_STEPS:
+        if self.done or steps < SKIP_STEPS:
             return None
         if self.start is None:
-            self.start = (compute_s, comm_s)
+            self.start = (steps, compute_s, comm_s)
             return None
-        if steps < PROBE_STEPS:
+        self.pushes += 1
+        if steps < PROBE_STEPS if self.period == 1 else self.pushes < REFINE_PUSHES:
             return None
-        return choose_period(compute_s - self.start[0], comm_s - self.start[1], self.cap)
+        first_steps, first_compute, first_comm = self.start
+        chosen = choose_period((compute_s - first_compute) / max(steps - first_steps, 1),
+                               (comm_s - first_comm) / self.pushes, self.cap)
+        self.done = self.period > 1 or chosen in (1, self.cap)
+        self.start, self.pushes = (steps, compute_s, comm_s), 0
+        if chosen <= self.period:
+            return None
+        self.period = chosen
+        return chosen

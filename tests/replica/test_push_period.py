@@ -12,6 +12,7 @@ from sparkdownpour.replica.push_period import (
     MAX_PERIOD,
     MIN_PUSHES_PER_EPOCH,
     PROBE_STEPS,
+    REFINE_PUSHES,
     SKIP_STEPS,
     PeriodProbe,
     choose_period,
@@ -54,6 +55,27 @@ def test_the_probe_skips_the_tracing_steps_and_decides_once():
         chosen.append(probe.observe(step, compute, comm))
     assert chosen[:-1] == [None] * (PROBE_STEPS - 1)
     assert chosen[-1] == 8  # 8 * 1 ms / 1 ms, the tracing steps left out
+    assert not probe.done
+
+
+@pytest.mark.parametrize("compute_per_step,period", [(0.0005, 16), (0.000625, 13), (0.002, None)])
+def test_the_second_look_lengthens_the_period_to_what_summed_compute_costs(compute_per_step,
+                                                                            period):
+    """At period 8 the mini-batches of a push are one TensorFlow call: cheaper per step, so the
+    round trip (1 ms a push) is a larger share than the first look saw. The second look, after
+    REFINE_PUSHES pushes, lengthens the period to match; it never shortens it."""
+    probe = PeriodProbe(cap=16)
+    steps, compute, comm = 0, 0.0, 0.0
+    for _ in range(PROBE_STEPS):
+        steps, compute, comm = steps + 1, compute + 0.001, comm + 0.001
+        first = probe.observe(steps, compute, comm)
+    assert first == 8
+    chosen = []
+    for _ in range(REFINE_PUSHES):
+        steps, compute, comm = steps + 8, compute + 8 * compute_per_step, comm + 0.001
+        chosen.append(probe.observe(steps, compute, comm))
+    assert chosen == [None] * (REFINE_PUSHES - 1) + [period]
+    assert probe.done and probe.observe(steps + 8, compute + 1.0, comm + 1.0) is None
 
 
 def test_auto_is_the_default_and_stands_aside_where_it_does_not_apply():
@@ -87,8 +109,10 @@ def test_the_loop_pushes_one_by_one_then_every_period_and_applies_every_mini_bat
     row = stats.to_pylist()[0]
     period = row["push_period"]
     assert 1 <= period <= 6
-    # one push per probed step, then one per period (the last one partial)
-    assert row["pushes"] == PROBE_STEPS + -(-(steps - PROBE_STEPS) // period)
+    # one push per probed step, then one per period (the last one partial); at most
+    # REFINE_PUSHES more where the second look lengthened a first, shorter period
+    at_final_period = PROBE_STEPS + -(-(steps - PROBE_STEPS) // period)
+    assert at_final_period <= row["pushes"] <= at_final_period + REFINE_PUSHES
     status = store.status()
     assert status["updates_applied"] == row["pushes"]
     assert status["progress"] == {"1/0": steps}  # every mini-batch covered, exactly once
