@@ -48,8 +48,10 @@ class GradientFunction:
             tf.TensorSpec([None, num_features], tf.float32), *rest])
         # Called through its one concrete function: a tf.function's own call binds and checks
         # its arguments against the signature every time, which took about 0.2 ms of a 0.4 ms
-        # step on a small MLP (measured: 128 rows x 100 features, 2 cores).
-        self._dense_step = self._step.get_concrete_function()
+        # step on a small MLP (measured: 128 rows x 100 features, 2 cores). Traced at the
+        # first call, not here: the replica sets its BatchNorm momentum first (replica.state),
+        # and a trace bakes it in.
+        self._dense_step = None
         self._unit_scale = tf.constant(1.0, tf.float32)
         # CSR mini-batches (sparse features): a tf.SparseTensor, see replica.sparse_gradient.
         self._sparse_step = SparseInput(step, num_features, rest)
@@ -64,10 +66,10 @@ class GradientFunction:
 
         self.sums_batches = precision in (None, "float32") and _rows_are_independent(
             model, loss_fn, label_shape)
-        self._summed_step = tf.function(summed_step, input_signature=[
+        self._summed = tf.function(summed_step, input_signature=[
             tf.TensorSpec([None, num_features], tf.float32), rest[0],
-            tf.TensorSpec([None], tf.float32)]).get_concrete_function() \
-            if self.sums_batches else None
+            tf.TensorSpec([None], tf.float32)])
+        self._summed_step = None  # its concrete function, traced at the first call
 
     def summed(self, batches: list[tuple[np.ndarray, np.ndarray]]
                ) -> tuple[float, list[np.ndarray]]:
@@ -82,6 +84,8 @@ class GradientFunction:
                                   for b in batches])
         if self.label_rank2:
             y = y.reshape(-1, 1)
+        if self._summed_step is None:
+            self._summed_step = self._summed.get_concrete_function()
         loss_sum, grads = self._summed_step(np.asarray(x, np.float32),
                                             np.asarray(y, np.float32), weights)
         return float(loss_sum), [g.numpy() for g in grads]
@@ -100,6 +104,8 @@ class GradientFunction:
             if isinstance(x, CSR):
                 loss_value, grads = self._sparse_step(x, y, np.float32(scale))
             else:
+                if self._dense_step is None:
+                    self._dense_step = self._step.get_concrete_function()
                 loss_value, grads = self._dense_step(
                     np.asarray(x, np.float32), np.asarray(y, np.float32),
                     self._unit_scale if scale == 1.0 else np.float32(scale))
