@@ -60,7 +60,10 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         if master.startswith("local"):
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
-    import_tensorflow_in_background()  # the JVM's start takes seconds: use them
+    # The JVM's start takes seconds: use them. Only now, with the JVM process launched
+    # (_ensure_initialized above): the first TensorFlow import holds back file descriptor 2
+    # (tf_logs), and a process started meanwhile would keep that as its stderr.
+    import_tensorflow_in_background()
     return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate())
@@ -100,7 +103,6 @@ def _connect_session(app_name: str, conf: dict, remote: str):
     settings = {key: str(value).lower() if isinstance(value, bool) else value
                 for key, value in conf.items() if key != "spark.master"}
     if remote.startswith("local"):  # a server in this process: no console progress bars
-        import_tensorflow_in_background()  # the local server's start takes seconds too
         return local_connect_session(remote, {"spark.app.name": app_name,
                                               "spark.ui.showConsoleProgress": "false",
                                               **settings})
