@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from sparkdownpour.data.sparse import CSR
-from sparkdownpour.keras_model import SPARSE_LOSSES, loss_name, output_units, resolve_loss
+from sparkdownpour.keras_model import (
+    SPARSE_LOSSES,
+    loss_name,
+    output_units,
+    resolve_loss,
+    state_variables,
+)
 from sparkdownpour.replica.sparse_gradient import SparseInput
 
 __all__ = ["GradientFunction"]
@@ -118,12 +124,13 @@ class GradientFunction:
 
 def _rows_are_independent(model, loss_fn, label_shape) -> bool:
     """Whether mini-batches can be summed in one call: no layer state updated from a batch's
-    statistics (BatchNorm's moving averages: any non-trainable variable), no losses added
-    from activations or from weights (``model.losses``: counted once per mini-batch), and a
-    loss that gives one value per row (a Keras loss object reduces the batch itself)."""
+    statistics (BatchNorm's moving averages: any non-trainable floating variable; Dropout's
+    integer seed state draws the masks of all rows at once, as it would one by one), no losses
+    added from activations or from weights (``model.losses``: counted once per mini-batch), and
+    a loss that gives one value per row (a Keras loss object reduces the batch itself)."""
     import tensorflow as tf
 
-    if model.non_trainable_variables or model.losses or any(
+    if state_variables(model) or model.losses or any(
             getattr(layer, "activity_regularizer", None) is not None for layer in model.layers):
         return False
     try:

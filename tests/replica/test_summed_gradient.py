@@ -29,6 +29,16 @@ def test_one_call_gives_the_sum_of_the_mini_batches_gradients_and_losses():
         np.testing.assert_allclose(got, np.sum(each, axis=0), rtol=1e-4, atol=1e-6)
 
 
+def test_a_model_with_dropout_is_summed():
+    """Dropout's seed generator is a non-trainable (integer) variable, not batch statistics:
+    one call draws every row's mask, as one call per mini-batch would."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dropout(0.3), keras.layers.Dense(3,
+                                                                            activation="softmax")])
+    assert model.non_trainable_variables  # the seed state
+    assert GradientFunction(model, "sparse_categorical_crossentropy").sums_batches
+
+
 def test_binary_output_with_rank_two_labels_is_summed_too():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
     gradient = GradientFunction(model, "binary_crossentropy")
