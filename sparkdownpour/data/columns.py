@@ -191,6 +191,18 @@ def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
                        nonempty_partitions=nonempty_partitions(row))
 
 
+# Keras losses (by name, as a string or a loss object's name) that compare every output with
+# a label value of its own: with a one-number label column only a one-output model fits them.
+PER_OUTPUT_LOSSES = (
+    "categorical_crossentropy", "CategoricalCrossentropy", "binary_crossentropy",
+    "BinaryCrossentropy", "mse", "mean_squared_error", "MeanSquaredError", "mae",
+    "mean_absolute_error", "MeanAbsoluteError", "huber", "huber_loss", "Huber", "log_cosh",
+    "LogCosh", "msle", "mean_squared_logarithmic_error", "MeanSquaredLogarithmicError", "mape",
+    "mean_absolute_percentage_error", "MeanAbsolutePercentageError", "poisson", "Poisson",
+    "kl_divergence", "kld", "KLDivergence", "hinge", "Hinge", "squared_hinge", "SquaredHinge",
+    "categorical_hinge", "CategoricalHinge")
+
+
 def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: str,
                           loss_name: str | None, output_units: int,
                           non_integer_labels: int | None = None) -> None:
@@ -202,6 +214,14 @@ def check_labels_fit_loss(prepared: DataFrame, summary: DataSummary, label_col: 
     # Imported here: the replica package imports this one.
     from sparkdownpour.keras_model import BINARY_LOSSES, SPARSE_LOSSES
 
+    if loss_name in PER_OUTPUT_LOSSES and output_units > 1:
+        # The label column is one number a row; these losses want one per output. Before,
+        # the replicas' or evaluators' TensorFlow call failed on the label's shape.
+        raise ValueError(
+            f"label column {label_col!r} holds one number a row, but loss {loss_name!r} needs "
+            f"one label value for each of the model's {output_units} outputs; for classes use "
+            "loss='sparse_categorical_crossentropy' with integer class indices, otherwise give "
+            "the model one output")
     if loss_name in SPARSE_LOSSES:
         low, high = 0, output_units - 1
         non_integer = None if non_integer_labels == 0 else \

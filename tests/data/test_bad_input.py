@@ -58,6 +58,24 @@ def test_refused_with_message(spark, rows, schema, features, label, error, fragm
         assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("trainer", ["downpour", "sandblaster"])
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "mse", "binary_crossentropy"])
+def test_a_loss_wanting_a_label_per_output_with_one_label_a_row(spark, trainer, loss):
+    """A 3-output model with a loss that compares every output with its own label value: the
+    label column gives one number a row. Refused before training, naming the fix (before, a
+    TensorFlow shape error came back from a Python worker)."""
+    from sparkdownpour import Sandblaster
+
+    df = frame(spark, GOOD)
+    cls, knobs = (Downpour, {"epochs": 1}) if trainer == "downpour" else (Sandblaster,
+                                                                          {"max_iter": 2})
+    with pytest.raises(ValueError) as info:
+        cls(small_model, loss=loss, verbose=0, **knobs).fit(df)
+    for fragment in ["label column 'label' holds one number a row", f"loss {loss!r}",
+                     "model's 3 outputs", "sparse_categorical_crossentropy"]:
+        assert fragment in str(info.value)
+
+
 def test_wrong_number_of_features_for_the_model(spark):
     df = frame(spark, [([0.0, 1.0, 2.0, 3.0], 0.0)], "features array<double>, label double")
     with pytest.raises(ValueError, match=r"model takes 3 input features but features column "
