@@ -224,7 +224,8 @@ class Downpour(Trainer):
             run.callbacks.on_server_start(server)
             base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, epoch=0,
-                               **push_periods(cfg, history.info["rows"], partitions), seed=cfg.seed,
+                               **push_periods(cfg, history.info["rows"], partitions, rule),
+                               seed=cfg.seed,
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,

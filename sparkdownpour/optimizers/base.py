@@ -27,6 +27,10 @@ class UpdateRule:
     # True: ``update`` takes ``batches=k`` for a push that sums k mini-batches' gradients
     # (n_push > 1) and treats it as k steps; a rule linear in the gradient (SGD) needs nothing.
     counts_batches = False
+    # True: a push summing k mini-batches' gradients is as good an update for this rule as
+    # k pushes (linear in the gradient, or counting the batches), so n_push="auto" may choose
+    # a period above 1. The others (g*g terms, accumulators that do not count) keep it at 1.
+    takes_summed_pushes = False
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = check_positive("learning_rate", learning_rate)

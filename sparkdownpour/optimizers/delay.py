@@ -35,6 +35,7 @@ class StalenessAware(UpdateRule):
 
     name = "staleness_aware"
     delay_aware = True
+    takes_summed_pushes = True  # linear in the gradient
 
     def __init__(self, learning_rate: float = 0.01) -> None:
         super().__init__(learning_rate)

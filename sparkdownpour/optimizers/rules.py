@@ -22,6 +22,7 @@ class SGD(UpdateRule):
     """
 
     name = "sgd"
+    takes_summed_pushes = True
 
     def __init__(self, learning_rate: float = 0.01) -> None:
         super().__init__(learning_rate)
@@ -57,6 +58,7 @@ class Momentum(UpdateRule):
     """
 
     name = "momentum"
+    takes_summed_pushes = True
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.9, nesterov: bool = False):
         super().__init__(learning_rate)
@@ -92,6 +94,7 @@ class Adagrad(UpdateRule):
     """
 
     name = "adagrad"
+    takes_summed_pushes = True
 
     def __init__(self, learning_rate: float = 0.05, initial_accumulator_value: float = 0.1,
                  epsilon: float = 1e-7):
@@ -145,6 +148,7 @@ class Adam(UpdateRule):
     """
 
     name = "adam"
+    takes_summed_pushes = True
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7):

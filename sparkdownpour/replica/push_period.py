@@ -45,16 +45,20 @@ def choose_period(compute_per_step: float, comm_per_push: float, cap: int) -> in
     return max(1, min(cap, math.ceil(COMPUTE_PER_COMM * comm_per_push / compute_per_step)))
 
 
-def push_periods(config, rows: int, replicas: int) -> dict:
+def push_periods(config, rows: int, replicas: int, rule=None) -> dict:
     """``ReplicaSpec``'s ``n_fetch``, ``n_push`` and ``push_period_cap`` for a
-    ``DownpourConfig`` (a cap of 0: the periods are fixed)."""
+    ``DownpourConfig`` and its update ``rule`` (a cap of 0: the periods are fixed). A rule
+    that cannot take a summed push as well as one push a mini-batch (``takes_summed_pushes``
+    False: DC-ASGD's g*g term, AdaRevision's accumulators) keeps ``"auto"`` at 1."""
     if config.n_push != AUTO:
         return {"n_fetch": config.n_fetch, "n_push": config.n_push, "push_period_cap": 0}
     if config.n_fetch != 1:
         # A fetch period chosen by hand: "auto" (which fetches with every push) stands aside
         # and pushes every mini-batch, as n_push=1 did before "auto" was the default.
         return {"n_fetch": config.n_fetch, "n_push": 1, "push_period_cap": 0}
-    cap = period_cap(rows, replicas, config.batch_size) if config.mode == "async" else 1
+    summable = rule is None or getattr(rule, "takes_summed_pushes", False)
+    cap = period_cap(rows, replicas, config.batch_size) \
+        if config.mode == "async" and summable else 1
     return {"n_fetch": 1, "n_push": 1, "push_period_cap": cap if cap > 1 else 0}
 
 

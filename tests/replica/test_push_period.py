@@ -78,6 +78,18 @@ def test_the_second_look_lengthens_the_period_to_what_summed_compute_costs(compu
     assert probe.done and probe.observe(steps + 8, compute + 1.0, comm + 1.0) is None
 
 
+@pytest.mark.parametrize("name,cap", [("sgd", 13), ("momentum", 13), ("adagrad", 13),
+                                      ("adam", 13), ("staleness_aware", 13), ("dc_asgd", 0),
+                                      ("delay_tolerant_adagrad", 0)])
+def test_auto_keeps_a_period_of_one_for_rules_a_summed_push_would_distort(name, cap):
+    """DC-ASGD's g*g compensation and AdaRevision's accumulators would take a sum of k
+    gradients as one gradient k times as large; the rules linear in the gradient or counting
+    the mini-batches (Adagrad, Adam) take it."""
+    config = DownpourConfig(batch_size=128)
+    rule = optimizers.get(name, learning_rate=0.1)
+    assert push_periods(config, 900_000, 2, rule)["push_period_cap"] == cap
+
+
 def test_auto_is_the_default_and_stands_aside_where_it_does_not_apply():
     config = DownpourConfig(batch_size=128)
     assert config.n_push == "auto"
