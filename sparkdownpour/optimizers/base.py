@@ -21,7 +21,13 @@ Arrays = Sequence[np.ndarray]
 
 
 class UpdateRule:
-    """Base class: holds validated hyper-parameters; subclasses implement init and update."""
+    """Base class: holds validated hyper-parameters; subclasses implement init and update.
+
+    A rule of your own may set two class attributes: ``counts_batches = True`` when its
+    ``update`` takes ``batches=k`` for a push that sums k mini-batches, and
+    ``takes_summed_pushes = True`` when such a push is as good an update for it as k pushes
+    (then ``n_push="auto"`` may choose a period above 1; left False, it pushes every
+    mini-batch)."""
 
     name = "rule"
     # True: ``update`` takes ``batches=k`` for a push that sums k mini-batches' gradients
