@@ -44,7 +44,11 @@ def linear_form(model, loss) -> LinearForm | None:
     else ``None`` (and the TensorFlow evaluator runs)."""
     import keras
 
-    if not isinstance(loss, str) or len(model.inputs) != 1 or len(model.inputs[0].shape) != 2:
+    try:  # a subclassed model may have no symbolic inputs at all
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(loss, str) or len(inputs) != 1 or len(inputs[0].shape) != 2:
         return None
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if len(layers) != 1 or type(layers[0]) is not keras.layers.Dense:
@@ -63,8 +67,7 @@ def linear_form(model, loss) -> LinearForm | None:
     # Sandblaster's labels are one number per row: a class index (sparse) or one output.
     if not plain or family is None or (family != "sparse" and dense.units != 1):
         return None
-    return LinearForm(int(model.inputs[0].shape[1]), int(dense.units), bool(dense.use_bias),
-                      family)
+    return LinearForm(int(inputs[0].shape[1]), int(dense.units), bool(dense.use_bias), family)
 
 
 class LinearEvaluator:

@@ -85,6 +85,21 @@ def test_models_the_numpy_evaluator_does_not_take(build, loss):
     assert linear_form(build(), loss) is None
 
 
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1, activation="sigmoid")
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_subclassed_model_keeps_the_tensorflow_evaluator():
+    model = _Subclassed()
+    model(np.zeros((1, 4), np.float32))
+    assert linear_form(model, "binary_crossentropy") is None
+
+
 def test_a_functional_one_dense_model_is_taken():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
