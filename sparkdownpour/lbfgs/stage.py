@@ -179,38 +179,34 @@ _CLIENTS: dict[tuple, list] = {}
 
 
 def evaluator_for(spec: StageSpec) -> _Evaluator | LinearEvaluator:
-    if spec.linear is not None and spec.devices.device != "gpu" and not task_gpu_addresses():
-        return _linear_evaluator_for(spec)
-    placement = place(spec.devices)  # before anything initialises TensorFlow here
     # A later fit of the same model (ModelSpec.key) reuses the built model and its traced
     # function; the point it holds and its fixed state are the new run's.
-    key = (spec.model.key or spec.run_id, placement.describe())
-    evaluator = _EVALUATORS.get(key)
-    if evaluator is None:
-        evaluator = _EVALUATORS[key] = _Evaluator(spec.model, spec.task_cpus, placement.device,
-                                                  placement.describe())
-        while len(_EVALUATORS) > 2:
-            _EVALUATORS.popitem(last=False)
+    if spec.linear is not None and spec.devices.device != "gpu" and not task_gpu_addresses():
+        # A one-Dense model on the CPU: numpy, no TensorFlow import (lbfgs.linear)
+        evaluator = _kept((spec.model.key or spec.run_id, "numpy"),
+                          lambda: LinearEvaluator(spec.linear, spec.task_cpus))
+    else:
+        placement = place(spec.devices)  # before anything initialises TensorFlow here
+        evaluator = _kept((spec.model.key or spec.run_id, placement.describe()),
+                          lambda: _Evaluator(spec.model, spec.task_cpus, placement.device,
+                                             placement.describe()))
     if evaluator.run_id != spec.run_id:
         evaluator.run_id, evaluator.point = spec.run_id, None
         if spec.state:  # BatchNorm statistics and frozen weights: the driver's, fixed
             from sparkdownpour.keras_model import assign_state
 
             assign_state(evaluator.model, spec.state)
-    _EVALUATORS.move_to_end(key)
     return evaluator
 
 
-def _linear_evaluator_for(spec: StageSpec) -> LinearEvaluator:
-    """The numpy evaluator (no TensorFlow import), kept per Python worker like the others."""
-    key = (spec.model.key or spec.run_id, "numpy")
+def _kept(key: tuple, build) -> _Evaluator | LinearEvaluator:
+    """The Python worker's evaluator under ``key``, built by ``build()`` if missing; the two
+    most recently used are kept."""
     evaluator = _EVALUATORS.get(key)
     if evaluator is None:
-        evaluator = _EVALUATORS[key] = LinearEvaluator(spec.linear, spec.task_cpus)
+        evaluator = _EVALUATORS[key] = build()
         while len(_EVALUATORS) > 2:
             _EVALUATORS.popitem(last=False)
-    if evaluator.run_id != spec.run_id:
-        evaluator.run_id, evaluator.point = spec.run_id, None
     _EVALUATORS.move_to_end(key)
     return evaluator
 
