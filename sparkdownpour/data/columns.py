@@ -145,7 +145,20 @@ def _describe_features(features_col) -> str:
 
 
 def validate(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
-    """One aggregation over the prepared frame; refuse empty, ragged, null or non-finite data."""
+    """One aggregation over the prepared frame; refuse empty, ragged, null or non-finite data.
+
+    A frame read only from caches that passed before is not read again (``summary_memo``)."""
+    from sparkdownpour.data import summary_memo
+
+    key = summary_memo.cached_rows_key(prepared)
+    summary = summary_memo.recall(key)
+    if summary is None:
+        summary = _validation_pass(prepared, features_col, label_col)
+        summary_memo.remember(key, summary)
+    return summary
+
+
+def _validation_pass(prepared: DataFrame, features_col, label_col: str) -> DataSummary:
     from sparkdownpour.data import sparse
 
     if sparse.is_sparse_frame(prepared):
