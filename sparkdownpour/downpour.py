@@ -22,6 +22,7 @@ from sparkdownpour import data, optimizers
 from sparkdownpour.callbacks import Callback, LambdaCallback
 from sparkdownpour.config import DownpourConfig
 from sparkdownpour.data.memory import check_estimate_fits, estimate_from_summary
+from sparkdownpour.data.sparse import is_sparse_frame
 from sparkdownpour.driver_model import (
     adopt_server_state,
     device_options,
@@ -41,6 +42,7 @@ from sparkdownpour.keras_model import (
 from sparkdownpour.observe.links import announce, read_token_file
 from sparkdownpour.observe.progress import ServerProgress, expected_updates
 from sparkdownpour.reachability import check_bindable, check_reachable
+from sparkdownpour.replica.dense_stack import shipped_model
 from sparkdownpour.replica.devices import device_label
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
@@ -222,7 +224,9 @@ class Downpour(Trainer):
                 run.callbacks.append(LambdaCallback(
                     on_epoch_end=lambda epoch, logs: view.note_record(logs)))
             run.callbacks.on_server_start(server)
-            base = ReplicaSpec(run_id=run_id, model=spec, url=server.url,
+            shipped, stack = shipped_model(model, spec, cfg.precision,
+                                           is_sparse_frame(prepared))
+            base = ReplicaSpec(run_id=run_id, model=shipped, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, epoch=0,
                                **push_periods(cfg, history.info["rows"], partitions, rule),
                                seed=cfg.seed,
@@ -233,6 +237,7 @@ class Downpour(Trainer):
                                precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
                                overlap=cfg.overlap, state_replicas=partitions,
+                               dense_stack=stack,
                                step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
             with ServerProgress(store, total_updates, cfg.verbose) as progress, \

@@ -183,9 +183,11 @@ class Sandblaster(Trainer):
                 ExitStack() as stack:
             history.info["shard_urls"] = shards.urls
             linear = None if spec.inputs else linear_form(model, spec.loss)
-            # The numpy evaluator (lbfgs.linear) builds no model: shipped without its builder,
-            # whose unpickling alone would import Keras and TensorFlow on every executor.
-            stage_model = replace(spec, builder=None, config_json=None) if linear else spec
+            # The numpy evaluator (lbfgs.linear) builds no model: shipped as its JSON, not its
+            # builder, whose unpickling alone would import Keras and TensorFlow on every
+            # executor; a task given a GPU builds the TensorFlow evaluator from the JSON.
+            stage_model = replace(spec, builder=None, config_json=model.to_json()) \
+                if linear else spec
             base = StageSpec(run_id=run_id, model=stage_model, shard_urls=tuple(shards.urls),
                              token=shards.token, request_timeout=cfg.request_timeout,
                              task_cpus=task_cpus(spark), devices=device_options(cfg),

@@ -22,7 +22,7 @@ import numpy as np
 from sparkdownpour.data.sparse import CSR
 
 # (activation, loss names) -> the loss family the evaluator computes from the logits
-_FAMILIES = {
+FAMILIES = {
     ("sigmoid", ("binary_crossentropy",)): "binary",
     ("softmax", ("sparse_categorical_crossentropy",)): "sparse",
     ("linear", ("mse", "mean_squared_error")): "squared",
@@ -42,6 +42,27 @@ class LinearForm:
 def linear_form(model, loss) -> LinearForm | None:
     """The model's ``LinearForm`` when the numpy evaluator computes exactly its objective,
     else ``None`` (and the TensorFlow evaluator runs)."""
+    found = dense_layers(model, loss)
+    if found is None or len(found[1]) != 1:
+        return None
+    features, (dense,) = found
+    family = loss_family(getattr(dense.activation, "__name__", None), loss)
+    # Sandblaster's labels are one number per row: a class index (sparse) or one output.
+    if family is None or (family != "sparse" and dense.units != 1):
+        return None
+    return LinearForm(features, int(dense.units), bool(dense.use_bias), family)
+
+
+def loss_family(activation: str | None, loss) -> str | None:
+    """The family (``FAMILIES``) of an output activation and a loss named by a string."""
+    return next((f for (act, names), f in FAMILIES.items()
+                 if act == activation and loss in names), None)
+
+
+def dense_layers(model, loss) -> tuple[int, list] | None:
+    """``(features, [Dense, ...])`` when ``model`` is one 2-D input into a chain of plain
+    trainable float32 ``Dense`` layers (no regularizer, LoRA, quantization or other weights)
+    and ``loss`` a string; else None."""
     import keras
 
     try:  # a subclassed model may have no symbolic inputs at all
@@ -51,23 +72,36 @@ def linear_form(model, loss) -> LinearForm | None:
     if not isinstance(loss, str) or len(inputs) != 1 or len(inputs[0].shape) != 2:
         return None
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if len(layers) != 1 or type(layers[0]) is not keras.layers.Dense:
+    if not layers or any(type(layer) is not keras.layers.Dense for layer in layers):
         return None
-    dense = layers[0]
-    plain = (dense.trainable and not model.losses and dense.kernel_regularizer is None
-             and dense.bias_regularizer is None and dense.activity_regularizer is None
-             and not getattr(dense, "lora_enabled", False)
-             and getattr(dense, "quantization_mode", None) is None
-             and dense.compute_dtype == "float32" and dense.variable_dtype == "float32"
-             and len(model.trainable_variables) == (2 if dense.use_bias else 1)
-             and not model.non_trainable_variables)
-    activation = getattr(dense.activation, "__name__", None)
-    family = next((f for (act, names), f in _FAMILIES.items()
-                   if act == activation and loss in names), None)
-    # Sandblaster's labels are one number per row: a class index (sparse) or one output.
-    if not plain or family is None or (family != "sparse" and dense.units != 1):
+    if not isinstance(model, keras.Sequential) and not _is_chain(model, layers):
         return None
-    return LinearForm(int(inputs[0].shape[1]), int(dense.units), bool(dense.use_bias), family)
+    plain = not model.losses and not model.non_trainable_variables and all(
+        dense.trainable and dense.kernel_regularizer is None and dense.bias_regularizer is None
+        and dense.activity_regularizer is None and not getattr(dense, "lora_enabled", False)
+        and getattr(dense, "quantization_mode", None) is None
+        and dense.compute_dtype == "float32" and dense.variable_dtype == "float32"
+        for dense in layers)
+    weights = sum(2 if dense.use_bias else 1 for dense in layers)
+    if not plain or len(model.trainable_variables) != weights:
+        return None
+    return int(inputs[0].shape[1]), layers
+
+
+def _is_chain(model, layers) -> bool:
+    """Whether a functional model's layers run one after the other: each takes the previous
+    one's output (or the input), and the last gives the model's one output."""
+    try:
+        previous = model.inputs[0]
+        for layer in layers:
+            nodes = layer._inbound_nodes
+            if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 or \
+                    nodes[0].input_tensors[0] is not previous:
+                return False
+            previous = nodes[0].output_tensors[0]
+        return len(model.outputs) == 1 and model.outputs[0] is previous
+    except (AttributeError, IndexError, TypeError):  # Keras internals moved: not a chain
+        return False
 
 
 class LinearEvaluator:
@@ -110,7 +144,7 @@ class LinearEvaluator:
 
             x = scipy.sparse.csr_matrix((x.values, x.indices, x.indptr), shape=x.shape)
         logits = np.asarray(x @ self.kernel) + self.bias
-        loss, dlogits = _loss_and_dlogits(self.form, logits.astype(np.float64), y)
+        loss, dlogits = loss_and_dlogits(self.form.family, logits.astype(np.float64), y)
         dlogits32 = dlogits.astype(np.float32)
         parts = [np.asarray(x.T @ dlogits32, np.float64).ravel()]
         if self.form.use_bias:
@@ -118,11 +152,13 @@ class LinearEvaluator:
         return float(loss), np.concatenate(parts)
 
 
-def _loss_and_dlogits(form: LinearForm, z: np.ndarray, y: np.ndarray
-                      ) -> tuple[float, np.ndarray]:
-    """Summed per-row loss over the block and its derivative by the logits ``z`` (float64)."""
+def loss_and_dlogits(family: str, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Summed per-row loss over the block and its derivative by the logits ``z`` (float64).
+
+    The loss Keras computes for these pairings: its cross-entropies take the logits under a
+    softmax or sigmoid output (``_keras_logits``), not the clipped probabilities."""
     n = len(z)
-    if form.family == "sparse":
+    if family == "sparse":
         labels = np.asarray(y).astype(np.int64, copy=False).reshape(-1)
         shifted = z - z.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -133,7 +169,7 @@ def _loss_and_dlogits(form: LinearForm, z: np.ndarray, y: np.ndarray
         grad[rows, labels] -= 1.0
         return loss, grad
     target = np.asarray(y, np.float64).reshape(n, 1)  # one output (linear_form)
-    if form.family == "binary":  # sigmoid cross-entropy from logits, the stable form
+    if family == "binary":  # sigmoid cross-entropy from logits, the stable form
         per_row = np.maximum(z, 0.0) - z * target + np.log1p(np.exp(-np.abs(z)))
         return per_row.sum(), _sigmoid(z) - target
     error = z - target  # "squared"

@@ -30,7 +30,7 @@ from sparkdownpour.keras_model import (
     output_units,
 )
 from sparkdownpour.lbfgs.linear import LinearEvaluator, LinearForm
-from sparkdownpour.replica.devices import DeviceOptions, place, task_gpu_addresses
+from sparkdownpour.replica.devices import DeviceOptions, numpy_eligible, place
 from sparkdownpour.replica.sparse_gradient import SparseInput, dense_chunk_rows
 from sparkdownpour.replica.worker import configure_threads, freeze_long_lived_objects
 
@@ -181,7 +181,7 @@ _CLIENTS: dict[tuple, list] = {}
 def evaluator_for(spec: StageSpec) -> _Evaluator | LinearEvaluator:
     # A later fit of the same model (ModelSpec.key) reuses the built model and its traced
     # function; the point it holds and its fixed state are the new run's.
-    if spec.linear is not None and spec.devices.device != "gpu" and not task_gpu_addresses():
+    if spec.linear is not None and numpy_eligible(spec.devices):
         # A one-Dense model on the CPU: numpy, no TensorFlow import (lbfgs.linear)
         evaluator = _kept((spec.model.key or spec.run_id, "numpy"),
                           lambda: LinearEvaluator(spec.linear, spec.task_cpus))

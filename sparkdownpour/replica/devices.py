@@ -78,6 +78,16 @@ def task_gpu_addresses() -> tuple[str, ...]:
     return tuple(str(a) for a in info.addresses) if info is not None else ()
 
 
+def numpy_eligible(options: DeviceOptions) -> bool:
+    """Whether a numpy evaluator may run this task instead of TensorFlow: not when the user
+    asked for a GPU, Spark gave the task one, or (``device="auto"``) the machine has an NVIDIA
+    device TensorFlow would use (checked without importing TensorFlow)."""
+    if options.device == "gpu" or task_gpu_addresses():
+        return False
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() in ("-1",)
+    return options.device == "cpu" or hidden or not os.path.exists("/dev/nvidiactl")
+
+
 def cuda_visible_value(addresses: tuple[str, ...], inherited: str | None) -> str:
     """``CUDA_VISIBLE_DEVICES`` narrowing a process to Spark's ``addresses``.
 

@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from sparkdownpour import optimizers
 from sparkdownpour.data.batches import mini_batches
-from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.loop import continue_after_refusal, with_last
 from sparkdownpour.replica.spec import ReplicaSpec, new_stats
 from sparkdownpour.replica.state import ReplicaState
@@ -59,7 +58,7 @@ def run_easgd_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
                     break
                 continue
             t0 = time.perf_counter()
-            assign_trainable(replica.model, local)
+            replica.assign(local)
             loss, grads = replica.gradient(x, y)
             local, state = rule.update(grads, state, local)
             compute_s += time.perf_counter() - t0

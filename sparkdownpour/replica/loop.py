@@ -33,7 +33,6 @@ import pyarrow as pa
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.push_period import PeriodProbe
 from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
@@ -138,7 +137,7 @@ class PartitionLoop:
         self.flush()  # the queued mini-batches at the weights they were counted on
         t0 = time.perf_counter()
         self.base_step, params = self.client.fetch(self.replica_id)
-        assign_trainable(self.replica.model, params)
+        self.replica.assign(params)
         self.comm_s += time.perf_counter() - t0
         self.stats["fetches"] += 1
 
@@ -227,7 +226,7 @@ class PartitionLoop:
             if want_params:
                 self.flush()  # overlap: the mini-batches counted since, at the old weights
                 self.base_step = outcome.step
-                assign_trainable(self.replica.model, outcome.params)
+                self.replica.assign(outcome.params)
                 self.stats["fetches"] += 1
                 self.fresh = True
             return OK

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from sparkdownpour.keras_model import ModelSpec
+from sparkdownpour.replica.dense_stack import DenseStack
 from sparkdownpour.replica.devices import DeviceOptions
 
 __all__ = ["STATS_DDL", "STATS_SCHEMA", "ReplicaSpec", "ReplicaStep", "new_stats"]
@@ -69,6 +70,8 @@ class ReplicaSpec:
     devices: DeviceOptions = DeviceOptions()  # see replica.devices
     precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
     state_replicas: int = 1  # the run's replicas: BatchNorm momentum m ** this (replica.state)
+    # A Dense chain the replica computes in numpy on a CPU task (replica.dense_stack), or None
+    dense_stack: DenseStack | None = None
 
 
 class ReplicaStep(NamedTuple):

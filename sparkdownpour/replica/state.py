@@ -39,7 +39,7 @@ class ReplicaState:
                  every: int = REPORT_EVERY) -> None:
         self.model, self.epoch = model, spec.epoch
         self.partition, self.attempt, self.every = partition, attempt, every
-        self.active = bool(state_variables(model))
+        self.active = model is not None and bool(state_variables(model))  # None: numpy
         if self.active:
             scale_batchnorm_momentum(model, getattr(spec, "state_replicas", 1))
         url = spec.shard_urls[0] if spec.shard_urls else spec.url

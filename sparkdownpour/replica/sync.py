@@ -24,7 +24,6 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import mini_batches
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.spec import ReplicaSpec, new_stats
 from sparkdownpour.replica.state import ReplicaState
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch
@@ -60,7 +59,7 @@ def run_sync_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec
                 continue
             t0 = time.perf_counter()
             steps, params = client.fetch(replica_id)
-            assign_trainable(replica.model, params)
+            replica.assign(params)
             stats["fetches"] += 1
             comm_s += time.perf_counter() - t0
             x, y = data[k]

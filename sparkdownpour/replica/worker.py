@@ -11,7 +11,9 @@ from collections import OrderedDict
 
 import pyarrow as pa
 
-from sparkdownpour.replica.devices import Placement, place
+from sparkdownpour.keras_model import assign_trainable
+from sparkdownpour.replica.dense_stack import DenseStack, DenseStackGradient
+from sparkdownpour.replica.devices import Placement, numpy_eligible, place
 from sparkdownpour.replica.gradient import GradientFunction
 from sparkdownpour.replica.precision import build_model
 from sparkdownpour.replica.spec import STATS_SCHEMA, ReplicaSpec
@@ -64,8 +66,34 @@ class Replica:
         self.run_id = spec.run_id  # the run it serves now
         self.frozen = False  # see freeze_long_lived_objects: done after the first traced step
 
+    def assign(self, arrays) -> None:
+        """The server's parameters, into the model's trainable variables."""
+        assign_trainable(self.model, arrays)
 
-_REPLICAS: OrderedDict[tuple, Replica] = OrderedDict()
+
+# The history's device for a numpy replica: no TensorFlow device is involved.
+NUMPY_PLACEMENT = Placement("/CPU:0 (numpy)", (), "numpy: TensorFlow not imported")
+
+
+class NumpyReplica:
+    """A Dense chain computed in numpy (``replica.dense_stack``): ``Replica``'s interface, with
+    no Keras model (so no state to pull or report) and no TensorFlow in the worker."""
+
+    model = None
+
+    def __init__(self, spec: ReplicaSpec, form: DenseStack) -> None:
+        self.gradient = DenseStackGradient(form, spec.task_cpus)
+        self.shapes = form.shapes
+        self.variable_device, self.compute_dtype = "numpy", "float32"
+        self.placement = NUMPY_PLACEMENT
+        self.run_id = spec.run_id
+        self.frozen = False
+
+    def assign(self, arrays) -> None:
+        self.gradient.assign(arrays)
+
+
+_REPLICAS: OrderedDict[tuple, Replica | NumpyReplica] = OrderedDict()
 _KEEP = 2  # two models alternating on one worker (e.g. two notebooks' fits) keep both warm
 
 
@@ -78,9 +106,13 @@ def replica_key(spec: ReplicaSpec, device: str) -> tuple:
     return (spec.model.key or spec.run_id, device, spec.precision, spec.state_replicas)
 
 
-def replica_for(spec: ReplicaSpec) -> tuple[Replica, float]:
-    """This worker's replica for the run, on the device this task was given (see devices)."""
-    placement = place(spec.devices)  # before anything initialises TensorFlow in this worker
+def replica_for(spec: ReplicaSpec) -> tuple[Replica | NumpyReplica, float]:
+    """This worker's replica for the run, on the device this task was given (see devices):
+    in numpy for a Dense chain on a CPU task (``replica.dense_stack``), else TensorFlow."""
+    form = spec.dense_stack if spec.dense_stack is not None and \
+        numpy_eligible(spec.devices) else None
+    # place() before anything initialises TensorFlow in this worker; numpy imports none.
+    placement = NUMPY_PLACEMENT if form is not None else place(spec.devices)
     key = replica_key(spec, placement.device)
     cached = _REPLICAS.get(key)
     if cached is not None:
@@ -91,7 +123,7 @@ def replica_for(spec: ReplicaSpec) -> tuple[Replica, float]:
             cached.gradient.reset()
         return cached, 0.0
     start = time.perf_counter()
-    replica = Replica(spec, placement)
+    replica = NumpyReplica(spec, form) if form is not None else Replica(spec, placement)
     _REPLICAS[key] = replica
     while len(_REPLICAS) > _KEEP:
         _REPLICAS.popitem(last=False)

@@ -13,7 +13,9 @@ def _jobs_run(spark, group, action) -> int:
     try:
         action()
     finally:
-        sc.setJobGroup("", "")  # later tests' jobs are not counted here
+        # No group again (not an empty one): later tests count jobs run outside any group.
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            sc.setLocalProperty(key, None)
     return len(sc.statusTracker().getJobIdsForGroup(group))
 
 
