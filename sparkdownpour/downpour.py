@@ -224,20 +224,17 @@ class Downpour(Trainer):
                 run.callbacks.append(LambdaCallback(
                     on_epoch_end=lambda epoch, logs: view.note_record(logs)))
             run.callbacks.on_server_start(server)
-            shipped, stack = shipped_model(model, spec, cfg.precision,
-                                           is_sparse_frame(prepared))
+            shipped, stack = shipped_model(model, spec, cfg.precision, is_sparse_frame(prepared))
             base = ReplicaSpec(run_id=run_id, model=shipped, url=server.url,
                                token=server.token, batch_size=cfg.batch_size, epoch=0,
-                               **push_periods(cfg, history.info["rows"], partitions, rule),
-                               seed=cfg.seed,
+                               **push_periods(cfg, history.info["rows"], partitions, rule), seed=cfg.seed,
                                request_timeout=cfg.request_timeout, task_cpus=task_cpus(spark),
                                request_retries=cfg.request_retries,
                                skip_nonfinite=cfg.skip_nonfinite, clip_norm=cfg.clip_norm or 0.0,
                                tls_ca=tls_ca, devices=device_options(cfg),
                                precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
-                               overlap=cfg.overlap, state_replicas=partitions,
-                               dense_stack=stack,
+                               overlap=cfg.overlap, state_replicas=partitions, dense_stack=stack,
                                step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
             with ServerProgress(store, total_updates, cfg.verbose) as progress, \

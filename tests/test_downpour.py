@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparkdownpour import Downpour
-from sparkdownpour.examples import build_digits_mlp
+from sparkdownpour.examples import build_digits_bn_mlp, build_digits_mlp
 
 
 def accuracy(model, x, y):
@@ -137,7 +137,8 @@ def test_failure_in_a_replica_stops_the_server_and_raises(digits, spark):
     def broken_builder():  # builds fine on the driver, fails on executors
         if _in_executor():
             raise RuntimeError("replica cannot build its model")
-        return build_digits_mlp()
+        # Not a plain Dense chain: a Dense chain ships as JSON and its builder never runs there.
+        return build_digits_bn_mlp()
 
     with pytest.raises(Exception, match="replica cannot build its model"):
         Downpour(broken_builder, epochs=1, verbose=0).fit(frame)
