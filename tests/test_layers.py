@@ -67,3 +67,34 @@ def test_no_library_class_carries_a_test_hook():
     found = [f"{p.relative_to(PACKAGE)}: {h}" for p in MODULES if p.name != "testing.py"
              for h in hooks if h in p.read_text()]
     assert found == []
+
+
+# What a replica's worker imports at run time (not only what the files name): a fresh interpreter
+# imports each module an executor runs and must not load the driver's heavy libraries with it.
+DRIVER_ONLY = ("flask", "werkzeug", "pandas", "scipy", "pyspark.ml", "tensorflow")
+
+
+@pytest.mark.parametrize("module", ["sparkdownpour.replica.loop", "sparkdownpour.replica.resident",
+                                    "sparkdownpour.replica.worker"])
+def test_an_executor_module_loads_none_of_the_drivers_libraries(module):
+    import subprocess
+    import sys
+
+    probe = (f"import sys, {module}; "
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {DRIVER_ONLY!r} "
+             f"or m.startswith('pyspark.ml')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"{module} loads {out.stdout.strip()}"
+
+
+def test_the_public_names_still_import_from_the_package():
+    import sparkdownpour
+    import sparkdownpour.data
+    import sparkdownpour.server
+
+    for package in (sparkdownpour, sparkdownpour.data, sparkdownpour.server):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+        assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'Downpoor'"):
+        sparkdownpour.Downpoor  # noqa: B018

@@ -1,14 +1,18 @@
-"""DataFrame columns -> checked ``features``/``label`` frames -> numpy mini-batches."""
+"""DataFrame columns -> checked ``features``/``label`` frames -> numpy mini-batches.
 
-from sparkdownpour.data.batches import batch_to_numpy, mini_batches
-from sparkdownpour.data.columns import (
-    FEATURES,
-    LABEL,
-    DataSummary,
-    check_labels_fit_loss,
-    prepare,
-    validate,
-)
+The names below are imported on first use: a replica imports ``data.sparse`` and ``data.batches``
+and must not load pyspark.ml with ``data.columns`` (``sparkdownpour.lazy_exports`` says why)."""
 
-__all__ = ["FEATURES", "LABEL", "DataSummary", "prepare", "validate", "check_labels_fit_loss",
-           "batch_to_numpy", "mini_batches"]
+from sparkdownpour.data.names import FEATURES, LABEL
+from sparkdownpour.lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "DataSummary": "sparkdownpour.data.columns",
+    "check_labels_fit_loss": "sparkdownpour.data.columns",
+    "prepare": "sparkdownpour.data.columns",
+    "validate": "sparkdownpour.data.columns",
+    "batch_to_numpy": "sparkdownpour.data.batches",
+    "mini_batches": "sparkdownpour.data.batches",
+}
+__all__ = ["FEATURES", "LABEL", *_EXPORTS]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from sparkdownpour.data.columns import FEATURES, LABEL
+from sparkdownpour.data.names import FEATURES, LABEL
 from sparkdownpour.data.sparse import CSR, concat_rows, csr_from_arrow
 
 

@@ -15,8 +15,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-FEATURES = "features"
-LABEL = "label"
+from sparkdownpour.data.names import FEATURES, LABEL, PARTITION_ID
+
 NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
                  T.DecimalType)
 
@@ -40,8 +40,6 @@ class DataSummary:
     # Partitions holding at least one row (None: not counted, or more than 63 partitions).
     nonempty_partitions: int | None = None
 
-
-PARTITION_ID = "__sparkdownpour_partition"
 
 
 def with_partition_id(prepared: DataFrame) -> DataFrame:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from sparkdownpour.data.columns import FEATURES, LABEL
+from sparkdownpour.data.names import FEATURES, LABEL
 
 __all__ = ["CSR", "SPARSE_DDL", "SPARSE_MIN_FEATURES", "concat_rows", "csr_from_arrow",
            "is_sparse_column", "is_sparse_frame", "sparse_frame", "validate_sparse",

@@ -25,11 +25,11 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 
-from sparkdownpour.data.columns import PARTITION_ID
+from sparkdownpour.data.names import PARTITION_ID
 from sparkdownpour.replica.loop import PartitionLoop
 from sparkdownpour.replica.spec import ReplicaSpec
-from sparkdownpour.server.epoch_board import EpochClient
-from sparkdownpour.transport.board import MAX_WAIT_S, BoardAddress
+from sparkdownpour.server.epoch_client import EpochClient
+from sparkdownpour.transport.board_client import MAX_WAIT_S, BoardAddress
 
 __all__ = ["serve_partitions", "split_by_partition"]
 

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 
 from flask import Response, jsonify
 
-from sparkdownpour.transport.board import Board, BoardClient, add_board_routes
+from sparkdownpour.server.epoch_client import EpochClient
+from sparkdownpour.transport.board import Board, add_board_routes
 from sparkdownpour.transport.flask_app import error_response, guarded_app, read_body
 from sparkdownpour.transport.frames import ProtocolError
 
@@ -123,19 +124,3 @@ def create_epoch_board_app(board: EpochBoard, *, token: str, max_request_bytes: 
         return jsonify({"counted": counted, "why": why})
 
     return app
-
-
-class EpochClient(BoardClient):
-    """A resident replica task's client of the epoch board."""
-
-    prefix = "/v1/epoch"
-
-    def register(self, task: int, partitions: Iterable[int]) -> None:
-        body = json.dumps({"task": task, "partitions": list(partitions)}).encode()
-        self.request("POST", "/v1/epoch/register", [body], idempotent=True)
-
-    def report(self, version: int, partition: int, stats: dict) -> dict:
-        # Idempotent on the board (one count per partition and version), so safe to retry.
-        body = json.dumps({"version": version, "partition": partition, "stats": stats}).encode()
-        _, data = self.request("POST", "/v1/epoch/report", [body], idempotent=True)
-        return json.loads(data)

@@ -22,17 +22,16 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from flask import Response, jsonify, request
 
-from sparkdownpour.transport.client import HttpClient
+from sparkdownpour.transport.board_client import MAX_WAIT_S, BoardAddress, BoardClient
 from sparkdownpour.transport.flask_app import error_response
 from sparkdownpour.transport.http_server import HttpServer
 
 logger = logging.getLogger(__name__)
 
-MAX_WAIT_S = 20.0  # one long poll; the client asks again (and so notices a dead driver)
+__all__ = ["MAX_WAIT_S", "Board", "BoardAddress", "BoardClient", "ResidentTasks", "add_board_routes"]
 
 
 class Board:
@@ -125,28 +124,6 @@ def add_board_routes(app, board: Board, prefix: str) -> None:
     @app.get("/v1/status")
     def status() -> Response:
         return jsonify(board.status())
-
-
-class BoardClient(HttpClient):
-    """A resident task's client of a board whose routes start with ``prefix``."""
-
-    prefix = ""
-
-    def next_after(self, after: int, wait_s: float = MAX_WAIT_S) -> dict:
-        """The work posted past ``after``, or ``{"stop": True}``; polls until one comes."""
-        while True:
-            answer = self.get_json(f"{self.prefix}/next?after={after}&wait={wait_s}")
-            if answer.get("stop") or answer.get("version", after) > after:
-                return answer  # else nothing new within wait_s: ask again
-
-
-@dataclass(frozen=True)
-class BoardAddress:
-    """Where resident tasks find their board (picklable, shipped with the task)."""
-
-    url: str
-    token: str
-    timeout: float
 
 
 class ResidentTasks:
