@@ -47,14 +47,15 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     # must not hide a job file's "spark.master".
     submitted_master = "PYSPARK_GATEWAY_PORT" in os.environ or \
         "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
-    SparkContext._ensure_initialized()  # under spark-submit this reads its --master and --conf
+    master = str((conf or {}).get("spark.master", "local[*]"))
+    # Under spark-submit this reads its --master and --conf; else it launches the driver's JVM.
+    SparkContext._ensure_initialized(conf=None if submitted_master else _launch_conf(master, conf))
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     for key, value in (conf or {}).items():
         if key != "spark.master" and not submitted.contains(key):
             builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
     if not submitted_master:
-        master = str((conf or {}).get("spark.master", "local[*]"))
         logger.info("no active SparkSession: starting one on %s", master)
         builder = builder.master(master)
         if master.startswith("local"):
@@ -67,6 +68,27 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.showConsoleProgress", "false")
             .getOrCreate())
+
+
+# An embedded local session's driver JVM lives as long as one script or notebook and does little
+# but schedule: C2's compiler threads would spend more CPU than they save (measured on 2 cores:
+# 12 instead of 19.5 CPU-seconds, and 1.5 s less wall time, to start and run six small jobs).
+EMBEDDED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+def _launch_conf(master: str, conf: dict | None):
+    """The ``--conf`` the driver's JVM is launched with: ``EMBEDDED_JVM_OPTIONS`` for a local
+    master, unless the user chose the driver's Java options (``conf`` or PYSPARK_SUBMIT_ARGS)."""
+    from pyspark import SparkConf
+
+    launch = SparkConf(loadDefaults=False)
+    chosen = (conf or {}).get("spark.driver.extraJavaOptions")
+    if chosen is not None:
+        launch.set("spark.driver.extraJavaOptions", str(chosen))
+    elif master.startswith("local") and \
+            "--driver-java-options" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        launch.set("spark.driver.extraJavaOptions", EMBEDDED_JVM_OPTIONS)
+    return launch
 
 
 def import_tensorflow_in_background() -> None:

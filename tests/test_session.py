@@ -18,7 +18,9 @@ for thread in importing:
 sc = spark.sparkContext
 print(json.dumps({"master": sc.master, "host": sc.getConf().get("spark.driver.host"),
                   "speculation": sc.getConf().get("spark.speculation"),
-                  "keras": "keras" in sys.modules}))
+                  "keras": "keras" in sys.modules,
+                  "jvm": list(sc._jvm.java.lang.management.ManagementFactory
+                              .getRuntimeMXBean().getInputArguments())}))
 spark.stop()
 """
 
@@ -33,5 +35,23 @@ def _session(conf: dict) -> dict:
 def test_a_job_files_master_and_settings_reach_a_new_session():
     got = _session({"spark.master": "local[1]", "spark.speculation": True})
     assert got.pop("keras") is True  # loaded without the script importing it
+    assert "-XX:TieredStopAtLevel=1" in got.pop("jvm")  # session.EMBEDDED_JVM_OPTIONS
     assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
-    assert _session({})["master"] == "local[*]"
+    own = _session({"spark.driver.extraJavaOptions": "-Dsparkdownpour.probe=1"})
+    assert own["master"] == "local[*]"
+    assert "-Dsparkdownpour.probe=1" in own["jvm"] and "-XX:TieredStopAtLevel=1" not in own["jvm"]
+
+
+@pytest.mark.parametrize("master, conf, submit_args, expected", [
+    ("local[*]", {}, "", "-XX:TieredStopAtLevel=1"),
+    ("local-cluster[2,1,1024]", {}, "", "-XX:TieredStopAtLevel=1"),
+    ("spark://host:7077", {}, "", None),  # a cluster's driver: the user's JVM, untouched
+    ("local[2]", {"spark.driver.extraJavaOptions": "-Xss4m"}, "", "-Xss4m"),
+    ("local[2]", {}, "--driver-java-options -Xss4m pyspark-shell", None),
+])
+def test_the_embedded_jvm_compiles_with_c1_unless_the_user_chose(monkeypatch, master, conf,
+                                                                 submit_args, expected):
+    from sparkdownpour.session import _launch_conf
+
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", submit_args)
+    assert _launch_conf(master, conf).get("spark.driver.extraJavaOptions") == expected
