@@ -65,9 +65,14 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     # (_ensure_initialized above): the first TensorFlow import holds back file descriptor 2
     # (tf_logs), and a process started meanwhile would keep that as its stderr.
     import_tensorflow_in_background()
-    return (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.ui.showConsoleProgress", "false")
-            .getOrCreate())
+    session = (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.ui.showConsoleProgress", "false")
+               .getOrCreate())
+    if not submitted_master and master.startswith("local"):
+        from sparkdownpour.jvm_archive import note_listing_jvm
+
+        note_listing_jvm(session)  # what a later session needs to build the archive
+    return session
 
 
 # An embedded local session's driver JVM lives as long as one script or notebook and does little
@@ -87,7 +92,9 @@ def _launch_conf(master: str, conf: dict | None):
         launch.set("spark.driver.extraJavaOptions", str(chosen))
     elif master.startswith("local") and \
             "--driver-java-options" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
-        launch.set("spark.driver.extraJavaOptions", EMBEDDED_JVM_OPTIONS)
+        from sparkdownpour.jvm_archive import java_options  # Spark's classes, mapped (jvm_archive)
+
+        launch.set("spark.driver.extraJavaOptions", f"{EMBEDDED_JVM_OPTIONS} {java_options()}".strip())
     return launch
 
 

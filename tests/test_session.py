@@ -1,6 +1,7 @@
 """get_or_create_session in a fresh process (the test session's own SparkSession is active)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,17 +26,22 @@ spark.stop()
 """
 
 
-def _session(conf: dict) -> dict:
+def _session(conf: dict, cache=None) -> dict:
+    env = {**os.environ, "SPARKDOWNPOUR_JVM_CACHE": str(cache)} if cache else None
     out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(conf)], capture_output=True,
-                         text=True, timeout=180, check=True)
+                         text=True, timeout=180, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-def test_a_job_files_master_and_settings_reach_a_new_session():
-    got = _session({"spark.master": "local[1]", "spark.speculation": True})
+def test_a_job_files_master_and_settings_reach_a_new_session(tmp_path):
+    got = _session({"spark.master": "local[1]", "spark.speculation": True}, tmp_path)
     assert got.pop("keras") is True  # loaded without the script importing it
-    assert "-XX:TieredStopAtLevel=1" in got.pop("jvm")  # session.EMBEDDED_JVM_OPTIONS
+    jvm = got.pop("jvm")
+    assert "-XX:TieredStopAtLevel=1" in jvm  # session.EMBEDDED_JVM_OPTIONS
+    # No archive in this cache yet: the JVM lists its classes for one (jvm_archive).
+    listed = [a for a in jvm if a.startswith("-XX:DumpLoadedClassList=")]
+    assert len(listed) == 1 and listed[0].startswith(f"-XX:DumpLoadedClassList={tmp_path}")
     assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
     own = _session({"spark.driver.extraJavaOptions": "-Dsparkdownpour.probe=1"})
     assert own["master"] == "local[*]"
@@ -54,4 +60,5 @@ def test_the_embedded_jvm_compiles_with_c1_unless_the_user_chose(monkeypatch, ma
     from sparkdownpour.session import _launch_conf
 
     monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", submit_args)
+    monkeypatch.setenv("SPARKDOWNPOUR_JVM_ARCHIVE", "0")  # its options: test_jvm_archive
     assert _launch_conf(master, conf).get("spark.driver.extraJavaOptions") == expected
