@@ -9,6 +9,7 @@ import pytest
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.dense_stack import DenseStackGradient, dense_stack, shipped_model
 from sparkdownpour.replica.gradient import GradientFunction
+from tests.lbfgs.test_linear_evaluator import labels_for as family_labels
 
 
 def chain(features, hidden, output, hidden_activation="relu", use_bias=True, functional=False):
@@ -23,11 +24,8 @@ def chain(features, hidden, output, hidden_activation="relu", use_bias=True, fun
 
 
 def labels_for(loss, rng, rows, units):
-    if loss == "sparse_categorical_crossentropy":
-        return rng.integers(0, units, rows).astype(np.float32)
-    if loss == "binary_crossentropy":
-        return (rng.random(rows) < 0.4).astype(np.float32)
-    return rng.normal(size=rows).astype(np.float32)
+    family = {"sparse_categorical_crossentropy": "sparse", "binary_crossentropy": "binary"}
+    return family_labels(family.get(loss, "mse"), rng, rows, units)
 
 
 CASES = [  # hidden units, hidden activation, (units, output activation), loss, bias, functional
