@@ -19,7 +19,8 @@ itself, so, for each Java binary and pyspark install:
 
 The cache is ``$SPARKDOWNPOUR_JVM_CACHE``, else ``$XDG_CACHE_HOME/sparkdownpour/jvm``, else
 ``~/.cache/sparkdownpour/jvm``; ``SPARKDOWNPOUR_JVM_ARCHIVE=0`` turns all of this off. Nothing is
-built where the disk has less than ``MIN_FREE_BYTES`` free. A JVM trusts its archive as it trusts
+built where the disk has less than ``MIN_FREE_BYTES`` free, and a build deletes the archives of
+other installs that no session has used for 30 days. A JVM trusts its archive as it trusts
 its jars, so the folder must be the user's own and writable by nobody else (it is made ``0700``).
 """
 
@@ -33,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -43,6 +45,7 @@ ENV_CACHE = "SPARKDOWNPOUR_JVM_CACHE"
 MIN_FREE_BYTES = 2 << 30
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # CDS warnings go to stdout otherwise
 BUILD_TIMEOUT_S = 900
+UNUSED_S = 30 * 86400  # another install's archive unused this long is deleted by the next build
 
 _listing: Path | None = None  # the class list this process's JVM writes
 
@@ -83,6 +86,7 @@ def java_options() -> str:
         if folder.stat().st_mode & 0o022 or folder.stat().st_uid != os.getuid():
             return ""  # the JVM trusts an archive as its own code: only from a private folder
         if archive.is_file():
+            os.utime(archive)  # last used now: kept by prune_unused
             return f"-XX:SharedArchiveFile={archive} -Xshare:auto {QUIET}"
         if shutil.disk_usage(folder).free < MIN_FREE_BYTES or _start_builder(folder, key):
             return ""
@@ -150,12 +154,24 @@ def build(taken: Path, archive: Path) -> bool:
         good = done.returncode == 0 and maps_cleanly(partial, note["class_path"], note["java_home"])
         if good:
             os.replace(partial, archive)
+            prune_unused(archive.parent, keep=archive)
         return good
     except (OSError, subprocess.TimeoutExpired):  # no java there any more, or a stuck dump
         return False
     finally:
         for leftover in (partial, listing, taken, archive.with_suffix(".building")):
             leftover.unlink(missing_ok=True)
+
+
+def prune_unused(folder: Path, keep: Path, unused_s: float = UNUSED_S) -> list[Path]:
+    """Delete the archives of other Java or pyspark installs that no session has used for
+    ``unused_s`` (an upgrade leaves its predecessor's ~190 MB behind); the ones deleted."""
+    pruned = []
+    for other in folder.glob("spark-*.jsa"):
+        if other != keep and time.time() - other.stat().st_mtime > unused_s:
+            other.unlink(missing_ok=True)
+            pruned.append(other)
+    return pruned
 
 
 def maps_cleanly(path: Path, class_path: str, java_home: str) -> bool:

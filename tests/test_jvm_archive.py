@@ -77,8 +77,13 @@ def test_an_archive_cut_short_is_refused_and_never_named(cache, tmp_path):
     _finished_listing(listing)
     taken = listing.with_suffix(".taken")
     listing.with_suffix(".json").rename(taken)
-    good = tmp_path / "good.jsa"
+    stale, recent = cache / "spark-old.jsa", cache / "spark-other.jsa"
+    for path, age_days in ((stale, 31), (recent, 29)):  # other installs' archives
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age_days * 86400,) * 2)
+    good = cache / "spark-k.jsa"
     assert jvm_archive.build(taken, good) and good.is_file()
+    assert not stale.exists() and recent.exists()  # unused for 30 days: pruned by the build
     cut = tmp_path / "cut.jsa"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
     assert not jvm_archive.maps_cleanly(cut, _spark_class_path(), _java_home())
