@@ -75,7 +75,9 @@ DRIVER_ONLY = ("flask", "werkzeug", "pandas", "scipy", "pyspark.ml", "tensorflow
 
 
 @pytest.mark.parametrize("module", ["sparkdownpour.replica.loop", "sparkdownpour.replica.resident",
-                                    "sparkdownpour.replica.worker"])
+                                    "sparkdownpour.replica.worker", "sparkdownpour.lbfgs.stage",
+                                    "sparkdownpour.lbfgs.portion",
+                                    "sparkdownpour.lbfgs.vector_client"])
 def test_an_executor_module_loads_none_of_the_drivers_libraries(module):
     import subprocess
     import sys

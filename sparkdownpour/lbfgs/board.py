@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Callable
 
 import numpy as np
 from flask import Response, jsonify
 
-from sparkdownpour.transport.board import MAX_WAIT_S, Board, BoardClient, add_board_routes
+from sparkdownpour.lbfgs.board_client import RESULT_HEADER, EvaluationClient, encode_result
+from sparkdownpour.transport.board import MAX_WAIT_S, Board, add_board_routes
 from sparkdownpour.transport.flask_app import error_response, guarded_app, read_body
 from sparkdownpour.transport.frames import ProtocolError
 
 __all__ = ["MAX_WAIT_S", "EvaluationBoard", "EvaluationClient", "create_board_app",
            "decode_result", "encode_result"]
 
-RESULT_HEADER = struct.Struct("<I")
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -71,14 +70,6 @@ class EvaluationBoard(Board):
                 grad += part
         return (sum(r[0] for r in results), grad, sum(r[2] for r in results),
                 tuple(sorted({d for r in results for d in r[3]})))
-
-
-def encode_result(version: int, portion: int, loss: float, grad: np.ndarray | None, rows: int,
-                  devices: list[str]) -> list[bytes]:
-    header = json.dumps({"version": version, "portion": portion, "loss": float(loss),
-                         "rows": int(rows), "devices": list(devices)}).encode()
-    body = b"" if grad is None else np.ascontiguousarray(grad, "<f8").tobytes()
-    return [RESULT_HEADER.pack(len(header)), header, body]
 
 
 def decode_result(data: bytes, size: int, portions: int) -> dict:
@@ -126,17 +117,3 @@ def create_board_app(board: EvaluationBoard, *, token: str, max_request_bytes: i
         return jsonify({"counted": counted, "why": why})
 
     return app
-
-
-class EvaluationClient(BoardClient):
-    """An evaluator task's client of the board."""
-
-    prefix = "/v1/eval"
-
-    def report(self, version: int, portion: int, loss: float, grad: np.ndarray | None, rows: int,
-               devices: list[str]) -> dict:
-        # Idempotent on the board (one count per portion and version), so safe to retry.
-        resp, data = self.request("POST", "/v1/eval/result",
-                                  encode_result(version, portion, loss, grad, rows, devices),
-                                  idempotent=True)
-        return json.loads(data)

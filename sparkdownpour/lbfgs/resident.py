@@ -22,46 +22,15 @@ as in a Spark Connect session.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 
 from sparkdownpour.data.regroup import partitions_to_tasks
-from sparkdownpour.lbfgs.board import MAX_WAIT_S, EvaluationBoard, EvaluationClient, create_board_app
-from sparkdownpour.lbfgs.stage import RESULT_DDL, StageSpec, clients_for, evaluator_for
-from sparkdownpour.transport.board import BoardAddress, ResidentTasks
-
-
-def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> Iterator:
-    """``mapInArrow(barrier=True)`` function: read this task's blocks once, then evaluate
-    every point the board posts until it says stop. Its results go to the board; it yields
-    no rows."""
-    from pyspark import TaskContext
-
-    from sparkdownpour.lbfgs.blocks import read_blocks
-    from sparkdownpour.lbfgs.shard_server import fetch_vector
-
-    portion = TaskContext.get().partitionId()
-    blocks = list(read_blocks(batches))  # views of the Arrow buffers, kept for the whole fit
-    evaluator = evaluator_for(spec) if blocks else None
-    client = EvaluationClient(board.url, board.token, timeout=board.timeout)
-    wait_s = min(MAX_WAIT_S, board.timeout / 2)
-    version = 0
-    try:
-        while True:
-            answer = client.next_after(version, wait_s)
-            if answer.get("stop"):
-                break
-            version = int(answer["version"])
-            loss_sum, grad_sum, rows = 0.0, None, 0
-            if evaluator is not None:
-                evaluator.assign(fetch_vector(clients_for(spec), answer["point"]))
-                loss_sum, grad_sum, rows = evaluator.sums(blocks, spec.chunk_rows)
-            client.report(version, portion, loss_sum, grad_sum, rows,
-                          [evaluator.label] if evaluator is not None else [])
-    finally:
-        client.close()
-    yield from ()
+from sparkdownpour.lbfgs.board import EvaluationBoard, create_board_app
+from sparkdownpour.lbfgs.portion import serve_portion
+from sparkdownpour.lbfgs.stage import RESULT_DDL, StageSpec
+from sparkdownpour.transport.board import ResidentTasks
 
 
 class ResidentEvaluations(ResidentTasks):

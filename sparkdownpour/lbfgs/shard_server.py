@@ -9,7 +9,7 @@ model server (per-run bearer token, size limit, binary frames, no pickle)::
     GET  /v1/status         {"size", "vectors", "pid", "programs", "fetches"}
 
 The coordinator reaches every shard through ``RemoteVectors`` (all shards at once, a thread
-each); executors fetch the evaluation point with ``fetch_vector``.
+each); executors fetch the evaluation point with ``vector_client.fetch_vector``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
-from urllib.parse import quote
 
-import numpy as np
 from flask import Response, jsonify, request
 
 from sparkdownpour.config import DEFAULT_MAX_REQUEST_BYTES
+from sparkdownpour.lbfgs.vector_client import VectorClient
 from sparkdownpour.lbfgs.vectors import (
     ProgramResult,
     VectorOpError,
@@ -36,9 +34,8 @@ from sparkdownpour.lbfgs.vectors import (
     split_puts,
 )
 from sparkdownpour.server.shards import serve_all
-from sparkdownpour.transport.client import HttpClient
 from sparkdownpour.transport.flask_app import error_response, frame_response, guarded_app, read_body
-from sparkdownpour.transport.frames import ProtocolError, decode_frame, encode_frame, encode_frame_parts
+from sparkdownpour.transport.frames import ProtocolError, decode_frame, encode_frame
 from sparkdownpour.transport.http_server import HttpServer
 
 
@@ -92,29 +89,6 @@ def create_vector_app(shard: VectorShard, *, token: str, max_request_bytes: int)
     return app
 
 
-class VectorClient(HttpClient):
-    """One shard's client: runs programs (sent at most once) and fetches slices (retried)."""
-
-    def run(self, program: Sequence[Any], puts: dict[str, np.ndarray] | None = None
-            ) -> ProgramResult:
-        puts = puts or {}
-        body = encode_frame_parts(list(puts.values()), kind="vectors", step=0,
-                                  meta={"program": list(program), "puts": list(puts)})
-        resp, data = self.request("POST", "/v1/vec/run", body, idempotent=False)
-        try:
-            frame = decode_frame(data)
-            dots, names = frame.meta["dots"], frame.meta["gets"]
-        except (ProtocolError, KeyError) as e:
-            raise self.error("POST", "/v1/vec/run", f"malformed answer: {e}") from e
-        return ProgramResult(dots=[float(d) for d in dots],
-                             gets={n: np.asarray(a, np.float64) for n, a in zip(names, frame.arrays)})
-
-    def get(self, name: str) -> np.ndarray:
-        route = f"/v1/vec/get?name={quote(name)}"
-        resp, data = self.request("GET", route, idempotent=True)
-        return self.read_frame("GET", route, resp, data, "params").arrays[0]
-
-
 def _map(pool: ThreadPoolExecutor | None, function, items) -> list:
     if pool is None:
         return [function(item) for item in items]
@@ -141,14 +115,6 @@ class RemoteVectors:
             client.close()
         if self._pool is not None:
             self._pool.shutdown()
-
-
-def fetch_vector(clients: Sequence[VectorClient], name: str) -> np.ndarray:
-    """Executor side: the whole vector ``name`` as float32, each shard fetched on its own thread."""
-    if len(clients) == 1:
-        return clients[0].get(name)
-    with ThreadPoolExecutor(len(clients)) as pool:
-        return np.concatenate(list(pool.map(lambda c: c.get(name), clients)))
 
 
 class ShardGroup:

@@ -212,7 +212,7 @@ def _kept(key: tuple, build) -> _Evaluator | LinearEvaluator:
 
 
 def clients_for(spec: StageSpec) -> list:
-    from sparkdownpour.lbfgs.shard_server import VectorClient
+    from sparkdownpour.lbfgs.vector_client import VectorClient
 
     key = (spec.shard_urls, spec.token)
     clients = _CLIENTS.get(key)
@@ -255,7 +255,7 @@ def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:
     from pyspark import TaskContext
 
     from sparkdownpour.lbfgs.blocks import read_blocks
-    from sparkdownpour.lbfgs.shard_server import fetch_vector
+    from sparkdownpour.lbfgs.vector_client import fetch_vector
 
     blocks = read_blocks(batches)  # streamed: one block in memory at a time
     first = next(blocks, None)

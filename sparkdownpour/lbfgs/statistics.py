@@ -103,8 +103,8 @@ def _model_for(spec: MomentsSpec):
     import tensorflow as tf
 
     from sparkdownpour.keras_model import assign_state, assign_trainable
-    from sparkdownpour.lbfgs.shard_server import fetch_vector
     from sparkdownpour.lbfgs.stage import clients_for
+    from sparkdownpour.lbfgs.vector_client import fetch_vector
     from sparkdownpour.replica.devices import place
     from sparkdownpour.replica.worker import configure_threads
 

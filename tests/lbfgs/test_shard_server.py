@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparkdownpour.errors import ParameterServerError
-from sparkdownpour.lbfgs.shard_server import ShardGroup, VectorClient, fetch_vector
+from sparkdownpour.lbfgs.shard_server import ShardGroup
+from sparkdownpour.lbfgs.vector_client import VectorClient, fetch_vector
 from sparkdownpour.lbfgs.vectors import LocalVectors, VectorOpError, VectorShard, shard_bounds
 
 
