@@ -100,7 +100,9 @@ def java_options() -> str:
 
 
 def note_listing_jvm(spark) -> None:
-    """Once this process's JVM is up: note beside its class list what a builder needs."""
+    """Once this process's JVM is up: note beside its class list what a builder needs (once; a
+    no-op unless ``java_options`` asked this process's JVM for a list)."""
+    global _listing
     if _listing is None:
         return
     jvm = spark.sparkContext._jvm
@@ -112,10 +114,14 @@ def note_listing_jvm(spark) -> None:
         _listing.with_suffix(".json").write_text(json.dumps(note))
     except OSError as e:
         logger.debug("JVM archive: %s", e)
+    _listing = None
 
 
 def _start_builder(folder: Path, key: str) -> bool:
     """Start a detached builder for a class list whose JVM has exited; True if one started."""
+    marker = folder / f"spark-{key}.building"
+    if _alive(marker):
+        return False  # one build at a time; its archive serves every list
     for note_path in sorted(folder.glob(f"spark-{key}.*.json")):
         try:
             note = json.loads(note_path.read_text())
@@ -125,8 +131,7 @@ def _start_builder(folder: Path, key: str) -> bool:
         if _pid_alive(int(note["pid"])):
             continue
         listing = note_path.with_suffix(".classlist")
-        marker = folder / f"spark-{key}.building"
-        if not listing.exists() or _alive(marker):
+        if not listing.exists():  # its JVM died before writing one
             note_path.unlink(missing_ok=True)
             continue
         os.replace(note_path, note_path.with_suffix(".taken"))  # one builder per list

@@ -68,10 +68,9 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     session = (builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.ui.showConsoleProgress", "false")
                .getOrCreate())
-    if not submitted_master and master.startswith("local"):
-        from sparkdownpour.jvm_archive import note_listing_jvm
+    from sparkdownpour.jvm_archive import note_listing_jvm
 
-        note_listing_jvm(session)  # what a later session needs to build the archive
+    note_listing_jvm(session)  # if this JVM lists its classes: what a builder will need
     return session
 
 

@@ -53,6 +53,7 @@ def test_a_listed_session_leads_to_an_archive_a_later_session_maps(cache):
     first = jvm_archive.java_options()
     assert first.startswith("-XX:DumpLoadedClassList=") and jvm_archive._listing is not None
     listing = jvm_archive._listing
+    assert first == f"-XX:DumpLoadedClassList={listing}"
     # While that JVM runs (its note names a live pid) nobody lists or builds again.
     listing.with_suffix(".json").write_text(json.dumps({"pid": os.getpid()}))
     assert jvm_archive.java_options() == ""
