@@ -49,7 +49,10 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", "")
     master = str((conf or {}).get("spark.master", "local[*]"))
     # Under spark-submit this reads its --master and --conf; else it launches the driver's JVM.
-    SparkContext._ensure_initialized(conf=None if submitted_master else _launch_conf(master, conf))
+    # A JVM left by a stopped session is reused as it is: no launch options to choose then (and
+    # no class list asked of a JVM that is not being launched).
+    launching = not submitted_master and SparkContext._gateway is None
+    SparkContext._ensure_initialized(conf=_launch_conf(master, conf) if launching else None)
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
     for key, value in (conf or {}).items():
