@@ -24,6 +24,8 @@ import numpy as np
 from sparkdownpour import data
 from sparkdownpour.callbacks import Callback
 from sparkdownpour.config import SandblasterConfig
+from sparkdownpour.data import summary_memo
+from sparkdownpour.data.sparse import is_sparse_frame
 from sparkdownpour.driver_model import (
     device_options,
     driver_cpu,
@@ -35,7 +37,13 @@ from sparkdownpour.keras_model import (
     trainable_arrays,
 )
 from sparkdownpour.lbfgs import checkpoints
-from sparkdownpour.lbfgs.blocks import cache_and_check, numpy_blocks
+from sparkdownpour.lbfgs.blocks import (
+    block_rows,
+    cache_and_check,
+    check_without_caching,
+    in_portions,
+    numpy_blocks,
+)
 from sparkdownpour.lbfgs.coordinator import LBFGSOptions, minimize
 from sparkdownpour.lbfgs.linear import linear_form
 from sparkdownpour.lbfgs.resident import ResidentEvaluations
@@ -103,23 +111,49 @@ class Sandblaster(Trainer):
         return self._fit(df, features_col, label_col, resume=resume, log_dir=log_dir,
                          mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
 
+    def _sizes_cache_first(self, prepared, run: Run) -> bool:
+        return not self._plan(prepared, run)["in_place"]
+
+    def _plan(self, prepared, run: Run) -> dict:
+        """How this fit reads its data, chosen once: ``evaluation``, ``portions``, and
+        ``in_place`` (resident evaluators over rows Spark holds cached already, which are
+        neither cached again as blocks nor sized: ``lbfgs.blocks.check_without_caching``),
+        with ``rows_key`` (``data.summary_memo``) for such a frame."""
+        if "evaluation" not in run.options:
+            spark = prepared.sparkSession
+            evaluation, portions = _evaluation_plan(run.options["num_portions"], self.config,
+                                                    spark)
+            key = summary_memo.cached_rows_key(prepared) if evaluation == "resident" else None
+            run.options.update(session=spark, evaluation=evaluation, portions=portions,
+                               in_place=key is not None, rows_key=key)
+        return run.options
+
     def _cache(self, prepared, run: Run):
-        run.options["session"] = prepared.sparkSession
-        evaluation, portions = _evaluation_plan(run.options["num_portions"], self.config,
-                                                prepared.sparkSession)
-        run.options["evaluation"] = evaluation
-        run.options["portions"] = portions  # the blocks' partitions (a DataFrame of blocks)
+        plan = self._plan(prepared, run)
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        "count the data's partitions"),
                        run_id=run.run_id):
-            return numpy_blocks(prepared, portions)  # lazy, but for one small job
+            if not plan["in_place"]:
+                return numpy_blocks(prepared, plan["portions"])  # lazy, but for one small job
+            frame, shuffled = in_portions(prepared, plan["portions"])
+        # The resident evaluators parse these rows themselves (lbfgs.resident); the blocks,
+        # never cached, serve only a BatchNorm model's statistics passes.
+        plan["rows"] = (frame, shuffled, is_sparse_frame(prepared))
+        return block_rows(frame)
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
-        portions = run.options["portions"]
-        with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
-                                                       f"cache and check {portions} portions"),
-                       run_id=run.run_id):
-            stats = cache_and_check(blocks)  # one pass: parse, cache and validate
+        portions, key = run.options["portions"], run.options["rows_key"]
+        stats = summary_memo.recall((key, "sandblaster blocks", portions)) if key else None
+        remembered = stats is not None
+        if stats is None:
+            what = "check" if key else "cache and check"
+            with job_group(prepared.sparkSession, describe(
+                    "sandblaster", run.run_id, f"{what} {portions} portions"), run_id=run.run_id):
+                # one pass: parse, (cache) and validate
+                stats = check_without_caching(prepared, portions) if key else \
+                    cache_and_check(blocks)
+            if stats is not None and stats.clean and key:
+                summary_memo.remember((key, "sandblaster blocks", portions), stats)
         cached_s = time.perf_counter() - run.started
         if stats is None or not stats.clean:
             data.validate(prepared, features_col, label_col)  # names the column and value
@@ -129,6 +163,8 @@ class Sandblaster(Trainer):
         return Validated(summary, info={"partitions": stats.portions,
                                         "shards": self.config.num_shards,
                                         "evaluation": run.options["evaluation"],
+                                        "read_in_place": run.options["in_place"],
+                                        "data_check": "remembered" if remembered else "ran",
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
 
@@ -197,7 +233,7 @@ class Sandblaster(Trainer):
                 resident = stack.enter_context(ResidentEvaluations(
                     blocks, history.info["partitions"], x0.size, host=host, token=shards.token,
                     max_request_bytes=int(cfg.max_request_mb * 2**20),
-                    timeout=cfg.request_timeout))
+                    timeout=cfg.request_timeout, rows=run.options.get("rows")))
             history.info["probe_s"] = check_reachable(
                 spark, shards.urls + ([resident.url] if resident else []), shards.token,
                 tasks=history.info["partitions"],

@@ -89,7 +89,7 @@ class Trainer:
             features_col = [slot.column for slot in slots]  # concatenated in input order
         prepared = data.prepare(df, features_col, label_col)  # lazy (a vector column: 1 row read)
         check_devices_on_driver(cfg.device, prepared.sparkSession)
-        if not self.sizes_cache_in_validation:  # refuse before an OOM (data.memory)
+        if self._sizes_cache_first(prepared, run):  # refuse before an OOM (data.memory)
             check_cache_fits(df, features_col, prepared)
         cached = self._cache(prepared, run)
         try:
@@ -118,6 +118,11 @@ class Trainer:
         return TrainingResult(unwrap(model) if slots else model, history)
 
     # -- a trainer's own steps -----------------------------------------------------------
+
+    def _sizes_cache_first(self, prepared, run: Run) -> bool:
+        """Whether ``_fit`` estimates the cache's size with its own Spark job before ``_cache``
+        (no: the trainer sizes it in its validation pass, or caches nothing of its own)."""
+        return not self.sizes_cache_in_validation
 
     def _cache(self, prepared, run: Run):
         """The cached form of the prepared frame every pass reads (lazy or not)."""

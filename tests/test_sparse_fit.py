@@ -48,6 +48,8 @@ def test_sandblaster_on_sparse_vectors_reaches_the_dense_objective(sparse_and_de
     on_sparse = Sandblaster(logistic, **knobs).fit(sparse, num_portions=2)
     on_dense = Sandblaster(logistic, **knobs).fit(dense, num_portions=2)
     assert on_sparse.history.info["features"] == D
+    # both frames are cached: the resident evaluators parse their rows in place
+    assert on_sparse.history.info["read_in_place"] and on_dense.history.info["read_in_place"]
     assert on_sparse.history.info["objective"] == pytest.approx(
         on_dense.history.info["objective"], rel=1e-4)
 

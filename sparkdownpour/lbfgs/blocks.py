@@ -8,6 +8,10 @@ the label range, as columns beside the bytes. The blocks stay a DataFrame (``map
 ``persist``), so a Spark Connect session caches and reads them as a classic one does; one
 aggregation over the statistics columns both fills the cache and checks the data. Only when
 that count is non-zero does the trainer run ``data.validate`` to name the column and the value.
+
+A frame whose rows already live in Spark's cache is not cached a second time as blocks
+(``check_without_caching``): the same statistics come from a pass that sends back only them,
+and the resident evaluators parse the cached rows themselves.
 """
 
 from __future__ import annotations
@@ -91,10 +95,10 @@ def portion_rows(blocks: Iterator[dict], schema: pa.Schema) -> Iterator[pa.Recor
 def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` function: each ``features, label`` batch becomes one row of raw bytes
     and the batch's statistics (``portion_rows``)."""
-    return portion_rows(_dense_blocks(batches), BLOCK_SCHEMA)
+    return portion_rows(dense_block_fields(batches), BLOCK_SCHEMA)
 
 
-def _dense_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
+def dense_block_fields(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -139,40 +143,98 @@ def numpy_blocks(prepared, portions: int):
     """The prepared ``features, label`` frame as a DataFrame of blocks in ``portions``
     partitions: one row per Arrow batch, its arrays as raw bytes plus its statistics
     (``BLOCK_DDL``, or ``SPARSE_BLOCK_DDL`` for sparse features). Not yet cached; no shuffle
-    when the frame already has ``portions`` partitions (its plan tells, or one small job). Every partition
+    when the frame already has ``portions`` partitions (``in_portions``). Every partition
     has at least one row (``portion_rows``), so ``cache_and_check`` counts them exactly."""
+    return block_rows(in_portions(prepared, portions)[0])
+
+
+def block_rows(frame):
+    """``frame``'s ``features, label`` batches as block rows, partition by partition."""
     from sparkdownpour.data.sparse import is_sparse_frame
     from sparkdownpour.lbfgs.sparse_blocks import SPARSE_BLOCK_DDL, to_sparse_blocks
+
+    if is_sparse_frame(frame):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
+        return frame.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)
+    return frame.mapInArrow(to_blocks, BLOCK_DDL)
+
+
+def in_portions(prepared, portions: int):
+    """``(frame, shuffled)``: ``prepared`` in ``portions`` partitions, and whether that took a
+    shuffle (none when it has them already: its plan tells, or one small job)."""
     from sparkdownpour.replica_count import merged_for_slots
     from sparkdownpour.session import num_partitions, planned_partitions
 
     # The plan's count is free in a classic session; the job (which also leaves out trailing
     # empty partitions) runs only where the plan already has ``portions`` or cannot say.
     planned = planned_partitions(prepared)
-    if (planned is not None and planned != portions) or num_partitions(prepared) != portions:
-        # Far more partitions than task slots feed the shuffle through a few map tasks
-        # (200 partitions: 1.6 s instead of about 1 s).
-        merged, before = merged_for_slots(prepared)
-        if before is not None:
-            # Spark's optimizer drops a coalesce right below a repartition (CollapseRepartition)
-            # and the shuffle would read all 200 partitions again; a filter it cannot
-            # evaluate ahead of time (partition ids are never negative) keeps the merge.
-            from pyspark.sql import functions as F
+    if (planned is None or planned == portions) and num_partitions(prepared) == portions:
+        return prepared, False
+    # Far more partitions than task slots feed the shuffle through a few map tasks
+    # (200 partitions: 1.6 s instead of about 1 s).
+    merged, before = merged_for_slots(prepared)
+    if before is not None:
+        # Spark's optimizer drops a coalesce right below a repartition (CollapseRepartition)
+        # and the shuffle would read all 200 partitions again; a filter it cannot
+        # evaluate ahead of time (partition ids are never negative) keeps the merge.
+        from pyspark.sql import functions as F
 
-            merged = merged.where(F.spark_partition_id() >= 0)
-        prepared = merged.repartition(portions)
-    if is_sparse_frame(prepared):  # CSR blocks: bytes follow the non-zeros (lbfgs.sparse_blocks)
-        return prepared.mapInArrow(to_sparse_blocks, SPARSE_BLOCK_DDL)
-    return prepared.mapInArrow(to_blocks, BLOCK_DDL)
+        merged = merged.where(F.spark_partition_id() >= 0)
+    return merged.repartition(portions), True
+
+
+def parsed_rows(batches: Iterator[pa.RecordBatch], sparse: bool) -> Iterator[tuple]:
+    """``(x, y)`` for every non-empty ``features, label`` batch, as ``read_blocks`` gives them
+    for block rows (the resident evaluators of a frame read in place)."""
+    from sparkdownpour.lbfgs.sparse_blocks import sparse_block, sparse_block_fields
+
+    for block in (sparse_block_fields if sparse else dense_block_fields)(batches):
+        yield (sparse_block if sparse else dense_block)(block)
 
 
 def cache_and_check(blocks) -> BlockStats | None:
     """Cache ``blocks`` (a DataFrame from ``numpy_blocks``) and return the merged statistics
     and the number of portions (None: no rows): one aggregation, whose Spark job also fills
     the cache."""
+    blocks.persist()
+    return merged_stats(blocks)
+
+
+def check_without_caching(prepared, portions: int) -> BlockStats | None:
+    """The statistics ``cache_and_check`` would find, for a frame whose rows stay in Spark's
+    cache anyway (``data.summary_memo.cached_rows_key``): the batches are parsed where they
+    lie, in the frame's own partitions (merged when far more than the task slots), and only
+    the statistics columns leave the Python workers, not the bytes. ``portions`` is reported
+    as the number the evaluators will read the frame in."""
+    import functools
+    from dataclasses import replace
+
+    from sparkdownpour.data.sparse import is_sparse_frame
+    from sparkdownpour.replica_count import merged_for_slots
+
+    function = functools.partial(block_statistics, sparse=is_sparse_frame(prepared))
+    stats = merged_stats(merged_for_slots(prepared)[0].mapInArrow(function, STATS_DDL))
+    return None if stats is None else replace(stats, portions=portions)
+
+
+STATS_DDL = ("rows int, min_cols int, max_cols int, bad_rows long, bad_labels long, "
+             "label_min double, label_max double, non_integer_labels long, portion int")
+STATS_COLUMNS = [column.split()[0] for column in STATS_DDL.split(", ")]
+
+
+def block_statistics(batches: Iterator[pa.RecordBatch], sparse: bool
+                     ) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` function: the statistics columns of the blocks ``to_blocks`` (or
+    ``to_sparse_blocks``) would make, without their bytes."""
+    from sparkdownpour.lbfgs.sparse_blocks import to_sparse_blocks
+
+    for batch in (to_sparse_blocks if sparse else to_blocks)(batches):
+        yield batch.select(STATS_COLUMNS)
+
+
+def merged_stats(blocks) -> BlockStats | None:
+    """One aggregation over the statistics columns of ``blocks`` (None: no rows)."""
     from pyspark.sql import functions as F
 
-    blocks.persist()
     row = blocks.agg(
         F.count(F.lit(1)).alias("blocks"), F.sum("rows").alias("rows"),
         F.min("min_cols").alias("min_cols"), F.max("max_cols").alias("max_cols"),

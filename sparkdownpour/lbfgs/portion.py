@@ -11,17 +11,21 @@ from sparkdownpour.lbfgs.stage import StageSpec, clients_for, evaluator_for
 from sparkdownpour.transport.board_client import MAX_WAIT_S, BoardAddress
 
 
-def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress) -> Iterator:
+def serve_portion(batches: Iterator, spec: StageSpec, board: BoardAddress,
+                  rows_sparse: bool | None = None) -> Iterator:
     """``mapInArrow(barrier=True)`` function: read this task's blocks once, then evaluate
     every point the board posts until it says stop. Its results go to the board; it yields
-    no rows."""
+    no rows. ``rows_sparse`` not None: the batches are the data's own ``features, label``
+    rows (sparse or dense), parsed here, rather than cached blocks."""
     from pyspark import TaskContext
 
-    from sparkdownpour.lbfgs.blocks import read_blocks
+    from sparkdownpour.lbfgs.blocks import parsed_rows, read_blocks
     from sparkdownpour.lbfgs.vector_client import fetch_vector
 
     portion = TaskContext.get().partitionId()
-    blocks = list(read_blocks(batches))  # views of the Arrow buffers, kept for the whole fit
+    # kept for the whole fit (a cached block's arrays are views of its Arrow buffers)
+    blocks = list(read_blocks(batches) if rows_sparse is None
+                  else parsed_rows(batches, rows_sparse))
     evaluator = evaluator_for(spec) if blocks else None
     client = EvaluationClient(board.url, board.token, timeout=board.timeout)
     wait_s = min(MAX_WAIT_S, board.timeout / 2)

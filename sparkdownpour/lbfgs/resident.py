@@ -42,21 +42,29 @@ class ResidentEvaluations(ResidentTasks):
     """
 
     def __init__(self, blocks, portions: int, size: int, *, host: str, token: str,
-                 max_request_bytes: int, timeout: float) -> None:
+                 max_request_bytes: int, timeout: float, rows: tuple | None = None) -> None:
         super().__init__(EvaluationBoard(portions, size), create_board_app, host=host,
                          token=token, max_request_bytes=max_request_bytes, timeout=timeout,
                          name="resident evaluators")
         self._blocks = blocks
+        self._rows = rows  # (frame in `portions` partitions, shuffled?, sparse?) or None
 
     def start(self, spec: StageSpec, run_job: Callable[[Callable[[], list]], list], *,
               cancel: Callable[[], None]) -> None:
         """Launch the barrier stage of ``serve_portion`` tasks: ``run_job(collect)`` runs it
         (under the run's job tag); ``cancel()`` interrupts it."""
-        function = functools.partial(serve_portion, spec=spec, board=self.address)
-        # Cached portion p to task p, through a shuffle where needed (data.regroup: a barrier
-        # stage cannot start from a lineage that merged partitions).
         portions = self.board.portions
-        blocks = partitions_to_tasks(self._blocks, portions, portions)
+        if self._rows is None:
+            function = functools.partial(serve_portion, spec=spec, board=self.address)
+            # Cached portion p to task p, through a shuffle where needed (data.regroup: a
+            # barrier stage cannot start from a lineage that merged partitions).
+            blocks = partitions_to_tasks(self._blocks, portions, portions)
+        else:  # rows Spark holds cached: parsed by the tasks (one Python pass, not two)
+            frame, shuffled, sparse = self._rows
+            function = functools.partial(serve_portion, spec=spec, board=self.address,
+                                         rows_sparse=sparse)
+            # A shuffle just before ends the chain the barrier check looks at.
+            blocks = frame if shuffled else partitions_to_tasks(frame, portions, portions)
         # Spark does not rerun a failed barrier *result* stage (it aborts the job), but it
         # does rerun a failed barrier shuffle-map stage, all tasks together: the one-partition
         # shuffle after it (of no rows) makes the stage the latter.

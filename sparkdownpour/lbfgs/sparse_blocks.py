@@ -35,10 +35,10 @@ def to_sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     (``lbfgs.blocks.portion_rows``: an empty portion yields a placeholder)."""
     from sparkdownpour.lbfgs.blocks import portion_rows
 
-    return portion_rows(_sparse_blocks(batches), SPARSE_BLOCK_SCHEMA)
+    return portion_rows(sparse_block_fields(batches), SPARSE_BLOCK_SCHEMA)
 
 
-def _sparse_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
+def sparse_block_fields(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
     for batch in batches:
         if batch.num_rows == 0:
             continue
