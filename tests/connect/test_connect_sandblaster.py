@@ -9,6 +9,7 @@ import scipy.optimize
 
 from sparkdownpour import Sandblaster
 from sparkdownpour.examples import arrays_to_frame, logistic_objective
+from tests.lbfgs.binary_data import binary_arrays
 
 L2 = 1e-2
 
@@ -19,9 +20,7 @@ def logistic_model():
 
 @pytest.fixture(scope="module")
 def binary(connect):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(1500, 6)).astype(np.float32)
-    y = (x @ rng.normal(size=6) + 0.5 * rng.normal(size=1500) > 0.2).astype(np.float32)
+    x, y = binary_arrays(3, 1500, 6, 0.2)
     return arrays_to_frame(connect, x, y, 2), x, y
 
 

@@ -47,14 +47,6 @@ def scipy_minimum(objective, size):
     return result.fun
 
 
-@pytest.fixture(scope="module")
-def binary(spark):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(3000, 12)).astype(np.float32)
-    y = (x @ rng.normal(size=12) + 0.5 * rng.normal(size=3000) > 0.3).astype(np.float32)
-    return arrays_to_frame(spark, x, y, 3), x, y
-
-
 def fit_binary(frame, **knobs):
     options = dict(loss="binary_crossentropy", l2=L2, tol=1e-12, gtol=1e-5, max_iter=200,
                    verbose=0)

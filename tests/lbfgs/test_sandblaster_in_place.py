@@ -15,14 +15,6 @@ from sparkdownpour.examples import arrays_to_frame, logistic_objective
 from tests.lbfgs.test_sandblaster import fit_binary, linear_model
 
 
-@pytest.fixture(scope="module")
-def binary(spark):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(3000, 12)).astype(np.float32)
-    y = (x @ rng.normal(size=12) + 0.5 * rng.normal(size=3000) > 0.3).astype(np.float32)
-    return arrays_to_frame(spark, x, y, 3), x, y
-
-
 def persisted(spark) -> int:
     return spark.sparkContext._jsc.getPersistentRDDs().size()
 
