@@ -130,16 +130,12 @@ class Sandblaster(Trainer):
 
     def _cache(self, prepared, run: Run):
         plan = self._plan(prepared, run)
+        if plan["in_place"]:
+            return None  # nothing of ours to cache; the portions are chosen after the check
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        "count the data's partitions"),
                        run_id=run.run_id):
-            if not plan["in_place"]:
-                return numpy_blocks(prepared, plan["portions"])  # lazy, but for one small job
-            frame, shuffled = in_portions(prepared, plan["portions"])
-        # The resident evaluators parse these rows themselves (lbfgs.resident); the blocks,
-        # never cached, serve only a BatchNorm model's statistics passes.
-        plan["rows"] = (frame, shuffled, is_sparse_frame(prepared))
-        return block_rows(frame)
+            return numpy_blocks(prepared, plan["portions"])  # lazy, but for one small job
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
         portions, key = run.options["portions"], run.options["rows_key"]
@@ -160,7 +156,15 @@ class Sandblaster(Trainer):
             raise ValueError(f"the data failed the caching pass's checks ({stats}) but not "
                              "data.validate; please report this")
         summary = data.DataSummary(stats.rows, stats.max_cols, stats.label_min, stats.label_max)
-        return Validated(summary, info={"partitions": stats.portions,
+        read_from = None
+        if key:
+            # The check counted the partitions holding rows: no job to find empty ones. The
+            # resident evaluators parse these rows themselves (lbfgs.resident); the blocks,
+            # never cached, serve only a BatchNorm model's statistics passes.
+            frame, shuffled = in_portions(prepared, portions, nonempty=stats.nonempty)
+            run.options["rows"] = (frame, shuffled, is_sparse_frame(prepared))
+            read_from = block_rows(frame)
+        return Validated(summary, frame=read_from, info={"partitions": stats.portions,
                                         "shards": self.config.num_shards,
                                         "evaluation": run.options["evaluation"],
                                         "read_in_place": run.options["in_place"],
@@ -169,7 +173,8 @@ class Sandblaster(Trainer):
                          non_integer_labels=stats.non_integer_labels)
 
     def _release(self, blocks, run: Run) -> None:
-        blocks.unpersist()
+        if blocks is not None:  # read in place: nothing was cached, and the user's cache stays
+            blocks.unpersist()
 
     def _fit_on_prepared_data(self, blocks, model, spec, history, run: Run) -> None:
         history.info["setup_s"] = time.perf_counter() - run.started

@@ -48,6 +48,7 @@ class BlockStats:
     label_max: float
     non_integer_labels: int
     portions: int = 0
+    nonempty: int = 0        # partitions (of the frame the pass read) holding rows
 
     @property
     def clean(self) -> bool:
@@ -158,16 +159,20 @@ def block_rows(frame):
     return frame.mapInArrow(to_blocks, BLOCK_DDL)
 
 
-def in_portions(prepared, portions: int):
+def in_portions(prepared, portions: int, nonempty: int | None = None):
     """``(frame, shuffled)``: ``prepared`` in ``portions`` partitions, and whether that took a
-    shuffle (none when it has them already: its plan tells, or one small job)."""
+    shuffle (none when it has them already, every one holding rows: its plan tells, and
+    ``nonempty``, the partitions a pass found rows in, or one small job)."""
     from sparkdownpour.replica_count import merged_for_slots
     from sparkdownpour.session import num_partitions, planned_partitions
 
     # The plan's count is free in a classic session; the job (which also leaves out trailing
     # empty partitions) runs only where the plan already has ``portions`` or cannot say.
     planned = planned_partitions(prepared)
-    if (planned is None or planned == portions) and num_partitions(prepared) == portions:
+    if planned == portions and nonempty is not None:
+        if nonempty == portions:
+            return prepared, False
+    elif (planned is None or planned == portions) and num_partitions(prepared) == portions:
         return prepared, False
     # Far more partitions than task slots feed the shuffle through a few map tasks
     # (200 partitions: 1.6 s instead of about 1 s).
@@ -241,7 +246,9 @@ def merged_stats(blocks) -> BlockStats | None:
         F.sum("bad_rows").alias("bad_rows"), F.sum("bad_labels").alias("bad_labels"),
         F.min("label_min").alias("label_min"), F.max("label_max").alias("label_max"),
         F.sum("non_integer_labels").alias("non_integer_labels"),
-        F.max("portion").alias("last"), F.count_distinct("portion").alias("portions")).first()
+        F.max("portion").alias("last"), F.count_distinct("portion").alias("portions"),
+        F.count_distinct(F.when(F.col("rows") > 0, F.col("portion"))).alias("nonempty")
+    ).first()
     if not row["rows"]:
         return None
     if row["portions"] != row["last"] + 1:
@@ -251,4 +258,4 @@ def merged_stats(blocks) -> BlockStats | None:
     return BlockStats(int(row["rows"]), int(row["min_cols"]), int(row["max_cols"]),
                       int(row["bad_rows"]), int(row["bad_labels"]), float(row["label_min"]),
                       float(row["label_max"]), int(row["non_integer_labels"]),
-                      int(row["portions"]))
+                      int(row["portions"]), int(row["nonempty"]))

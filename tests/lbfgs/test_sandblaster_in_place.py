@@ -84,3 +84,20 @@ def test_a_cached_frame_already_in_one_partition_per_slot_is_read_as_it_is(spark
         assert info["objective"] == pytest.approx(value, rel=1e-5)
     finally:
         frame.unpersist()
+
+
+def test_a_cached_frame_with_an_empty_partition_is_spread_over_the_evaluators(spark, binary):
+    """Two partitions for two slots, every row in one of them (a shuffle on a constant key):
+    the check counts the partitions holding rows, so the rows are spread over both
+    evaluators by one shuffle; every row is still counted once."""
+    from pyspark.sql import functions as F
+
+    frame, x, y = binary
+    skewed = frame.repartition(2, F.lit(0)).cache()
+    try:
+        info = fit_binary(skewed, max_iter=30).history.info
+        reference = fit_binary(frame, max_iter=30).history.info
+        assert (info["read_in_place"], info["partitions"], info["rows"]) == (True, 2, len(y))
+        assert info["objective"] == pytest.approx(reference["objective"], rel=1e-6)
+    finally:
+        skewed.unpersist()
