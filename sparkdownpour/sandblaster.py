@@ -112,25 +112,25 @@ class Sandblaster(Trainer):
                          mlflow=mlflow, callbacks=callbacks, num_portions=num_portions)
 
     def _sizes_cache_first(self, prepared, run: Run) -> bool:
-        return not self._plan(prepared, run)["in_place"]
+        return self._plan(prepared, run)["rows_key"] is None
 
     def _plan(self, prepared, run: Run) -> dict:
         """How this fit reads its data, chosen once: ``evaluation``, ``portions``, and
-        ``in_place`` (resident evaluators over rows Spark holds cached already, which are
-        neither cached again as blocks nor sized: ``lbfgs.blocks.check_without_caching``),
-        with ``rows_key`` (``data.summary_memo``) for such a frame."""
+        ``rows_key`` (``data.summary_memo``), not None where the data is read in place:
+        resident evaluators over rows Spark holds cached already, which are neither cached
+        again as blocks nor sized (``lbfgs.blocks.check_without_caching``)."""
         if "evaluation" not in run.options:
             spark = prepared.sparkSession
             evaluation, portions = _evaluation_plan(run.options["num_portions"], self.config,
                                                     spark)
             key = summary_memo.cached_rows_key(prepared) if evaluation == "resident" else None
             run.options.update(session=spark, evaluation=evaluation, portions=portions,
-                               in_place=key is not None, rows_key=key)
+                               rows_key=key)
         return run.options
 
     def _cache(self, prepared, run: Run):
         plan = self._plan(prepared, run)
-        if plan["in_place"]:
+        if plan["rows_key"] is not None:
             return None  # nothing of ours to cache; the portions are chosen after the check
         with job_group(prepared.sparkSession, describe("sandblaster", run.run_id,
                                                        "count the data's partitions"),
@@ -139,7 +139,8 @@ class Sandblaster(Trainer):
 
     def _validate(self, blocks, prepared, features_col, label_col, run: Run) -> Validated:
         portions, key = run.options["portions"], run.options["rows_key"]
-        stats = summary_memo.recall((key, "sandblaster blocks", portions)) if key else None
+        memo_key = (key, "sandblaster blocks", portions) if key else None
+        stats = summary_memo.recall(memo_key)
         remembered = stats is not None
         if stats is None:
             what = "check" if key else "cache and check"
@@ -148,8 +149,8 @@ class Sandblaster(Trainer):
                 # one pass: parse, (cache) and validate
                 stats = check_without_caching(prepared, portions) if key else \
                     cache_and_check(blocks)
-            if stats is not None and stats.clean and key:
-                summary_memo.remember((key, "sandblaster blocks", portions), stats)
+            if stats is not None and stats.clean:
+                summary_memo.remember(memo_key, stats)  # None: nothing to remember
         cached_s = time.perf_counter() - run.started
         if stats is None or not stats.clean:
             data.validate(prepared, features_col, label_col)  # names the column and value
@@ -167,7 +168,7 @@ class Sandblaster(Trainer):
         return Validated(summary, frame=read_from, info={"partitions": stats.portions,
                                         "shards": self.config.num_shards,
                                         "evaluation": run.options["evaluation"],
-                                        "read_in_place": run.options["in_place"],
+                                        "read_in_place": key is not None,
                                         "data_check": "remembered" if remembered else "ran",
                                         "cache_s": cached_s},
                          non_integer_labels=stats.non_integer_labels)
