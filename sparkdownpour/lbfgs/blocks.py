@@ -189,11 +189,22 @@ def in_portions(prepared, portions: int, nonempty: int | None = None):
 
 def parsed_rows(batches: Iterator[pa.RecordBatch], sparse: bool) -> Iterator[tuple]:
     """``(x, y)`` for every non-empty ``features, label`` batch, as ``read_blocks`` gives them
-    for block rows (the resident evaluators of a frame read in place)."""
+    for block rows (the resident evaluators of a frame read in place). The frame passed its
+    check already, so dense rows are only reshaped (no statistics again; ``x`` a view of the
+    Arrow buffer where its values are float32)."""
     from sparkdownpour.lbfgs.sparse_blocks import sparse_block, sparse_block_fields
 
-    for block in (sparse_block_fields if sparse else dense_block_fields)(batches):
-        yield (sparse_block if sparse else dense_block)(block)
+    if sparse:  # the CSR arrays are built beside their checks (lbfgs.sparse_blocks)
+        for block in sparse_block_fields(batches):
+            yield sparse_block(block)
+        return
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        values = batch.column(0).flatten().to_numpy(zero_copy_only=False)
+        labels = batch.column(1).to_numpy(zero_copy_only=False)
+        yield (values.astype(np.float32, copy=False).reshape(batch.num_rows, -1),
+               labels.astype(np.float32, copy=False))
 
 
 def cache_and_check(blocks) -> BlockStats | None:
