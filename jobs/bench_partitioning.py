@@ -2,12 +2,12 @@
 all rows in one of 4), trained by Downpour and by Sandblaster with their defaults on local[2].
 
 Issue 15's target: any partitioning trains within 1.2x of the best one. Downpour picks its
-replicas from the task slots (``history.info["replicas_chosen"]``: far more partitions than
-slots are merged without a shuffle); Sandblaster cuts the data into its own portions. Every fit
-is warm (a warm-up fit runs first), Downpour for a fixed number of epochs, Sandblaster to its
-tolerance; each partitioning's frame is cached and counted before its clock starts. The
-repeats run in rounds over all layouts; each layout's median is kept. Run it alone on the
-machine. Prints a table and one summary line last.
+replicas from the task slots (``history.info["replicas_chosen"]``: partitions beyond the
+slots are merged without a shuffle into one replica per slot); Sandblaster cuts the data into
+its own portions. Every fit is warm (a warm-up fit runs first), Downpour for a fixed number
+of epochs, Sandblaster to its tolerance; each partitioning's frame is cached and counted
+before its clock starts. The repeats run in rounds over all layouts; each layout's median is
+kept. Run it alone on the machine. Prints a table and one summary line last.
 """
 
 from __future__ import annotations

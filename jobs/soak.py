@@ -93,7 +93,8 @@ def run_driver(options: dict) -> None:
     trainer = Downpour(build_digits_mlp, epochs=options["epochs"], num_shards=options["shards"],
                        shard_processes=options["processes"], verbose=0, seed=options["seed"],
                        checkpoint_dir=options["checkpoint_dir"],
-                       checkpoint_every_updates=options["checkpoint_every_updates"])
+                       checkpoint_every_updates=options["checkpoint_every_updates"],
+                       num_replicas=4)  # every partition a replica: more tasks to kill
     started = time.monotonic()
     result = trainer.fit(frame, validation_data=(x_test, y_test), resume=options["resume"],
                          stop_when=keep_status,

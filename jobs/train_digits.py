@@ -32,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-fetch", type=int, default=1, help="fetch parameters every N mini-batches")
     p.add_argument("--n-push", type=lambda v: v if v == "auto" else int(v), default="auto",
                    help="push gradients every N mini-batches, or 'auto' (the default)")
-    p.add_argument("--partitions", type=int, default=4, help="model replicas (data partitions)")
+    p.add_argument("--partitions", type=int, default=4,
+                   help="data partitions (Downpour trains one replica per task slot)")
     p.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="save the training curve (loss, val_loss, val_accuracy per "

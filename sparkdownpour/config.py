@@ -93,9 +93,9 @@ class DownpourConfig(Loadable):
     6-10% shorter, about the noise (see Benchmarks).
     """
     num_replicas: int | None = None
-    """Repartition to N replicas. ``None``: one per partition, except that more than 2 per task
-    slot (a shuffle's 200) are merged without a shuffle into 2 per slot, and rows in fewer
-    partitions than slots are spread by one shuffle (``history.info["replicas_chosen"]``)."""
+    """N replicas: a frame in N partitions as it is, any other repartitioned. ``None``: one per
+    task slot: more partitions (a shuffle's 200) merged without a shuffle, rows in fewer than
+    the slots spread by one shuffle (``history.info["replicas_chosen"]`` says which)."""
     warmstart_steps: int = 0
     """DistBelief's warm start: one replica trains alone for K steps first."""
     seed: int = 0

@@ -49,7 +49,7 @@ from sparkdownpour.replica.loop import run_partition
 from sparkdownpour.replica.push_period import push_periods
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
-from sparkdownpour.replica_count import merged_for_slots, plan_replicas, task_slots
+from sparkdownpour.replica_count import merged_for_slots, plan_replicas, requested_replicas, task_slots
 from sparkdownpour.resident_replicas import ResidentReplicas, resident_tasks
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
@@ -128,7 +128,7 @@ class Downpour(Trainer):
 
     def _cache(self, prepared, run: Run):
         if self.config.num_replicas is not None:
-            return prepared.repartition(self.config.num_replicas)
+            return requested_replicas(prepared, self.config.num_replicas)
         frame, run.options["partitions_given"] = merged_for_slots(prepared)
         return frame  # cached by _validate, once it knows the cache will fit
 
@@ -137,10 +137,10 @@ class Downpour(Trainer):
         summary, spark = data.validate(frame, features_col, label_col), frame.sparkSession
         check_estimate_fits(estimate_from_summary(summary, spark), features_col, spark)
         partitions, slots = summary.partitions or num_partitions(frame), task_slots(spark)
-        action, replicas = ("keep", partitions) if self.config.num_replicas else plan_replicas(
-            partitions, summary.nonempty_partitions, summary.num_rows, slots,
-            self.config.batch_size)  # see replica_count
-        if action == "spread":
+        action, replicas = plan_replicas(partitions, summary.nonempty_partitions,
+                                         summary.num_rows, slots, self.config.batch_size,
+                                         wanted=self.config.num_replicas)
+        if action == "spread":  # see replica_count
             frame = frame.repartition(replicas)  # once, before caching
         frame = cached = run.options["cached"] = frame.cache()
         if action == "merge":  # not merged before the pass (Spark Connect): now

@@ -13,28 +13,30 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model(x).numpy(), axis=-1) == y))
 
 
-def expected_updates(frame, batch_size, n_push=1):
-    sizes = frame.rdd.glom().map(len).collect()
+def expected_updates(frame, batch_size, n_push=1, replicas=2):
+    """Pushes an epoch makes: ``frame`` as the fit trains it, merged without a shuffle into
+    ``replicas`` partitions (by default one per task slot of the local[2] session)."""
+    sizes = frame.coalesce(replicas).rdd.glom().map(len).collect()
     batches = [-(-size // batch_size) for size in sizes if size]
     return sum(-(-b // n_push) for b in batches)
 
 
-def test_replicas_for_slots_merges_only_far_more_partitions_than_slots():
+def test_replicas_for_slots_merges_partitions_beyond_the_slots():
     from sparkdownpour.replica_count import replicas_for_slots
 
-    assert replicas_for_slots(4, 2) == 4 and replicas_for_slots(3, 2) == 3
-    assert replicas_for_slots(5, 2) == 4 and replicas_for_slots(8, 2) == 4
-    assert replicas_for_slots(200, 2) == 4 and replicas_for_slots(200, 64) == 128
-    assert replicas_for_slots(128, 64) == 128 and replicas_for_slots(1, 1) == 1
+    assert replicas_for_slots(2, 2) == 2 and replicas_for_slots(1, 2) == 1
+    assert replicas_for_slots(3, 2) == 2 and replicas_for_slots(4, 2) == 2
+    assert replicas_for_slots(200, 2) == 2 and replicas_for_slots(200, 64) == 64
+    assert replicas_for_slots(63, 64) == 63 and replicas_for_slots(1, 1) == 1
 
 
-def test_digits_local2_four_partitions_reaches_095(digits):
+def test_digits_local2_four_partitions_train_as_one_replica_per_slot_to_095(digits):
     frame, (x_test, y_test) = digits
     result = Downpour(build_digits_mlp, epochs=10, verbose=0).fit(
         frame, "features", "label", validation_data=(x_test, y_test))
     assert accuracy(result.model, x_test, y_test) >= 0.95
     history = result.history
-    assert len(history) == 10 and history.info["partitions"] == 4
+    assert len(history) == 10 and history.info["partitions"] == 2
     assert history.info["probe_s"] is None  # local executors: no reachability probe needed
     # One push per mini-batch, none lost: the server applied exactly that many updates, and
     # each epoch's record counts that epoch's alone (the run's so far are the "_total"s).
@@ -48,7 +50,9 @@ def test_digits_local2_four_partitions_reaches_095(digits):
     assert history.final["val_accuracy"] == pytest.approx(accuracy(result.model, x_test, y_test))
     # What share of the replicas' task time went to computing gradients: a real fraction.
     assert all(0.0 < share <= 1.0 for share in history["compute_share"])
-    assert history.info["replicas_chosen"] == "4 replicas for 4 partitions on 2 task slots"
+    # Two task slots: the frame's 4 partitions merged (no shuffle) into 2 replicas, one wave.
+    assert history.info["replicas_chosen"] == "2 replicas for 4 partitions on 2 task slots"
+    assert history["replicas"] == [2] * 10 and history["examples"] == [history.info["rows"]] * 10
 
 
 @pytest.mark.parametrize("layout", ["one partition", "rows in one of four"])
@@ -72,22 +76,26 @@ def test_rows_in_fewer_partitions_than_slots_are_spread_over_every_slot(spark, d
 def test_replica_plans():
     from sparkdownpour.replica_count import plan_replicas
 
-    assert plan_replicas(200, None, 10_000, 2, 32) == ("merge", 4)
+    assert plan_replicas(200, None, 10_000, 2, 32) == ("merge", 2)
+    assert plan_replicas(4, 4, 10_000, 2, 32) == ("merge", 2)
     assert plan_replicas(1, 1, 10_000, 2, 32) == ("spread", 2)
     assert plan_replicas(1, 1, 100, 2, 32) == ("keep", 1)  # too few rows to be worth it
-    assert plan_replicas(4, 4, 10_000, 2, 32) == ("keep", 4)
+    assert plan_replicas(2, 2, 10_000, 2, 32) == ("keep", 2)
     assert plan_replicas(3, 2, 10_000, 4, 32) == ("spread", 4)
+    # num_replicas: the frame's own count is kept as it is; any other is a repartition.
+    assert plan_replicas(4, 4, 10_000, 2, 32, wanted=4) == ("keep", 4)
+    assert plan_replicas(200, None, 10_000, 2, 32, wanted=4) == ("spread", 4)
 
 
-def test_far_more_partitions_than_task_slots_train_as_a_few_replicas(digits):
+def test_far_more_partitions_than_task_slots_train_as_one_replica_per_slot(digits):
     frame, (x_test, y_test) = digits
     scattered = frame.repartition(200)  # what a shuffle leaves by default
     result = Downpour(build_digits_mlp, epochs=3, verbose=0).fit(
         scattered, validation_data=(x_test, y_test))
     history = result.history
-    # local[2]: two task slots, so two replicas each; no shuffle, every row still trained on.
-    assert history.info["partitions"] == 4 and history["replicas"] == [4, 4, 4]
-    assert history.info["replicas_chosen"] == "4 replicas for 200 partitions on 2 task slots"
+    # local[2]: two task slots, so two replicas; no shuffle, every row still trained on.
+    assert history.info["partitions"] == 2 and history["replicas"] == [2, 2, 2]
+    assert history.info["replicas_chosen"] == "2 replicas for 200 partitions on 2 task slots"
     assert sum(history["examples"]) == 3 * history.info["rows"]
     # 3 epochs of Adagrad: learning, not yet converged (10 epochs reach 0.95 above).
     assert history["loss"][-1] < history["loss"][0] and accuracy(result.model, x_test, y_test) >= 0.7

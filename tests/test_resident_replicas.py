@@ -57,7 +57,9 @@ def jobs_so_far(spark):
 def test_more_partitions_than_slots_train_in_one_stage_each_batch_applied_once(spark, digits):
     frame, (x_test, y_test) = digits  # 4 partitions on local[2]: 2 tasks of 2 partitions
     jobs = []  # Spark jobs started by the end of each epoch
-    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True).fit(
+    # num_replicas=4: the frame's 4 partitions kept (by default they merge into one per slot).
+    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True,
+                      num_replicas=4).fit(
         frame, validation_data=(x_test, y_test), callbacks=[LambdaCallback(
             on_epoch_end=lambda epoch, logs: jobs.append(jobs_so_far(spark)))])
     history = result.history

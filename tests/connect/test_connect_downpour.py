@@ -48,14 +48,17 @@ def test_digits_reach_095(connect_digits):
     accuracy = float(np.mean(np.argmax(result.model(x_test).numpy(), -1) == y_test))
     assert accuracy >= 0.95
     info = result.history.info
-    assert info["partitions"] == 4 and info["server"].startswith("http://127.0.0.1:")
+    # 4 partitions on 2 task slots: merged (after the validation pass) into one replica each.
+    assert info["partitions"] == 2 and info["server"].startswith("http://127.0.0.1:")
+    assert info["replicas_chosen"] == "2 replicas for 4 partitions on 2 task slots"
     assert info["probe_s"] < 30
 
 
 def test_resident_replicas_train_every_epoch_in_one_stage(connect_digits):
     frame, (x_test, y_test) = connect_digits
-    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True).fit(
-        frame, validation_data=(x_test, y_test))
+    # num_replicas equal to the frame's partitions: its 4 partitions kept, no shuffle.
+    result = Downpour(build_digits_mlp, epochs=8, verbose=0, resident=True,
+                      num_replicas=4).fit(frame, validation_data=(x_test, y_test))
     history = result.history
     assert history.info["epoch_jobs"] == ("one resident Spark stage: 4 partitions in 2 tasks "
                                           "on 2 task slots")
@@ -68,8 +71,8 @@ def test_far_more_partitions_than_slots_are_merged_after_the_validation_pass(con
     # Under Connect the partition count needs a job, so the validated frame is merged.
     frame, _ = connect_digits
     history = Downpour(build_digits_mlp, epochs=1, verbose=0).fit(frame.repartition(40)).history
-    assert history.info["replicas_chosen"] == "4 replicas for 40 partitions on 2 task slots"
-    assert history["replicas"] == [4] and history["examples"] == [history.info["rows"]]
+    assert history.info["replicas_chosen"] == "2 replicas for 40 partitions on 2 task slots"
+    assert history["replicas"] == [2] and history["examples"] == [history.info["rows"]]
 
 
 def linear_model():

@@ -72,7 +72,8 @@ def test_a_clean_stop_of_shard_children_is_no_death():
 def test_a_killed_shard_child_is_named_stops_the_run_and_resumes(digits, spark, tmp_path):
     frame, (x_test, y_test) = digits
     knobs = {"num_shards": 4, "shard_processes": True, "checkpoint_dir": str(tmp_path),
-             "checkpoint_every_updates": 10, "verbose": 0, "request_timeout": 10.0}
+             "checkpoint_every_updates": 10, "verbose": 0, "request_timeout": 10.0,
+             "num_replicas": 4}  # the frame's 4 partitions, as _batches_per_epoch counts them
     trainer = Downpour(build_digits_mlp, epochs=30, **knobs)
     killed = {}
 

@@ -44,7 +44,10 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
         {"name": "faulty", "knobs": {"epochs": EPOCHS}, "fail": fail},
         *({"name": mode, "knobs": {"epochs": 4, **knobs}, "fail": fail}
           for mode, knobs in SHARDED_MODES.items()),
+        {"name": "default replicas", "knobs": {"epochs": 4, "num_replicas": None},
+         "fail": fail},
     ]}, timeout=880)
+    *sharded, merged = sharded
     assert clean["updates"] == clean["expected_updates"] == EPOCHS * 48
     # Exactly once: the same number of applied updates as mini-batches; each of the 4 retries
     # skipped the 4 mini-batches its failed attempt had applied.
@@ -59,3 +62,9 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
         assert run["expected_updates"] == 4 * 48
         assert run["shard_updates"] == [4 * 48] * 4, run
         assert run["skipped"] == 4 * 4 and run["accuracy"] >= 0.88, run
+    # The default layout: the 4 partitions merged (no shuffle) into one replica per task slot.
+    # A retried merged partition reads its rows in the same order, so its retry skips exactly
+    # the 4 mini-batches its failed attempt applied: 2 tasks, 4 each.
+    assert merged["replicas"] == 2, merged
+    assert merged["updates"] == merged["expected_updates"] == 4 * 46, merged
+    assert merged["skipped"] == 2 * 4 and merged["accuracy"] >= 0.88, merged

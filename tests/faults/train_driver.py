@@ -4,9 +4,11 @@
 
 Each run is a Downpour fit of the digits MLP with the given knobs and test hooks; the driver
 prints one JSON line per run: accuracy, applied updates (in all, and on every shard), duplicates,
-the expected number of mini-batches. Options: "kill_worker_after" (SIGKILL one replica's Python
-worker, found through the server's status route, once that many updates are applied). With
-shard processes it first prints ``SHARD PIDS <pid> ...`` when the server starts.
+the expected number of mini-batches. Runs keep the frame's 4 partitions as 4 replicas unless
+their knobs say otherwise (``"num_replicas": null``: the default, one per task slot).
+Options: "kill_worker_after" (SIGKILL one replica's Python worker, found through the server's
+status route, once that many updates are applied). With shard processes it first prints
+``SHARD PIDS <pid> ...`` when the server starts.
 """
 
 import json
@@ -38,10 +40,17 @@ def main(options):
     spark.sparkContext.setLogLevel("ERROR")
     x_train, y_train, x_test, y_test = digits_arrays()
     frame = arrays_to_frame(spark, x_train, y_train, 4)
-    sizes = frame.rdd.glom().map(len).collect()
-    batches_per_epoch = sum(-(-size // 32) for size in sizes)
+
+    def batches_per_epoch(replicas):  # the frame's partitions as trained (merged, if fewer)
+        sizes = frame.coalesce(replicas).rdd.glom().map(len).collect()
+        return sum(-(-size // 32) for size in sizes)
+
     for run in options["runs"]:
-        trainer = Downpour(build_digits_mlp, verbose=0, **run.get("knobs", {}))
+        # The fault tests' counts (48 mini-batches an epoch, 4 failed attempts) are for the
+        # digits frame's 4 partitions as 4 replicas: pinned, as the default would merge them
+        # into one per task slot (equal to the frame's count, so kept without a shuffle).
+        knobs = {"num_replicas": 4, **run.get("knobs", {})}
+        trainer = Downpour(build_digits_mlp, verbose=0, **knobs)
         callbacks = [FailFirstAttempt(**run["fail"])] if run.get("fail") else []
         killed, seen = {}, {}
 
@@ -71,7 +80,9 @@ def main(options):
                               for shard in status.get("shards", [status])],
             "shard_duplicates": [shard["duplicates_refused"]
                                  for shard in status.get("shards", [status])],
-            "expected_updates": batches_per_epoch * trainer.config.epochs,
+            "replicas": history.info["partitions"],
+            "expected_updates": batches_per_epoch(history.info["partitions"])
+            * trainer.config.epochs,
             "duplicates": sum(history["duplicates_refused"][-1:]),
             "skipped": sum(history["skipped_steps"]),
             "resumed_from": history.info.get("resumed_from"), "killed": killed,

@@ -172,13 +172,13 @@ def test_resident_evaluators_take_a_frame_whose_lineage_merged_partitions(spark,
 def test_far_more_partitions_than_slots_reach_the_portions_through_a_few_map_tasks(spark,
                                                                                      binary):
     """200 partitions (what any shuffle leaves) are merged before the shuffle into the
-    portions, so its map stage runs 4 tasks, not 200: Spark's optimizer would drop a bare
+    portions, so its map stage runs 2 tasks (one per slot), not 200: Spark's optimizer would drop a bare
     coalesce below the repartition (CollapseRepartition)."""
     frame, x, y = binary
     scattered = frame.repartition(200)
     blocks = numpy_blocks(sdp_data.prepare(scattered, "features", "label"), 2)
     plan = blocks._jdf.queryExecution().optimizedPlan().toString()
-    assert "Repartition 4, false" in plan and "Repartition 2, true" in plan, plan
+    assert "Repartition 2, false" in plan and "Repartition 2, true" in plan, plan
     info = fit_binary(scattered, max_iter=20).history.info
     assert (info["rows"], info["partitions"]) == (len(y), 2)
     assert info["objective"] == pytest.approx(fit_binary(frame, max_iter=20).history.info[
