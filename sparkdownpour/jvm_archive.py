@@ -19,9 +19,12 @@ itself, so, for each Java binary and pyspark install:
 
 The cache is ``$SPARKDOWNPOUR_JVM_CACHE``, else ``$XDG_CACHE_HOME/sparkdownpour/jvm``, else
 ``~/.cache/sparkdownpour/jvm``; ``SPARKDOWNPOUR_JVM_ARCHIVE=0`` turns all of this off. Nothing is
-built where the disk has less than ``MIN_FREE_BYTES`` free, and a build deletes the archives of
-other installs that no session has used for 30 days. A JVM trusts its archive as it trusts
-its jars, so the folder must be the user's own and writable by nobody else (it is made ``0700``).
+built where the disk has less than ``MIN_FREE_BYTES`` free, a build deletes the archives of
+other installs that no session has used for 30 days, and what a killed builder left is deleted
+by the next session that looks for a list (``clean_dead_builds``). A local Spark Connect
+server's JVM (``session.local_connect_session``) lists and maps the same archive. A JVM
+trusts its archive as it trusts its jars, so the folder must be the user's own and writable
+by nobody else (it is made ``0700``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ MIN_FREE_BYTES = 2 << 30
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"  # CDS warnings go to stdout otherwise
 BUILD_TIMEOUT_S = 900
 UNUSED_S = 30 * 86400  # another install's archive unused this long is deleted by the next build
+# A class list with no note this old: its JVM died before it was up (the note is written then).
+ORPHAN_LIST_S = 3600
 
 _listing: Path | None = None  # the class list this process's JVM writes
 
@@ -99,13 +104,12 @@ def java_options() -> str:
     return f"-XX:DumpLoadedClassList={_listing}"
 
 
-def note_listing_jvm(spark) -> None:
-    """Once this process's JVM is up: note beside its class list what a builder needs (once; a
-    no-op unless ``java_options`` asked this process's JVM for a list)."""
+def note_listing_jvm(jvm) -> None:
+    """Once this process's JVM (``jvm``: its py4j view) is up: note beside its class list what
+    a builder needs (once; a no-op unless ``java_options`` asked this process's JVM for a list)."""
     global _listing
     if _listing is None:
         return
-    jvm = spark.sparkContext._jvm
     system = jvm.java.lang.System
     note = {"pid": int(jvm.java.lang.ProcessHandle.current().pid()),
             "class_path": system.getProperty("java.class.path"),
@@ -122,6 +126,7 @@ def _start_builder(folder: Path, key: str) -> bool:
     marker = folder / f"spark-{key}.building"
     if _alive(marker):
         return False  # one build at a time; its archive serves every list
+    clean_dead_builds(folder, key)
     for note_path in sorted(folder.glob(f"spark-{key}.*.json")):
         try:
             note = json.loads(note_path.read_text())
@@ -135,6 +140,7 @@ def _start_builder(folder: Path, key: str) -> bool:
             note_path.unlink(missing_ok=True)
             continue
         os.replace(note_path, note_path.with_suffix(".taken"))  # one builder per list
+        os.utime(note_path.with_suffix(".taken"))  # taken now: see clean_dead_builds
         child = subprocess.Popen(
             [sys.executable, "-m", "sparkdownpour.jvm_archive", str(note_path.with_suffix(".taken")),
              str(folder / f"spark-{key}.jsa")],
@@ -143,6 +149,27 @@ def _start_builder(folder: Path, key: str) -> bool:
         marker.write_text(str(child.pid))
         return True
     return False
+
+
+def clean_dead_builds(folder: Path, key: str, orphan_s: float = ORPHAN_LIST_S) -> list[Path]:
+    """Delete what a killed builder (SIGKILL, a reboot: its ``finally`` never ran) or a listing
+    JVM that died before its note left behind: the taken note, its class list (~0.7 MB) and
+    half-written archive (up to ~190 MB), and class lists with no note older than
+    ``orphan_s``. Called only while no builder runs; a note taken in the last minute is left
+    alone (its builder may be starting, its marker not yet written). The files deleted."""
+    marker = folder / f"spark-{key}.building"
+    dead = [p for p in folder.glob(f"spark-{key}.*.taken") if time.time() - p.stat().st_mtime > 60]
+    dead += [p.with_suffix(suffix) for p in dead for suffix in (".classlist", ".partial")]
+    for listing in folder.glob(f"spark-{key}.*.classlist"):
+        noted = listing.with_suffix(".json").exists() or listing.with_suffix(".taken").exists()
+        if not noted and time.time() - listing.stat().st_mtime > orphan_s:
+            dead += [listing, listing.with_suffix(".partial")]
+    removed = []
+    for path in [*dead, marker]:
+        if path.exists():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def build(taken: Path, archive: Path) -> bool:

@@ -108,3 +108,28 @@ def test_nothing_is_listed_when_switched_off_or_the_cache_path_has_a_space(cache
     shared.chmod(0o777)  # writable by anyone: an archive there could be anyone's code
     monkeypatch.setenv(jvm_archive.ENV_CACHE, str(shared))
     assert jvm_archive.java_options() == "" and list(shared.iterdir()) == []
+
+
+def test_what_a_killed_builder_left_is_cleaned_by_the_next_session(cache):
+    key = jvm_archive.archive_key()
+    cache.mkdir(mode=0o700, parents=True)
+    old = time.time() - 2 * jvm_archive.ORPHAN_LIST_S
+
+    def left(name, age=old):
+        path = cache / f"spark-{key}.{name}"
+        path.write_text("x")
+        os.utime(path, (age, age))
+        return path
+
+    # A builder SIGKILLed mid-dump: its marker names a dead pid; note, list and partial stay.
+    (cache / f"spark-{key}.building").write_text(str(_dead_pid()))
+    killed = [left("dead1.taken"), left("dead1.classlist"), left("dead1.partial")]
+    orphan = left("dead2.classlist")  # its JVM died before writing the note, long ago
+    kept = [left("new.classlist", time.time()),  # a JVM starting now: its note comes soon
+            left("just.taken", time.time()), left("just.classlist")]  # a builder starting
+    # The next session cleans up as it looks for a list to build from (and, none being
+    # ready, asks its own JVM for one).
+    assert jvm_archive.java_options().startswith("-XX:DumpLoadedClassList=")
+    gone = [*killed, orphan, cache / f"spark-{key}.building"]
+    assert not any(p.exists() for p in gone), sorted(p.name for p in cache.iterdir())
+    assert all(p.exists() for p in kept)
