@@ -65,6 +65,8 @@ RUNS = {  # label -> Downpour knobs ("auto": the default n_push; the others push
     "resident auto adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "resident": True},
     "auto overlap sgd": {"optimizer": "sgd", "learning_rate": 0.1, "overlap": True},
     "auto overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True},
+    "resident auto overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05,
+                                      "resident": True, "overlap": True},
     "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1, "n_push": 1},
     "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1, "n_push": 1},
     "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},
