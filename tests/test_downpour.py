@@ -87,6 +87,16 @@ def test_replica_plans():
     assert plan_replicas(200, None, 10_000, 2, 32, wanted=4) == ("spread", 4)
 
 
+def test_num_replicas_keeps_a_frame_already_in_that_many_partitions(digits):
+    from sparkdownpour.replica_count import requested_replicas
+
+    frame, _ = digits  # 4 partitions
+    assert requested_replicas(frame, 4) is frame  # no shuffle: the user's layout, as it is
+    three = requested_replicas(frame, 3)
+    assert three.rdd.getNumPartitions() == 3
+    assert "Repartition 3, true" in three._jdf.queryExecution().optimizedPlan().toString()
+
+
 def test_far_more_partitions_than_task_slots_train_as_one_replica_per_slot(digits):
     frame, (x_test, y_test) = digits
     scattered = frame.repartition(200)  # what a shuffle leaves by default
