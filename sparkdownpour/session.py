@@ -7,6 +7,8 @@ import os
 import shutil
 import sys
 
+from sparkdownpour.worker_daemon import daemon_setting
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -64,6 +66,9 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         if master.startswith("local"):
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
+            for key, value in daemon_setting(conf).items():  # compiled pyspark (worker_daemon)
+                if not submitted.contains(key):
+                    builder = builder.config(key, value)
     # The JVM's start takes seconds: use them. Only now, with the JVM process launched
     # (_ensure_initialized above): the first TensorFlow import holds back file descriptor 2
     # (tf_logs), and a process started meanwhile would keep that as its stderr.
@@ -174,7 +179,7 @@ def local_connect_session(master: str, conf: dict):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    opts = {**conf, "spark.connect.grpc.binding.port": str(port),
+    opts = {**daemon_setting(conf), **conf, "spark.connect.grpc.binding.port": str(port),
             "spark.connect.grpc.binding.address": "127.0.0.1"}
     launching = SparkContext._gateway is None  # else a stopped session's JVM is reused as it is
     if launching and (options := _driver_java_options(master, conf)) is not None:

@@ -17,7 +17,13 @@ importing = [t for t in threading.enumerate() if t.name == "sparkdownpour-import
 for thread in importing:
     thread.join(timeout=120)
 sc = spark.sparkContext
+
+def worker_pyspark(_):
+    import pyspark
+    yield pyspark.__file__
+
 print(json.dumps({"master": sc.master, "host": sc.getConf().get("spark.driver.host"),
+                  "worker_pyspark": sc.parallelize([0], 1).mapPartitions(worker_pyspark).first(),
                   "speculation": sc.getConf().get("spark.speculation"),
                   "keras": "keras" in sys.modules,
                   "jvm": list(sc._jvm.java.lang.management.ManagementFactory
@@ -37,14 +43,18 @@ def _session(conf: dict, cache=None) -> dict:
 def test_a_job_files_master_and_settings_reach_a_new_session(tmp_path):
     got = _session({"spark.master": "local[1]", "spark.speculation": True}, tmp_path)
     assert got.pop("keras") is True  # loaded without the script importing it
+    # Workers import the installed, compiled pyspark, not its zipped sources (worker_daemon)
+    assert ".zip" not in got.pop("worker_pyspark")
     jvm = got.pop("jvm")
     assert "-XX:TieredStopAtLevel=1" in jvm  # session.EMBEDDED_JVM_OPTIONS
     # No archive in this cache yet: the JVM lists its classes for one (jvm_archive).
     listed = [a for a in jvm if a.startswith("-XX:DumpLoadedClassList=")]
     assert len(listed) == 1 and listed[0].startswith(f"-XX:DumpLoadedClassList={tmp_path}")
     assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
-    own = _session({"spark.driver.extraJavaOptions": "-Dsparkdownpour.probe=1"})
+    own = _session({"spark.driver.extraJavaOptions": "-Dsparkdownpour.probe=1",
+                    "spark.python.daemon.module": "pyspark.daemon"})
     assert own["master"] == "local[*]"
+    assert "pyspark.zip" in own["worker_pyspark"]  # the user's daemon module: Spark's own path
     assert "-Dsparkdownpour.probe=1" in own["jvm"] and "-XX:TieredStopAtLevel=1" not in own["jvm"]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from sparkdownpour.data.arrow_numpy import numeric_values
 from sparkdownpour.data.names import FEATURES, LABEL
 from sparkdownpour.data.sparse import CSR, concat_rows, csr_from_arrow
 
@@ -16,11 +17,11 @@ def batch_to_numpy(batch: pa.RecordBatch, num_features: int
     """Features as an (n, d) float32 matrix (a ``CSR`` one for sparse features) and labels as
     an (n,) float32 vector."""
     column = batch.column(batch.schema.get_field_index(FEATURES))
-    y = batch.column(batch.schema.get_field_index(LABEL)).to_numpy(zero_copy_only=False)
+    y = numeric_values(batch.column(batch.schema.get_field_index(LABEL)))
     if pa.types.is_struct(column.type):  # sparse features (data.sparse): a CSR matrix
         return csr_from_arrow(column, num_features), np.asarray(y, dtype=np.float32)
     # flatten() honours slice offsets; every row has num_features values (checked on the driver).
-    flat = column.flatten().to_numpy(zero_copy_only=False)
+    flat = numeric_values(column.flatten())
     x = np.asarray(flat, dtype=np.float32).reshape(len(batch), num_features)
     return x, np.asarray(y, dtype=np.float32)
 

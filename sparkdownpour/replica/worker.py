@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import pyarrow as pa
 
+from sparkdownpour.data.arrow_numpy import row_batch
 from sparkdownpour.keras_model import assign_trainable
 from sparkdownpour.replica.dense_stack import DenseStack, DenseStackGradient
 from sparkdownpour.replica.devices import Placement, numpy_eligible, place
@@ -145,11 +146,11 @@ def stats_batch(replica: Replica, **row) -> pa.RecordBatch:
         freeze_long_lived_objects()
         replica.frozen = True
     placement = replica.placement
-    return pa.RecordBatch.from_pylist([{
+    return row_batch({
         "pid": os.getpid(), **row, "device": placement.device,
         "gpu_addresses": ",".join(placement.addresses), "visible": placement.visible,
         "device_note": placement.note, "variable_device": replica.variable_device,
-        "compute_dtype": replica.compute_dtype}], schema=STATS_SCHEMA)
+        "compute_dtype": replica.compute_dtype}, STATS_SCHEMA)  # no pandas (data.arrow_numpy)
 
 
 def client_for(spec: ReplicaSpec, replica: Replica) -> ShardedClient:

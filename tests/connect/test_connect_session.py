@@ -24,3 +24,20 @@ def test_the_local_servers_jvm_starts_with_the_embedded_options(connect):
         assert note["class_path"] == jvm.java.lang.System.getProperty("java.class.path")
     for archive in mapped:
         assert Path(archive).is_file()
+
+
+def worker_pyspark(batches):
+    import pyarrow as pa
+    import pyspark
+
+    for _ in batches:
+        pass
+    yield pa.RecordBatch.from_pydict({"file": [pyspark.__file__]})
+
+
+def test_the_local_servers_python_workers_import_the_installed_pyspark(connect):
+    """Spark's zipped pyspark sources stay behind the installed, compiled package
+    (``worker_daemon``), as in the embedded classic session."""
+    files = [row.file for row in
+             connect.range(2).repartition(2).mapInArrow(worker_pyspark, "file string").collect()]
+    assert len(files) == 2 and not any(".zip" in f for f in files), files

@@ -1,0 +1,97 @@
+"""The Python worker daemon of the sessions this project starts: pyspark's own, importing
+pyspark's compiled modules instead of its zipped sources.
+
+Spark starts an executor's Python daemon with ``$SPARK_HOME/python/lib/pyspark.zip`` and py4j's
+zip first on ``PYTHONPATH``. Those zips hold sources only, and Python cannot cache bytecode in a
+zip, so the daemon and every worker it forks compile each pyspark module they import, every
+time: measured on this project's 2-core machine, about 0.3 s of CPU per worker process, paid in
+every cold fit (``python jobs/train_digits.py`` starts three). With a pip-installed pyspark those
+zips are copies, inside the installed package, of modules pip compiled at install time.
+
+``get_or_create_session`` and ``local_connect_session`` run this module as
+``spark.python.daemon.module`` for a local master (unless that setting is the user's). It moves
+a zip behind the rest of ``sys.path`` only where the installed package is the same code: the
+pyspark zip where it lies in the installed pyspark's own ``python/lib``, py4j's where the
+installed py4j has the zip's version. A cluster's ``SPARK_HOME`` keeps its zips first. Then it runs
+``pyspark.daemon``, whose forked workers inherit the path.
+
+Nothing here may import pyspark before the path is set; ``sparkdownpour``'s ``__init__`` does not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from importlib.machinery import PathFinder
+
+DAEMON_MODULE = __name__ if __name__ != "__main__" else "sparkdownpour.worker_daemon"
+SETTING = "spark.python.daemon.module"
+
+_PY4J_ZIP = re.compile(r"py4j-(?P<version>[0-9][0-9.]*)-src\.zip$")
+
+
+def _installed_dir(package: str, path: list[str]) -> str | None:
+    """Where ``package`` is installed on ``path`` (a package directory), without importing it."""
+    spec = PathFinder.find_spec(package, path)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return os.path.realpath(locations[0]) if locations else None
+
+
+def _py4j_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        return distribution("py4j").version
+    except PackageNotFoundError:
+        return None
+
+
+def redundant_zips(path: list[str]) -> list[str]:
+    """The entries of ``path`` that are zips of the same pyspark and py4j installed elsewhere on it."""
+    zips = [entry for entry in path if entry.endswith(".zip")]
+    if not zips:
+        return []
+    rest = [entry for entry in path if entry not in zips]
+    pyspark_dir = _installed_dir("pyspark", rest)
+    if pyspark_dir is None:
+        return []
+    own_lib = os.path.join(pyspark_dir, "python", "lib")
+    moved = []
+    for entry in zips:
+        real = os.path.realpath(entry)
+        if os.path.dirname(real) != own_lib:
+            continue  # another installation's zip (a cluster's SPARK_HOME): it stays first
+        if os.path.basename(real) == "pyspark.zip" or _same_py4j(real, rest):
+            moved.append(entry)
+    return moved
+
+
+def _same_py4j(zip_path: str, path: list[str]) -> bool:
+    """True where ``zip_path`` is py4j's zip and the py4j installed on ``path`` has its version."""
+    match = _PY4J_ZIP.search(zip_path)
+    return bool(match) and _installed_dir("py4j", path) is not None and \
+        _py4j_version() == match["version"]
+
+
+def prefer_installed_modules(path: list[str]) -> list[str]:
+    """``path`` with ``redundant_zips`` moved to its end (kept, in case a module is only there)."""
+    moved = redundant_zips(path)
+    return [entry for entry in path if entry not in moved] + moved
+
+
+def daemon_setting(conf: dict | None) -> dict:
+    """``{SETTING: this module}`` for a session about to be launched, unless ``conf`` names a
+    daemon module of its own."""
+    return {} if (conf or {}).get(SETTING) else {SETTING: DAEMON_MODULE}
+
+
+def main() -> None:
+    sys.path[:] = prefer_installed_modules(sys.path)
+    from pyspark.daemon import manager
+
+    manager()
+
+
+if __name__ == "__main__":
+    main()
