@@ -41,16 +41,17 @@ def _session(conf: dict, cache=None) -> dict:
 
 @pytest.mark.slow
 def test_a_job_files_master_and_settings_reach_a_new_session(tmp_path):
-    got = _session({"spark.master": "local[1]", "spark.speculation": True}, tmp_path)
+    got = _session({"spark.master": "local-cluster[1,1,1024]", "spark.speculation": True}, tmp_path)
     assert got.pop("keras") is True  # loaded without the script importing it
-    # Workers import the installed, compiled pyspark, not its zipped sources (worker_daemon)
+    # An executor JVM's workers import the installed, compiled pyspark, not its zipped
+    # sources (worker_daemon)
     assert ".zip" not in got.pop("worker_pyspark")
     jvm = got.pop("jvm")
     assert "-XX:TieredStopAtLevel=1" in jvm  # session.EMBEDDED_JVM_OPTIONS
     # No archive in this cache yet: the JVM lists its classes for one (jvm_archive).
     listed = [a for a in jvm if a.startswith("-XX:DumpLoadedClassList=")]
     assert len(listed) == 1 and listed[0].startswith(f"-XX:DumpLoadedClassList={tmp_path}")
-    assert got == {"master": "local[1]", "host": "127.0.0.1", "speculation": "true"}
+    assert got == {"master": "local-cluster[1,1,1024]", "host": "127.0.0.1", "speculation": "true"}
     own = _session({"spark.driver.extraJavaOptions": "-Dsparkdownpour.probe=1",
                     "spark.python.daemon.module": "pyspark.daemon"})
     assert own["master"] == "local[*]"
