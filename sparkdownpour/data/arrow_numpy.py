@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["numeric_values", "row_batch"]
+__all__ = ["filled", "flags", "numeric_values", "row_batch"]
 
 _DTYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32,
            pa.int64(): np.int64, pa.float32(): np.float32, pa.float64(): np.float64}
@@ -31,22 +31,52 @@ def numeric_values(array: pa.Array) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
 
+def filled(array: pa.Array, fill) -> np.ndarray:
+    """A numeric array's values with its nulls replaced by ``fill`` (``fill_null`` would make
+    a pyarrow scalar of ``fill``, which imports pandas too)."""
+    if array.null_count == 0 or array.type not in _DTYPES:
+        return numeric_values(array) if array.null_count == 0 else \
+            array.fill_null(fill).to_numpy(zero_copy_only=False)
+    dtype = np.dtype(_DTYPES[array.type])
+    raw = np.frombuffer(array.buffers()[1], dtype, count=len(array),
+                        offset=array.offset * dtype.itemsize)
+    return np.where(flags(array.is_valid()), raw, np.asarray(fill).astype(dtype))
+
+
+def flags(array: pa.Array) -> np.ndarray:
+    """A boolean Arrow array (e.g. ``is_valid()``, no nulls) as a numpy bool vector."""
+    return numeric_values(array.cast(pa.int8())).astype(bool)
+
+
 def row_batch(row: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
-    """A one-row RecordBatch of ``schema`` (integer, floating point and string fields) from
-    plain Python values; a missing or None value is a null."""
-    return pa.RecordBatch.from_arrays([_one_value(row.get(field.name), field.type)
+    """A one-row RecordBatch of ``schema`` from plain Python values: integer, floating point,
+    string and binary fields, and lists of those; a missing or None value is a null."""
+    return pa.RecordBatch.from_arrays([_column([row.get(field.name)], field.type)
                                        for field in schema], schema=schema)
 
 
-def _one_value(value: Any, kind: pa.DataType) -> pa.Array:
-    valid = None if value is not None else pa.py_buffer(b"\x00")  # bit 0 clear: a null
+def _column(values: list, kind: pa.DataType) -> pa.Array:
+    """``values`` (Python scalars or lists, None for a null) as an Arrow array of ``kind``."""
+    nulls = [v is None for v in values]
+    valid = pa.py_buffer(np.packbits(~np.array(nulls, bool), bitorder="little").tobytes()) \
+        if any(nulls) else None
     if kind in _DTYPES:
-        data = np.array([0 if value is None else value], dtype=_DTYPES[kind]).tobytes()
-        return pa.Array.from_buffers(kind, 1, [valid, pa.py_buffer(data)],
-                                     null_count=int(value is None))
-    if pa.types.is_string(kind):
-        text = b"" if value is None else str(value).encode()
-        offsets = np.array([0, len(text)], dtype=np.int32).tobytes()
-        return pa.Array.from_buffers(kind, 1, [valid, pa.py_buffer(offsets), pa.py_buffer(text)],
-                                     null_count=int(value is None))
+        data = np.array([0 if v is None else v for v in values], dtype=_DTYPES[kind])
+        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(data.tobytes())],
+                                     null_count=sum(nulls))
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        parts = [b"" if v is None else v if isinstance(v, bytes) else str(v).encode()
+                 for v in values]
+        offsets = np.zeros(len(parts) + 1, np.int32)
+        np.cumsum([len(part) for part in parts], out=offsets[1:])
+        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(offsets.tobytes()),
+                                                         pa.py_buffer(b"".join(parts))],
+                                     null_count=sum(nulls))
+    if pa.types.is_list(kind):
+        items = [item for v in values if v is not None for item in v]
+        offsets = np.zeros(len(values) + 1, np.int32)
+        np.cumsum([0 if v is None else len(v) for v in values], out=offsets[1:])
+        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(offsets.tobytes())],
+                                     null_count=sum(nulls),
+                                     children=[_column(items, kind.value_type)])
     raise TypeError(f"row_batch: no conversion for a field of type {kind}")

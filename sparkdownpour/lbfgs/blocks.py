@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sparkdownpour.data.arrow_numpy import filled, flags, numeric_values, row_batch
+
 BLOCK_DDL = ("x binary, y binary, rows int, cols int, min_cols int, max_cols int, "
              "bad_rows long, bad_labels long, label_min double, label_max double, "
              "non_integer_labels long, portion int")
@@ -58,15 +60,15 @@ class BlockStats:
 
 def _batch_stats(features: pa.ListArray, flat: pa.Array, values: np.ndarray,
                  labels: pa.Array) -> dict:
-    lengths = pc.list_value_length(features).fill_null(-1).to_numpy(zero_copy_only=False)
+    lengths = filled(pc.list_value_length(features), -1)
     bad_values = ~np.isfinite(values)
     bad_rows = int(features.null_count)
     if flat.null_count or bad_values.any():
         row_of_value = np.repeat(np.arange(len(lengths)), np.maximum(lengths, 0))
         bad = np.zeros(len(lengths), bool)
-        bad[row_of_value[bad_values | np.asarray(flat.is_null())]] = True
+        bad[row_of_value[bad_values | flags(flat.is_null())]] = True
         bad_rows += int(bad.sum())
-    y = labels.to_numpy(zero_copy_only=False).astype(np.float64)
+    y = numeric_values(labels).astype(np.float64)  # nulls: NaN
     finite = y[np.isfinite(y)]
     return {"min_cols": int(lengths.min()), "max_cols": int(lengths.max()),
             "bad_rows": bad_rows, "bad_labels": int(len(y) - len(finite)),
@@ -86,11 +88,10 @@ def portion_rows(blocks: Iterator[dict], schema: pa.Schema) -> Iterator[pa.Recor
     empty = True
     for block in blocks:
         empty = False
-        yield pa.RecordBatch.from_pylist([{**block, "portion": portion}], schema=schema)
+        yield row_batch({**block, "portion": portion}, schema)  # no pandas (arrow_numpy)
     if empty:
-        yield pa.RecordBatch.from_pylist([{"rows": 0, "cols": 0, "bad_rows": 0, "bad_labels": 0,
-                                           "non_integer_labels": 0, "portion": portion}],
-                                         schema=schema)
+        yield row_batch({"rows": 0, "cols": 0, "bad_rows": 0, "bad_labels": 0,
+                         "non_integer_labels": 0, "portion": portion}, schema)
 
 
 def to_blocks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -105,9 +106,9 @@ def dense_block_fields(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
             continue
         features, labels = batch.column(0), batch.column(1)
         flat = features.flatten()
-        values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        values = numeric_values(flat).astype(np.float32, copy=False)
         stats = _batch_stats(features, flat, values, labels)
-        y = labels.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        y = numeric_values(labels).astype(np.float32, copy=False)  # nulls: NaN
         cols = stats["max_cols"] if stats["min_cols"] == stats["max_cols"] else 0
         yield {"x": values.tobytes() if cols else b"", "y": y.tobytes(),
                "rows": batch.num_rows, "cols": cols, **stats}
@@ -201,8 +202,8 @@ def parsed_rows(batches: Iterator[pa.RecordBatch], sparse: bool) -> Iterator[tup
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        values = batch.column(0).flatten().to_numpy(zero_copy_only=False)
-        labels = batch.column(1).to_numpy(zero_copy_only=False)
+        values = numeric_values(batch.column(0).flatten())
+        labels = numeric_values(batch.column(1))
         yield (values.astype(np.float32, copy=False).reshape(batch.num_rows, -1),
                labels.astype(np.float32, copy=False))
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from sparkdownpour.data.arrow_numpy import filled, flags, numeric_values
 from sparkdownpour.data.sparse import CSR
 
 __all__ = ["SPARSE_BLOCK_DDL", "sparse_block", "to_sparse_blocks"]
@@ -44,15 +45,13 @@ def sparse_block_fields(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
             continue
         features, labels = batch.column(0), batch.column(1)
         n = batch.num_rows
-        valid = np.ones(n, bool) if features.null_count == 0 else \
-            features.is_valid().to_numpy(zero_copy_only=False)
-        size = features.field("size").fill_null(-1).to_numpy(zero_copy_only=False)
-        size = np.where(valid, size, -1)
-        lengths = np.where(valid, features.field("values").value_lengths().fill_null(0)
-                           .to_numpy(zero_copy_only=False), 0)
-        present = features.filter(pa.array(valid)) if features.null_count else features
-        indices = present.field("indices").flatten().to_numpy(zero_copy_only=False)
-        values = present.field("values").flatten().to_numpy(zero_copy_only=False)
+        # arrow_numpy throughout: pyarrow's own conversions would import pandas here
+        valid = np.ones(n, bool) if features.null_count == 0 else flags(features.is_valid())
+        size = np.where(valid, filled(features.field("size"), -1), -1)
+        lengths = np.where(valid, filled(features.field("values").value_lengths(), 0), 0)
+        present = features.filter(features.is_valid()) if features.null_count else features
+        indices = numeric_values(present.field("indices").flatten())
+        values = numeric_values(present.field("values").flatten())
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
         row_of = np.repeat(np.arange(n), lengths)
@@ -60,7 +59,7 @@ def sparse_block_fields(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
         wrong = ~np.isfinite(values) | (indices < 0) | (indices >= size[row_of])
         if wrong.any():
             bad[row_of[wrong]] = True
-        y = labels.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float32)
+        y = numeric_values(labels).astype(np.float32)  # nulls: NaN
         finite = y[np.isfinite(y)].astype(np.float64)
         sizes = size[valid]
         cols = int(sizes.max()) if len(sizes) and sizes.min() == sizes.max() else 0

@@ -239,12 +239,12 @@ def _result_schema():
 
 def result_batch(portions: list[int], loss: float, grad: np.ndarray | None, rows: int,
             devices: list[str]):
-    import pyarrow as pa
+    from sparkdownpour.data.arrow_numpy import row_batch  # no pandas in the worker
 
-    return pa.RecordBatch.from_pylist([{
+    return row_batch({
         "portions": portions, "loss": float(loss),
         "grad": b"" if grad is None else np.asarray(grad, "<f8").tobytes(), "rows": int(rows),
-        "devices": sorted(devices)}], schema=_result_schema())
+        "devices": sorted(devices)}, _result_schema())
 
 
 def evaluate_partition(batches: Iterator, spec: StageSpec) -> Iterator:

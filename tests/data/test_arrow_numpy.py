@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sparkdownpour.data.arrow_numpy import numeric_values, row_batch
+from sparkdownpour.data.arrow_numpy import filled, flags, numeric_values, row_batch
 from sparkdownpour.replica.spec import STATS_SCHEMA
 
 
@@ -41,8 +41,8 @@ def test_row_batch_equals_pyarrows_own_for_the_replica_statistics_row():
 
 
 def test_row_batch_refuses_a_type_it_cannot_build():
-    with pytest.raises(TypeError, match="list"):
-        row_batch({"x": [1]}, pa.schema([("x", pa.list_(pa.int64()))]))
+    with pytest.raises(TypeError, match="timestamp"):
+        row_batch({"x": 1}, pa.schema([("x", pa.timestamp("s"))]))
 
 
 FRESH_WORKER = """
@@ -71,3 +71,30 @@ def test_a_replicas_reading_and_reporting_import_no_pandas():
     out = subprocess.run([sys.executable, "-c", FRESH_WORKER], input=sink.getvalue().to_pybytes(),
                          capture_output=True, timeout=120, check=True)
     assert out.stdout.decode().split() == ["15", "False"]
+
+
+def test_row_batch_builds_binary_and_list_fields_as_sandblasters_rows_need():
+    schema = pa.schema([("portions", pa.list_(pa.int32())), ("loss", pa.float64()),
+                        ("grad", pa.binary()), ("devices", pa.list_(pa.string()))])
+    for row in ({"portions": [1, 2], "loss": 1.5, "grad": b"\x00\x01", "devices": ["cpu", "gpu"]},
+                {"portions": [], "loss": None, "grad": b"", "devices": None}, {}):
+        got = row_batch(row, schema)
+        got.validate(full=True)
+        assert got.equals(pa.RecordBatch.from_pylist([row], schema)), row
+
+
+@pytest.mark.parametrize("array, fill, expected", [
+    (pa.array([3, None, 5], pa.int32()), -1, [3, -1, 5]),
+    (pa.array([3, None, 5], pa.int32()).slice(1), 0, [0, 5]),
+    (pa.array([1.5, None], pa.float64()), 0.0, [1.5, 0.0]),
+    (pa.array([7, 8], pa.int64()), -1, [7, 8]),
+])
+def test_filled_replaces_nulls_as_fill_null_does(array, fill, expected):
+    got = filled(array, fill)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, array.fill_null(fill).to_numpy())
+
+
+def test_flags_of_a_sliced_boolean_array():
+    np.testing.assert_array_equal(flags(pa.array([True, False, True, True]).slice(1, 2)),
+                                  [False, True])
