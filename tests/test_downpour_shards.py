@@ -60,7 +60,9 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
     pipes) resume into fresh children, and no child outlives its fit."""
     frame, (x_test, y_test) = digits
     seen = {}
-    trainer = Downpour(build_digits_mlp, epochs=2, num_shards=2, shard_processes=True,
+    # Three epochs: after two, held-out accuracy spread from 0.78 to 0.90 over eight runs of
+    # the same fit (async order); after three, 0.936-0.942.
+    trainer = Downpour(build_digits_mlp, epochs=3, num_shards=2, shard_processes=True,
                        checkpoint_dir=str(tmp_path), verbose=0)
     on_start = lambda server: seen.update(
         server=server, alive=[p.process.is_alive() for p in server.processes])
@@ -83,12 +85,12 @@ def test_shard_processes_train_checkpoint_and_resume(digits, tmp_path, caplog):
     assert all(p.process is None for p in seen["server"].processes)  # stopped with the fit
     assert len(result.history.info["shards"]) == 2
     assert result.history.info["dashboard_server"] not in result.history.info["shards"]
-    assert result.history.final["updates_total"] == 2 * expected_updates(frame, 32)
+    assert result.history.final["updates_total"] == 3 * expected_updates(frame, 32)
     assert accuracy(result.model, x_test, y_test) >= 0.85
 
-    again = Downpour(build_digits_mlp, epochs=3, num_shards=2, shard_processes=True,
+    again = Downpour(build_digits_mlp, epochs=4, num_shards=2, shard_processes=True,
                      checkpoint_dir=str(tmp_path), verbose=0)
     resumed = again.fit(frame, validation_data=(x_test, y_test), resume=True)
-    assert resumed.history.info["resumed_from"]["epochs_done"] == 2
-    assert [r["epoch"] for r in resumed.history.epochs] == [3]
+    assert resumed.history.info["resumed_from"]["epochs_done"] == 3
+    assert [r["epoch"] for r in resumed.history.epochs] == [4]
     assert accuracy(resumed.model, x_test, y_test) >= 0.85
