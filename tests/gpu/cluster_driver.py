@@ -55,7 +55,9 @@ def main(options):
     frame = arrays_to_frame(spark, x_train, y_train, 4)
 
     started = time.monotonic()
-    result = Downpour(build_digits_mlp, epochs=2, verbose=0).fit(
+    # Three epochs: after two, held-out accuracy on digits spreads from about 0.74 to 0.93
+    # between runs of the same fit (async order), around the test's 0.8.
+    result = Downpour(build_digits_mlp, epochs=3, verbose=0).fit(
         frame, validation_data=(x_test, y_test))
     print(json.dumps({"check": "auto", "seconds": time.monotonic() - started,
                       "epochs": [r["devices"] for r in result.history.epochs],

@@ -50,7 +50,7 @@ def test_each_task_narrows_tensorflow_to_its_spark_gpu_and_falls_back_to_cpu(fak
 
     auto = checks["auto"]
     tasks = [task for epoch in auto["epochs"] for task in epoch.values()]
-    assert len(tasks) == 2 * 2  # two epochs of one replica per executor (4 partitions merged)
+    assert len(tasks) == 3 * 2  # three epochs of one replica per executor (4 partitions merged)
     assert {t["gpu_addresses"] for t in tasks} == {"0", "1"}  # both executors' GPUs were used
     for t in tasks:
         address = t["gpu_addresses"]
@@ -61,7 +61,7 @@ def test_each_task_narrows_tensorflow_to_its_spark_gpu_and_falls_back_to_cpu(fak
         assert t["device"] == "/CPU:0" and t["variable_device"].endswith("CPU:0"), t
         assert "sees no GPU" in t["note"] and "physical GPUs: 0" in t["note"], t
     assert auto["info_devices"] == ["CPU:0 (spark gpu 0)", "CPU:0 (spark gpu 1)"]
-    assert auto["val_accuracy"] >= 0.8  # two epochs; it trained, on the CPU
+    assert auto["val_accuracy"] >= 0.8  # three epochs; it trained, on the CPU
 
     gpu = checks["gpu"]
     assert gpu["type"] == "RuntimeError" and NO_GPU in gpu["error"], gpu
