@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 
-from sparkdownpour.worker_daemon import daemon_setting
+from sparkdownpour.worker_daemon import ImportCheck, daemon_setting
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     # A JVM left by a stopped session is reused as it is: no launch options to choose then (and
     # no class list asked of a JVM that is not being launched).
     launching = not submitted_master and SparkContext._gateway is None
+    # Whether executors can run worker_daemon, checked while the JVM starts (local masters only)
+    check = ImportCheck((conf or {}).get("spark.pyspark.python")) \
+        if not submitted_master and master.startswith("local") else None
     SparkContext._ensure_initialized(conf=_launch_conf(master, conf) if launching else None)
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
@@ -66,7 +69,7 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         if master.startswith("local"):
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
-            for key, value in daemon_setting(conf).items():  # compiled pyspark (worker_daemon)
+            for key, value in daemon_setting(conf, check).items():  # compiled pyspark
                 if not submitted.contains(key):
                     builder = builder.config(key, value)
     # The JVM's start takes seconds: use them. Only now, with the JVM process launched
@@ -179,7 +182,8 @@ def local_connect_session(master: str, conf: dict):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    opts = {**daemon_setting(conf), **conf, "spark.connect.grpc.binding.port": str(port),
+    check = ImportCheck(conf.get("spark.pyspark.python"))  # its workers: worker_daemon
+    opts = {**daemon_setting(conf, check), **conf, "spark.connect.grpc.binding.port": str(port),
             "spark.connect.grpc.binding.address": "127.0.0.1"}
     launching = SparkContext._gateway is None  # else a stopped session's JVM is reused as it is
     if launching and (options := _driver_java_options(master, conf)) is not None:

@@ -15,6 +15,12 @@ pyspark zip where it lies in the installed pyspark's own ``python/lib``, py4j's 
 installed py4j has the zip's version. A cluster's ``SPARK_HOME`` keeps its zips first. Then it runs
 ``pyspark.daemon``, whose forked workers inherit the path.
 
+Spark imports the daemon module before anything of a job (``--py-files`` included) is on the
+workers' path, and a daemon that fails to start fails every Python UDF of the session, the
+user's own too. So the setting is made only after ``ImportCheck`` has seen the executors'
+interpreter import this module in a fresh process (about 50 ms, started before the JVM's
+launch and collected after it).
+
 Nothing here may import pyspark before the path is set; ``sparkdownpour``'s ``__init__`` does not.
 """
 
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
+import tempfile
 from importlib.machinery import PathFinder
 
 DAEMON_MODULE = __name__ if __name__ != "__main__" else "sparkdownpour.worker_daemon"
@@ -80,10 +88,36 @@ def prefer_installed_modules(path: list[str]) -> list[str]:
     return [entry for entry in path if entry not in moved] + moved
 
 
-def daemon_setting(conf: dict | None) -> dict:
+class ImportCheck:
+    """Whether ``python`` (the executors' interpreter) imports this module as Spark will start
+    it: a fresh process, this environment, not this process's runtime ``sys.path`` additions,
+    nor its working directory (a local-cluster executor's is another)."""
+
+    def __init__(self, python: str | None = None) -> None:
+        python = python or os.environ.get("PYSPARK_PYTHON") or sys.executable
+        try:
+            self._process: subprocess.Popen | None = subprocess.Popen(
+                [python, "-c", f"import {DAEMON_MODULE}"], cwd=tempfile.gettempdir(),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            self._process = None
+
+    def passed(self, timeout: float = 30.0) -> bool:
+        if self._process is None:
+            return False
+        try:
+            return self._process.wait(timeout) == 0
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return False
+
+
+def daemon_setting(conf: dict | None, check: ImportCheck | None) -> dict:
     """``{SETTING: this module}`` for a session about to be launched, unless ``conf`` names a
-    daemon module of its own."""
-    return {} if (conf or {}).get(SETTING) else {SETTING: DAEMON_MODULE}
+    daemon module of its own or ``check`` (None: not run) did not see the module import."""
+    if (conf or {}).get(SETTING) or check is None or not check.passed():
+        return {}
+    return {SETTING: DAEMON_MODULE}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """worker_daemon: the installed pyspark's own zips go behind its compiled modules; others stay."""
 
 import os
+import sys
 from importlib.metadata import version
 
 import pyspark
@@ -9,6 +10,7 @@ import pytest
 from sparkdownpour.worker_daemon import (
     DAEMON_MODULE,
     SETTING,
+    ImportCheck,
     daemon_setting,
     prefer_installed_modules,
     redundant_zips,
@@ -52,5 +54,15 @@ def test_without_an_installed_pyspark_nothing_moves(tmp_path):
     ({SETTING: "coverage_daemon"}, {}),  # the user's own daemon module wins
 ])
 def test_the_daemon_setting_unless_the_user_chose_one(conf, expected):
-    assert daemon_setting(conf) == expected
+    assert daemon_setting(conf, ImportCheck(sys.executable)) == expected
     assert DAEMON_MODULE == "sparkdownpour.worker_daemon"
+
+
+def test_no_daemon_setting_where_the_executors_python_cannot_import_it(tmp_path):
+    """Spark would fail every Python UDF of the session, the user's own too."""
+    failing = tmp_path / "python"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    assert daemon_setting(None, ImportCheck(str(failing))) == {}
+    assert daemon_setting(None, ImportCheck(str(tmp_path / "no-such-python"))) == {}
+    assert daemon_setting(None, None) == {}  # not checked: not set
