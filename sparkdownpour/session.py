@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 
+from sparkdownpour.worker_daemon import SETTING as DAEMON_SETTING
 from sparkdownpour.worker_daemon import ImportCheck, daemon_setting
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     # no class list asked of a JVM that is not being launched).
     launching = not submitted_master and SparkContext._gateway is None
     # Whether executors can run worker_daemon, checked while the JVM starts (local masters only)
-    check = ImportCheck((conf or {}).get("spark.pyspark.python")) \
-        if not submitted_master and master.startswith("local") else None
+    check = ImportCheck((conf or {}).get("spark.pyspark.python")) if not submitted_master \
+        and master.startswith("local") and not (conf or {}).get(DAEMON_SETTING) else None
     SparkContext._ensure_initialized(conf=_launch_conf(master, conf) if launching else None)
     submitted = SparkConf()
     builder = SparkSession.builder.appName(app_name)
@@ -182,7 +183,8 @@ def local_connect_session(master: str, conf: dict):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    check = ImportCheck(conf.get("spark.pyspark.python"))  # its workers: worker_daemon
+    check = ImportCheck(conf.get("spark.pyspark.python")) \
+        if not conf.get(DAEMON_SETTING) else None  # its workers: worker_daemon
     opts = {**daemon_setting(conf, check), **conf, "spark.connect.grpc.binding.port": str(port),
             "spark.connect.grpc.binding.address": "127.0.0.1"}
     launching = SparkContext._gateway is None  # else a stopped session's JVM is reused as it is

@@ -34,9 +34,10 @@ def numeric_values(array: pa.Array) -> np.ndarray:
 def filled(array: pa.Array, fill) -> np.ndarray:
     """A numeric array's values with its nulls replaced by ``fill`` (``fill_null`` would make
     a pyarrow scalar of ``fill``, which imports pandas too)."""
-    if array.null_count == 0 or array.type not in _DTYPES:
-        return numeric_values(array) if array.null_count == 0 else \
-            array.fill_null(fill).to_numpy(zero_copy_only=False)
+    if array.null_count == 0:
+        return numeric_values(array)
+    if array.type not in _DTYPES:
+        return array.fill_null(fill).to_numpy(zero_copy_only=False)
     dtype = np.dtype(_DTYPES[array.type])
     raw = np.frombuffer(array.buffers()[1], dtype, count=len(array),
                         offset=array.offset * dtype.itemsize)
