@@ -55,11 +55,13 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     # A JVM left by a stopped session is reused as it is: no launch options to choose then (and
     # no class list asked of a JVM that is not being launched).
     launching = not submitted_master and SparkContext._gateway is None
-    # Whether executors can run worker_daemon, checked while the JVM starts (local masters only)
-    check = ImportCheck((conf or {}).get("spark.pyspark.python")) if not submitted_master \
-        and master.startswith("local") and not (conf or {}).get(DAEMON_SETTING) else None
+    # Whether executors can run worker_daemon: checked while the JVM starts; under spark-submit
+    # (the JVM is up already, its master known only now) in the 50 ms before the context
+    check = None if submitted_master else _daemon_check(master, conf)
     SparkContext._ensure_initialized(conf=_launch_conf(master, conf) if launching else None)
     submitted = SparkConf()
+    if submitted_master and not submitted.contains(DAEMON_SETTING):
+        check = _daemon_check(submitted.get("spark.master", ""), conf)
     builder = SparkSession.builder.appName(app_name)
     for key, value in (conf or {}).items():
         if key != "spark.master" and not submitted.contains(key):
@@ -70,9 +72,9 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         if master.startswith("local"):
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
-            for key, value in daemon_setting(conf, check).items():  # compiled pyspark
-                if not submitted.contains(key):
-                    builder = builder.config(key, value)
+    for key, value in daemon_setting(conf, check).items():  # compiled pyspark (worker_daemon)
+        if not submitted.contains(key):
+            builder = builder.config(key, value)
     # The JVM's start takes seconds: use them. Only now, with the JVM process launched
     # (_ensure_initialized above): the first TensorFlow import holds back file descriptor 2
     # (tf_logs), and a process started meanwhile would keep that as its stderr.
@@ -84,6 +86,13 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
 
     note_listing_jvm(session.sparkContext._jvm)  # if it lists its classes: what a builder needs
     return session
+
+
+def _daemon_check(master: str, conf: dict | None) -> ImportCheck | None:
+    """An ``ImportCheck`` for a local master whose daemon module the user did not choose."""
+    if not master.startswith("local") or (conf or {}).get(DAEMON_SETTING):
+        return None
+    return ImportCheck((conf or {}).get("spark.pyspark.python"))
 
 
 # An embedded local session's driver JVM lives as long as one script or notebook and does little
@@ -183,8 +192,7 @@ def local_connect_session(master: str, conf: dict):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    check = ImportCheck(conf.get("spark.pyspark.python")) \
-        if not conf.get(DAEMON_SETTING) else None  # its workers: worker_daemon
+    check = _daemon_check(master, conf)  # its workers: worker_daemon
     opts = {**daemon_setting(conf, check), **conf, "spark.connect.grpc.binding.port": str(port),
             "spark.connect.grpc.binding.address": "127.0.0.1"}
     launching = SparkContext._gateway is None  # else a stopped session's JVM is reused as it is

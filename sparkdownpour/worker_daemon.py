@@ -8,8 +8,9 @@ time: measured on this project's 2-core machine, about 0.3 s of CPU per worker p
 every cold fit (``python jobs/train_digits.py`` starts three). With a pip-installed pyspark those
 zips are copies, inside the installed package, of modules pip compiled at install time.
 
-``get_or_create_session`` and ``local_connect_session`` run this module as
-``spark.python.daemon.module`` for a local master (unless that setting is the user's). It moves
+``get_or_create_session`` (its embedded session, or spark-submit's with a local master) and
+``local_connect_session`` run this module as ``spark.python.daemon.module`` for a local master
+(unless that setting is the user's). It moves
 a zip behind the rest of ``sys.path`` only where the installed package is the same code: the
 pyspark zip where it lies in the installed pyspark's own ``python/lib``, py4j's where the
 installed py4j has the zip's version. A cluster's ``SPARK_HOME`` keeps its zips first. Then it runs

@@ -228,3 +228,35 @@ def test_generic_job_help_documents_every_option():
     for option in ("--conf-file", "--data", "--format", "--features-col", "--label-col",
                    "--algorithm", "--output", "--quiet"):
         assert option in proc.stdout
+
+
+WORKER_PYSPARK = """
+from sparkdownpour.session import get_or_create_session
+
+spark = get_or_create_session("sparkdownpour-worker-pyspark")
+
+
+def where(_):
+    import pyspark
+    yield pyspark.__file__
+
+
+print("worker pyspark:", spark.sparkContext.parallelize([0], 1).mapPartitions(where).first())
+print("daemon module:", spark.sparkContext.getConf().get("spark.python.daemon.module", ""))
+spark.stop()
+"""
+
+
+@pytest.mark.slow
+def test_spark_submit_on_a_local_master_runs_workers_on_the_installed_pyspark(tmp_path):
+    """worker_daemon under spark-submit too (a local master: the zips are the installed
+    pyspark's); a daemon module given to spark-submit wins."""
+    script = tmp_path / "worker_pyspark.py"
+    script.write_text(WORKER_PYSPARK)
+    ours = report(run_job([spark_submit(), "--master", "local[1]", str(script)]))
+    assert ours["daemon module"] == "sparkdownpour.worker_daemon"
+    assert ".zip" not in ours["worker pyspark"] and ours["worker pyspark"].endswith(".py")
+    theirs = report(run_job([spark_submit(), "--master", "local[1]", "--conf",
+                             "spark.python.daemon.module=pyspark.daemon", str(script)]))
+    assert theirs["daemon module"] == "pyspark.daemon"
+    assert "pyspark.zip" in theirs["worker pyspark"]
