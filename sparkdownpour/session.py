@@ -8,7 +8,7 @@ import shutil
 import sys
 
 from sparkdownpour.worker_daemon import SETTING as DAEMON_SETTING
-from sparkdownpour.worker_daemon import ImportCheck, daemon_setting
+from sparkdownpour.worker_daemon import daemon_check, daemon_setting
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
     launching = not submitted_master and SparkContext._gateway is None
     # Whether executors can run worker_daemon: checked while the JVM starts; under spark-submit
     # (the JVM is up already, its master known only now) in the 50 ms before the context
-    check = None if submitted_master else _daemon_check(master, conf)
+    check = None if submitted_master else daemon_check(master, conf)
     SparkContext._ensure_initialized(conf=_launch_conf(master, conf) if launching else None)
     submitted = SparkConf()
     if submitted_master and not submitted.contains(DAEMON_SETTING):
-        check = _daemon_check(submitted.get("spark.master", ""), conf)
+        check = daemon_check(submitted.get("spark.master", ""), conf)
     builder = SparkSession.builder.appName(app_name)
     for key, value in (conf or {}).items():
         if key != "spark.master" and not submitted.contains(key):
@@ -72,7 +72,7 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
         if master.startswith("local"):
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
-    for key, value in daemon_setting(conf, check).items():  # compiled pyspark (worker_daemon)
+    for key, value in daemon_setting(check).items():  # compiled pyspark (worker_daemon)
         if not submitted.contains(key):
             builder = builder.config(key, value)
     # The JVM's start takes seconds: use them. Only now, with the JVM process launched
@@ -86,13 +86,6 @@ def get_or_create_session(app_name: str = "sparkdownpour", conf: dict | None = N
 
     note_listing_jvm(session.sparkContext._jvm)  # if it lists its classes: what a builder needs
     return session
-
-
-def _daemon_check(master: str, conf: dict | None) -> ImportCheck | None:
-    """An ``ImportCheck`` for a local master whose daemon module the user did not choose."""
-    if not master.startswith("local") or (conf or {}).get(DAEMON_SETTING):
-        return None
-    return ImportCheck((conf or {}).get("spark.pyspark.python"))
 
 
 # An embedded local session's driver JVM lives as long as one script or notebook and does little
@@ -192,8 +185,8 @@ def local_connect_session(master: str, conf: dict):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    check = _daemon_check(master, conf)  # its workers: worker_daemon
-    opts = {**daemon_setting(conf, check), **conf, "spark.connect.grpc.binding.port": str(port),
+    check = daemon_check(master, conf)  # its workers: worker_daemon
+    opts = {**daemon_setting(check), **conf, "spark.connect.grpc.binding.port": str(port),
             "spark.connect.grpc.binding.address": "127.0.0.1"}
     launching = SparkContext._gateway is None  # else a stopped session's JVM is reused as it is
     if launching and (options := _driver_java_options(master, conf)) is not None:

@@ -19,8 +19,9 @@ installed py4j has the zip's version. A cluster's ``SPARK_HOME`` keeps its zips 
 Spark imports the daemon module before anything of a job (``--py-files`` included) is on the
 workers' path, and a daemon that fails to start fails every Python UDF of the session, the
 user's own too. So the setting is made only after ``ImportCheck`` has seen the executors'
-interpreter import this module in a fresh process (about 50 ms, started before the JVM's
-launch and collected after it).
+interpreter import this module in a fresh process (about 50 ms: hidden behind the embedded
+session's JVM launch; paid before the context under spark-submit and before a local Connect
+server starts).
 
 Nothing here may import pyspark before the path is set; ``sparkdownpour``'s ``__init__`` does not.
 """
@@ -113,12 +114,18 @@ class ImportCheck:
             return False
 
 
-def daemon_setting(conf: dict | None, check: ImportCheck | None) -> dict:
-    """``{SETTING: this module}`` for a session about to be launched, unless ``conf`` names a
-    daemon module of its own or ``check`` (None: not run) did not see the module import."""
-    if (conf or {}).get(SETTING) or check is None or not check.passed():
-        return {}
-    return {SETTING: DAEMON_MODULE}
+def daemon_check(master: str, conf: dict | None) -> ImportCheck | None:
+    """An ``ImportCheck`` (started) for a session on ``master``: None for a cluster master, or
+    where ``conf`` names a daemon module of its own (the user's wins)."""
+    if not master.startswith("local") or (conf or {}).get(SETTING):
+        return None
+    return ImportCheck((conf or {}).get("spark.pyspark.python"))
+
+
+def daemon_setting(check: ImportCheck | None) -> dict:
+    """``{SETTING: this module}`` where ``check`` (``daemon_check``; None: not run) saw the
+    executors' interpreter import it, else nothing."""
+    return {SETTING: DAEMON_MODULE} if check is not None and check.passed() else {}
 
 
 def main() -> None:

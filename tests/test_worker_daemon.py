@@ -1,7 +1,6 @@
 """worker_daemon: the installed pyspark's own zips go behind its compiled modules; others stay."""
 
 import os
-import sys
 from importlib.metadata import version
 
 import pyspark
@@ -11,6 +10,7 @@ from sparkdownpour.worker_daemon import (
     DAEMON_MODULE,
     SETTING,
     ImportCheck,
+    daemon_check,
     daemon_setting,
     prefer_installed_modules,
     redundant_zips,
@@ -54,8 +54,13 @@ def test_without_an_installed_pyspark_nothing_moves(tmp_path):
     ({SETTING: "coverage_daemon"}, {}),  # the user's own daemon module wins
 ])
 def test_the_daemon_setting_unless_the_user_chose_one(conf, expected):
-    assert daemon_setting(conf, ImportCheck(sys.executable)) == expected
+    assert daemon_setting(daemon_check("local[2]", conf)) == expected
     assert DAEMON_MODULE == "sparkdownpour.worker_daemon"
+
+
+def test_no_daemon_setting_for_a_cluster_master():
+    assert daemon_check("spark://host:7077", None) is None
+    assert daemon_setting(daemon_check("yarn", None)) == {}
 
 
 def test_no_daemon_setting_where_the_executors_python_cannot_import_it(tmp_path):
@@ -63,6 +68,6 @@ def test_no_daemon_setting_where_the_executors_python_cannot_import_it(tmp_path)
     failing = tmp_path / "python"
     failing.write_text("#!/bin/sh\nexit 1\n")
     failing.chmod(0o755)
-    assert daemon_setting(None, ImportCheck(str(failing))) == {}
-    assert daemon_setting(None, ImportCheck(str(tmp_path / "no-such-python"))) == {}
-    assert daemon_setting(None, None) == {}  # not checked: not set
+    assert daemon_setting(ImportCheck(str(failing))) == {}
+    assert daemon_setting(ImportCheck(str(tmp_path / "no-such-python"))) == {}
+    assert daemon_setting(None) == {}  # not checked: not set
