@@ -32,27 +32,31 @@ def test_replicas_for_slots_merges_partitions_beyond_the_slots():
 
 def test_digits_local2_four_partitions_train_as_one_replica_per_slot_to_095(digits):
     frame, (x_test, y_test) = digits
-    result = Downpour(build_digits_mlp, epochs=10, verbose=0).fit(
+    # 12 epochs: after 10 the held-out accuracy of two asynchronous replicas spread 0.950-0.964
+    # over 18 fits (at the threshold twice), after 12 0.958-0.967 over 12.
+    epochs = 12
+    result = Downpour(build_digits_mlp, epochs=epochs, verbose=0).fit(
         frame, "features", "label", validation_data=(x_test, y_test))
     assert accuracy(result.model, x_test, y_test) >= 0.95
     history = result.history
-    assert len(history) == 10 and history.info["partitions"] == 2
+    assert len(history) == epochs and history.info["partitions"] == 2
     assert history.info["probe_s"] is None  # local executors: no reachability probe needed
     # One push per mini-batch, none lost: the server applied exactly that many updates, and
     # each epoch's record counts that epoch's alone (the run's so far are the "_total"s).
-    assert history["updates"] == [expected_updates(frame, 32)] * 10
-    assert history.final["updates_total"] == 10 * expected_updates(frame, 32)
+    assert history["updates"] == [expected_updates(frame, 32)] * epochs
+    assert history.final["updates_total"] == epochs * expected_updates(frame, 32)
     assert history["loss"][-1] < history["loss"][0]
     assert history.final["staleness_max"] >= history.final["staleness_mean"] >= 0
     assert history.final["staleness_max_total"] == max(history["staleness_max"])
     assert history.final["staleness_mean_total"] == pytest.approx(
-        sum(history["staleness_mean"]) / 10)  # equal epochs: the mean of the epochs' means
+        sum(history["staleness_mean"]) / epochs)  # equal epochs: the mean of the epochs' means
     assert history.final["val_accuracy"] == pytest.approx(accuracy(result.model, x_test, y_test))
     # What share of the replicas' task time went to computing gradients: a real fraction.
     assert all(0.0 < share <= 1.0 for share in history["compute_share"])
     # Two task slots: the frame's 4 partitions merged (no shuffle) into 2 replicas, one wave.
     assert history.info["replicas_chosen"] == "2 replicas for 4 partitions on 2 task slots"
-    assert history["replicas"] == [2] * 10 and history["examples"] == [history.info["rows"]] * 10
+    assert history["replicas"] == [2] * epochs
+    assert history["examples"] == [history.info["rows"]] * epochs
 
 
 @pytest.mark.parametrize("layout", ["one partition", "rows in one of four"])
