@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 from urllib.parse import urlparse
 
 import numpy as np
@@ -81,7 +82,12 @@ def test_keyboard_interrupt_tears_the_server_down_and_cancels_the_job(digits, sp
                     callbacks=[LambdaCallback(on_server_start=on_start)])
     assert refuses_connections(seen["url"])
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
-    assert cached_rdds(spark) == cached_before  # the fit's cached copy of the data is gone
+    # The fit's cached copy of the data is gone. Its unpersist does not block (as Spark's own
+    # default), so on a loaded machine the blocks may take a moment to go.
+    deadline = time.monotonic() + 10
+    while cached_rdds(spark) != cached_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cached_rdds(spark) == cached_before
 
 
 def cached_rdds(spark) -> set[int]:

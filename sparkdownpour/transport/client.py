@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.transport.frames import FRAME_CONTENT_TYPE, Frame, ProtocolError, decode_frame
+from sparkdownpour.transport.http_wire import Connection, Response
 
 __all__ = ["HttpClient"]
 
@@ -93,30 +94,28 @@ class HttpClient:
         self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
         self.timeout, self.retries, self.backoff = float(timeout), retries, float(backoff)
-        self._headers = {"Authorization": f"Bearer {token}", "Connection": "keep-alive"}
-        self._conn: http.client.HTTPConnection | None = None
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        default_port = 443 if self._tls else 80
+        host = host if self._port == default_port else f"{host}:{self._port}"
+        # The headers every request carries, encoded once (see http_wire for why).
+        try:
+            self._common = (f"Host: {host}\r\nAuthorization: Bearer {token}\r\n"
+                            "Connection: keep-alive\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError("token must be Latin-1 text (an HTTP header value); the run's "
+                             "own tokens are URL-safe base64") from None
+        self._conn: Connection | None = None
 
     # -- connection handling -------------------------------------------------------------
 
-    def _open(self) -> http.client.HTTPConnection:
-        if self._tls is not None:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
-                                               context=self._tls)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        conn.connect()  # sets TCP_NODELAY itself
-        try:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                conn.sock.setsockopt(socket.SOL_SOCKET, opt, _SOCKET_BUFFER)
-        except OSError:
-            pass
-        self._conn = conn
-        return conn
+    def _open(self) -> Connection:
+        self._conn = Connection(self._host, self._port, timeout=self.timeout, tls=self._tls,
+                                buffer_bytes=_SOCKET_BUFFER)
+        return self._conn
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> Connection:
         """The kept-alive connection, reopened when the server closed it in between."""
         conn = self._conn
-        # http.client drops conn.sock itself after a "Connection: close" response.
         if conn is None or conn.sock is None or _socket_is_dead(conn.sock):
             self.close()
             conn = self._open()
@@ -143,32 +142,27 @@ class HttpClient:
     def request(
         self, method: str, route: str, body: list[Any] | None = None, *, idempotent: bool,
         accept: tuple[int, ...] = (200,),
-    ) -> tuple[http.client.HTTPResponse, bytes | bytearray]:
+    ) -> tuple[Response, bytes | bytearray]:
         """One request; ``body`` is a list of buffers written to the socket in order.
 
         Connection errors and timeouts are retried ``retries`` times (idempotent requests
         only) with exponential backoff; any status not in ``accept`` raises."""
         attempts = 1 + self.retries if idempotent else 1
-        headers = dict(self._headers)
-        if body is not None:
-            headers["Content-Type"] = FRAME_CONTENT_TYPE
-            # An explicit length makes http.client send the parts as they are (no chunking).
-            length = sum(len(part) for part in body)
-            headers["Content-Length"] = str(length)
-            if length <= _JOIN_BELOW:
-                # One send for headers and body (http.client joins a bytes body to its
-                # headers): sent part by part, a small update cost a system call and a wake-up
-                # of the server's reader per part (an MLP's push: 6 sends instead of 1).
-                body = b"".join(body)
+        length = None if body is None else sum(len(part) for part in body)
+        head = self._head(method, route, length)
+        if body is not None and length <= _JOIN_BELOW:
+            # One send for headers and body: sent part by part, a small update cost a system
+            # call and a wake-up of the server's reader per part (an MLP's push: 6 sends).
+            body = b"".join(body)
         attempt = 0
         while True:
             sent = False
             try:
                 conn = self._connection()
-                conn.request(method, self._prefix + route, body=body, headers=headers)
+                conn.send(head, body)
                 sent = True
-                resp = conn.getresponse()
-                data = self._read_response(resp)
+                resp = conn.read_head(method)
+                data = conn.read_body(resp)
                 if resp.will_close:
                     self.close()
                 break
@@ -191,23 +185,21 @@ class HttpClient:
             raise self.error(method, route, self._describe(resp, data))
         return resp, data
 
-    @staticmethod
-    def _read_response(resp: http.client.HTTPResponse) -> bytes | bytearray:
-        """The whole body; with a Content-Length, read into one bytearray so the arrays
-        decoded from it are writable without another copy."""
-        if resp.length is None:
-            return resp.read()
-        buf = bytearray(resp.length)
-        view, got = memoryview(buf), 0
-        while got < len(buf):
-            n = resp.readinto(view[got:])
-            if not n:
-                raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
-            got += n
-        return buf
+    def _head(self, method: str, route: str, length: int | None) -> bytes:
+        """The request line and headers, blank line included (``length``: the body's)."""
+        target = self._prefix + route
+        if any(c in target for c in " \r\n\t\0"):  # would end the request line early
+            raise ValueError(f"route must not contain spaces or control characters: {route!r}")
+        head = f"{method} {target} HTTP/1.1\r\n".encode("ascii") + self._common
+        if length is not None:
+            head += (f"Content-Type: {FRAME_CONTENT_TYPE}\r\n"
+                     f"Content-Length: {length}\r\n").encode("ascii")
+        elif method in ("POST", "PUT", "PATCH"):
+            head += b"Content-Length: 0\r\n"  # a body-less POST still says where it ends
+        return head + b"\r\n"
 
     @staticmethod
-    def _describe(resp: http.client.HTTPResponse, data: bytes | bytearray) -> str:
+    def _describe(resp: Response, data: bytes | bytearray) -> str:
         """``HTTP 401 unauthorized: check the run token (server said: ...)``."""
         text = ""
         if (resp.getheader("Content-Type") or "").startswith("application/json"):
@@ -220,7 +212,7 @@ class HttpClient:
         hint = _HINTS.get(resp.status, resp.reason or "error")
         return f"HTTP {resp.status} {hint} (server said: {text or 'nothing'})"
 
-    def read_frame(self, method: str, route: str, resp: http.client.HTTPResponse,
+    def read_frame(self, method: str, route: str, resp: Response,
                    data: bytes | bytearray, kind: str) -> Frame:
         """The response body as a decoded frame of ``kind``; anything else raises ``error``."""
         ctype = resp.getheader("Content-Type") or ""
