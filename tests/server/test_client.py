@@ -186,42 +186,17 @@ def test_fetched_arrays_are_writable_copies(client, store):
 
 
 @pytest.mark.timeout(10)
-def test_kept_alive_connection_closed_by_server_is_reopened_before_a_push():
+def test_kept_alive_connection_closed_by_server_is_reopened_before_a_push(raw):
     """A keep-alive server (werkzeug always closes, others may not) that drops idle
     connections: the client must notice before sending and push each update exactly once."""
-    requests = []
     body = b'{"step": 1, "staleness": 0}'
     reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-
-    def serve():
-        for _ in range(2):  # one request per connection, then hang up while "idle"
-            conn, _ = listener.accept()
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, rest = data.split(b"\r\n\r\n", 1)
-                fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
-                length = int(fields[b"content-length"])
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                requests.append(head.split(b"\r\n")[0])
-                conn.sendall(reply)
-                time.sleep(0.1)  # let the client finish reading before the FIN
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with ParameterClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "t", timeout=5) as c:
-            assert c.push(zeros(), base_step=0, replica="a").step == 1
-            assert c._conn is not None and c._conn.sock is not None  # kept alive
-            time.sleep(0.3)  # the server hangs up meanwhile
-            assert c.push(zeros(), base_step=0, replica="a").step == 1
-        thread.join(5)
-        assert requests == [b"POST /v1/update HTTP/1.1"] * 2
-    finally:
-        listener.close()
+    server = raw([reply, reply], close_after=True)  # one request a connection, then hang up
+    with ParameterClient(server.url, "t", timeout=5) as c:
+        assert c.push(zeros(), base_step=0, replica="a").step == 1
+        assert c._conn is not None and c._conn.sock is not None  # kept alive
+        time.sleep(0.3)  # the server has hung up meanwhile
+        assert c.push(zeros(), base_step=0, replica="a").step == 1
+    assert [r.split(b"\r\n", 1)[0] for r in server.requests] == [b"POST /v1/update HTTP/1.1"] * 2
+    assert server.connections == 2

@@ -1,9 +1,6 @@
 """The client's own HTTP/1.1 reading (transport.http_wire), against raw sockets on 127.0.0.1
 that answer exactly the bytes a test gives, well-formed or not."""
 
-import socket
-import threading
-
 import pytest
 
 from sparkdownpour.errors import ParameterServerError
@@ -11,70 +8,6 @@ from sparkdownpour.transport.client import HttpClient
 from sparkdownpour.transport.http_wire import MAX_HEADERS, MAX_LINE
 
 pytestmark = pytest.mark.timeout(20)
-
-
-class RawServer:
-    """Accepts connections; answers each request on them with the next of ``replies``
-    (closing the connection after a reply when ``close_after`` says so). Records requests."""
-
-    def __init__(self, replies: list[bytes], close_after: bool = False) -> None:
-        self.replies, self.close_after = list(replies), close_after
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.replies:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                data = b""
-                while self.replies:
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    if b"\r\n\r\n" not in data:
-                        break
-                    head, data = data.split(b"\r\n\r\n", 1)
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    while len(data) < length:
-                        data += conn.recv(65536)
-                    self.requests.append(head + b"\r\n\r\n" + data[:length])
-                    data = data[length:]
-                    conn.sendall(self.replies.pop(0))
-                    if self.close_after:
-                        break
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def raw():
-    servers = []
-
-    def start(replies, **kwargs):
-        servers.append(RawServer(replies, **kwargs))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def ok(body: bytes, *headers: bytes) -> bytes:
