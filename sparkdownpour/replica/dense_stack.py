@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sparkdownpour.data.batches import stack_rows
 from sparkdownpour.lbfgs.linear import dense_layers, loss_and_dlogits, loss_family
 
 __all__ = ["DenseStack", "DenseStackGradient", "dense_stack", "shipped_model"]
@@ -113,7 +114,7 @@ class DenseStackGradient:
     def summed(self, batches: list[tuple[np.ndarray, np.ndarray]]
                ) -> tuple[float, list[np.ndarray]]:
         """``(sum of the rows' losses, sum of the mini-batches' mean gradients)``."""
-        x = np.concatenate([b[0] for b in batches]) if len(batches) > 1 else batches[0][0]
+        x = stack_rows([b[0] for b in batches])  # one gather of the shuffled rows
         y = np.concatenate([b[1] for b in batches]) if len(batches) > 1 else batches[0][1]
         weights = np.concatenate([np.full(len(b[1]), 1.0 / len(b[1]), np.float32)
                                   for b in batches])[:, None]

@@ -20,7 +20,7 @@ STATS_SCHEMA = pa.schema([
     ("compute_s", pa.float64()), ("comm_s", pa.float64()), ("model_build_s", pa.float64()),
     ("task_s", pa.float64()),
     ("skipped", pa.int64()), ("duplicates", pa.int64()), ("nonfinite", pa.int64()),
-    ("clipped", pa.int64()), ("stale", pa.int64()), ("push_period", pa.int64()),
+    ("clipped", pa.int64()), ("stale", pa.int64()), ("push_period", pa.float64()),
     ("device", pa.string()), ("gpu_addresses", pa.string()), ("visible", pa.string()),
     ("device_note", pa.string()), ("variable_device", pa.string()),
     ("compute_dtype", pa.string()),
@@ -28,7 +28,7 @@ STATS_SCHEMA = pa.schema([
 STATS_DDL = ("partition int, attempt int, pid long, steps long, examples long, loss_sum double, "
              "fetches long, pushes long, compute_s double, comm_s double, model_build_s double, "
              "task_s double, "
-             "skipped long, duplicates long, nonfinite long, clipped long, stale long, push_period long, "
+             "skipped long, duplicates long, nonfinite long, clipped long, stale long, push_period double, "
              "device string, gpu_addresses string, visible string, device_note string, "
              "variable_device string, compute_dtype string")
 

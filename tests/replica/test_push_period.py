@@ -1,13 +1,15 @@
 """n_push="auto": the period a replica chooses, its bounds, and the loop that uses it against a
 real server on 127.0.0.1 (every mini-batch still applied exactly once)."""
 
+import time
+
 import numpy as np
 import pytest
 
 from sparkdownpour import DownpourConfig, optimizers
 from sparkdownpour.keras_model import trainable_arrays
 from sparkdownpour.observe.progress import expected_updates
-from sparkdownpour.replica.loop import run_partition
+from sparkdownpour.replica.loop import MAX_STRETCH, run_partition
 from sparkdownpour.replica.push_period import (
     MAX_PERIOD,
     MIN_PUSHES_PER_EPOCH,
@@ -139,3 +141,42 @@ def test_the_loop_reports_its_fixed_period_without_a_cap():
                                                         n_fetch=3)))
     assert stats.to_pylist()[0]["push_period"] == 3
     assert np.isclose(store.status()["updates_applied"], 4)
+
+
+class SlowSGD(optimizers.get("sgd").__class__):
+    """Plain SGD whose update takes 5 ms: every push is still out when the next period's
+    mini-batches are computed."""
+
+    def update(self, grads, state, params):
+        time.sleep(0.005)
+        return super().update(grads, state, params)
+
+
+def test_overlap_stretches_a_push_while_the_last_is_out_and_applies_every_mini_batch_once():
+    store = ParameterStore(trainable_arrays(builder()), SlowSGD(learning_rate=0.1))
+    store.open_epoch(1)
+    steps = 200
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(5 * steps), spec(
+            server.url, server.token, push_period_cap=4, overlap=True)))
+    row = stats.to_pylist()[0]
+    # the probe chooses the cap (a 5 ms round trip against a tiny model's compute); pushes
+    # then take in a quarter period more at a time while the last is out: up to 1.5 periods
+    assert 4 < row["push_period"] <= MAX_STRETCH * 4
+    after_probe = steps - PROBE_STEPS - REFINE_PUSHES * 4
+    assert row["pushes"] < PROBE_STEPS + REFINE_PUSHES + after_probe / 4
+    status = store.status()
+    assert status["updates_applied"] == row["pushes"]
+    assert status["progress"] == {"1/0": steps}  # every mini-batch covered, exactly once
+    assert row["fetches"] >= row["pushes"] - 1  # every push but the last brings parameters
+
+
+def test_without_overlap_a_push_never_stretches():
+    store = ParameterStore(trainable_arrays(builder()), SlowSGD(learning_rate=0.1))
+    store.open_epoch(1)
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(5 * 100), spec(
+            server.url, server.token, push_period_cap=4)))
+    row = stats.to_pylist()[0]
+    assert row["push_period"] == 4
+    assert store.status()["progress"] == {"1/0": 100}
