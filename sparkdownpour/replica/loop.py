@@ -102,7 +102,9 @@ class PartitionLoop:
     fetches) runs on a background thread while the next mini-batch computes on the parameters
     at hand (DistBelief's weakly synchronized threads): at most one push in flight, collected
     before the next push or fetch, so pushes stay in order and exactly-once; each gradient
-    pushes the base step it was computed on, so the extra staleness is counted.
+    pushes the base step it was computed on, so the extra staleness is counted. With
+    ``n_push="auto"`` a push due while the last is still out takes in more mini-batches, up to
+    ``MAX_STRETCH`` periods, rather than wait for it (``_stretch``).
     """
 
     def __init__(self, spec: ReplicaSpec, identity: tuple[int, int] | None = None) -> None:
@@ -344,7 +346,7 @@ class PartitionLoop:
         1M-row run with 2 replicas on 2 cores: a median round trip of 1.0-1.6 ms, 2-4 ms one
         time in ten, against about 2 ms of compute a period): waiting for it left a replica idle
         10-17% of its task. The extra mini-batches are summed into the next push, as a longer
-        period would; no push waits on the network and none is further out of date."""
+        period would, computed on the parameters at hand (the push names their base step)."""
         if not self.stretches or self.probe is not None or self.in_flight is None:
             return False
         chunk = max(1, self.n_push // 4)
