@@ -217,9 +217,12 @@ class PartitionLoop:
             if spec.exactly_once else None
         grads = sparse_push(self.pending.grads, self.pending.sparse_input,
                             spec.model.num_features, len(self.client.clients), spec.compression)
+        report = self.pending.report()
+        if position is None and self.pending.count > 1:  # what Adagrad/Adam count as steps
+            report["batches"] = self.pending.count
         send = functools.partial(self.client.push, grads, base_step=computed_on,
                                  replica=self.replica_id, return_params=want_params,
-                                 position=position, report=self.pending.report())
+                                 position=position, report=report)
         if self.courier is not None and not last:
             self.in_flight = (self.courier.submit(send), want_params, position)
             self.fresh = want_params  # the parameters are on their way: no fetch

@@ -31,7 +31,8 @@ __all__ = ["Position", "ProgressLedger", "position_from_meta"]
 # Keys a push's meta may carry; anything else is refused, so a damaged or foreign frame cannot
 # smuggle in fields that some later version would act on.
 POSITION_KEYS = ("epoch", "partition", "begin", "end", "attempt")
-REPORT_KEYS = ("loss", "nonfinite", "clipped")
+# "batches": how many mini-batches a push without a position sums (a position says it itself)
+REPORT_KEYS = ("loss", "nonfinite", "clipped", "batches")
 MAX_INDEX = 2**53  # JSON numbers beyond this lose precision in other languages' parsers
 DEVICE_MAX = 120  # characters of a replica's device label kept for status
 
@@ -80,9 +81,12 @@ def position_from_meta(meta: dict[str, Any]) -> tuple[Position | None, dict[str,
         raise ValueError(f"meta field 'loss' must be a number or null, got {loss!r:.40}")
     if "loss" in meta:
         report["loss"] = math.nan if loss is None else float(loss)  # null: non-finite
-    for key in ("nonfinite", "clipped"):
+    for key in ("nonfinite", "clipped", "batches"):
         if key in meta:
             report[key] = _index(meta, key)
+    if report.get("batches") == 0:
+        raise ValueError("meta field 'batches' must be at least 1 (the mini-batches the push "
+                         "sums), got 0")
     return position, report
 
 

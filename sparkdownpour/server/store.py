@@ -222,7 +222,8 @@ class ParameterStore(CheckpointState):
         non-finite arrays, or a bad ``base_step``; the params are unchanged then.
         With a ``position`` the push is applied at most once (see ``ledger``): a duplicate or
         out-of-order one is refused, counted, and answered with ``applied=False``.
-        ``report`` (loss, skipped batches) feeds the divergence watch in ``status()``.
+        ``report`` (loss, skipped batches) feeds the divergence watch in ``status()``; a push
+        without a position says in it how many mini-batches it sums (``batches``, default 1).
         A push staler than ``max_staleness`` is refused (``refusal="stale"``) and counted; its
         position is recorded, so its mini-batches count as consumed (their gradient is dropped)
         and the replica goes on after refetching. ``reread``: the replica receives the new
@@ -283,8 +284,10 @@ class ParameterStore(CheckpointState):
                     checked, self._state, self._params, staleness=staleness,
                     backup=self._backups.get(replica))
             else:
-                # a push of mini-batches [begin, end) sums their gradients
-                batches = 1 if position is None else max(1, position.end - position.begin)
+                # a push of mini-batches [begin, end) sums their gradients; one without a
+                # position (exactly_once=False) says how many it sums in its report
+                batches = max(1, position.end - position.begin) if position is not None \
+                    else (report or {}).get("batches", 1)
                 new_params, new_state = apply_update(self.rule, checked, self._state,
                                                      self._params, batches)
             self._params = self._adopt(new_params)

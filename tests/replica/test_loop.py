@@ -95,3 +95,20 @@ def test_overlap_pushes_in_the_background_and_counts_the_extra_staleness():
     assert row["pushes"] == status["updates_applied"] == 10
     assert status["progress"] == {"1/0": 10}
     assert status["staleness"]["max"] == 1 and status["staleness"]["histogram"]["1"] == 9
+
+
+def test_summed_pushes_reach_adagrad_as_their_mini_batches_with_or_without_positions():
+    """n_push=3 against Adagrad: a push with a position (exactly_once) and one without
+    (exactly_once=False, which tells the count in its report) end at the same parameters."""
+    finals = []
+    for exactly_once in (True, False):
+        store = ParameterStore(trainable_arrays(builder()),
+                               optimizers.get("adagrad", learning_rate=0.1))
+        store.open_epoch(1)
+        with ParameterServer(store, host="127.0.0.1") as server:
+            (stats,) = list(run_partition(batches(50), spec(
+                server.url, server.token, n_push=3, n_fetch=3, exactly_once=exactly_once)))
+        assert stats.to_pylist()[0]["pushes"] == 4  # 10 mini-batches: 3 + 3 + 3 + 1
+        finals.append(store.snapshot())
+    for with_position, without in zip(*finals):
+        np.testing.assert_allclose(without, with_position, rtol=1e-6, atol=1e-7)

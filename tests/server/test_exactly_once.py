@@ -79,6 +79,8 @@ def test_racing_attempts_never_apply_the_same_step_twice(racers):
     ({"epoch": True, "partition": 0, "begin": 0, "end": 1, "attempt": 0}, "'epoch' must be"),
     ({"loss": "low"}, "'loss' must be a number"),
     ({"nonfinite": -1}, "'nonfinite' must be"),
+    ({"batches": 0}, "'batches' must be at least 1"),
+    ({"batches": 2.5}, "'batches' must be"),
     ({"__reduce__": 1}, "unknown meta field"),
 ])
 def test_bad_meta_is_refused_with_the_field_named(meta, message):

@@ -194,3 +194,19 @@ def test_a_positioned_push_tells_an_adaptive_rule_how_many_mini_batches_it_sums(
     np.testing.assert_allclose(store._state.accumulator[0], start + grad * grad / 4, rtol=1e-6)
     assert store.push([grad], replica="r", base_step=1, position=Position(1, 0, 4, 5, 0)).applied
     np.testing.assert_allclose(store._state.accumulator[0], start + 1.25 * grad * grad, rtol=1e-6)
+
+
+def test_a_push_without_a_position_tells_an_adaptive_rule_its_mini_batches_in_its_report():
+    """exactly_once=False sends no position: the report's ``batches`` does its part, so Adagrad
+    treats the sum of 4 mini-batches as 4 steps either way; without it, a push is one."""
+    from sparkdownpour.optimizers import Adagrad
+
+    params = [np.ones((2, 3), np.float32)]
+    store = ParameterStore(params, Adagrad(learning_rate=0.1))
+    store.open_epoch(1)
+    start = store._state.accumulator[0].copy()
+    grad = np.full((2, 3), 2.0, np.float32)
+    assert store.push([grad], replica="r", base_step=0, report={"batches": 4}).applied
+    np.testing.assert_allclose(store._state.accumulator[0], start + grad * grad / 4, rtol=1e-6)
+    assert store.push([grad], replica="r", base_step=1, report={"loss": 0.5}).applied
+    np.testing.assert_allclose(store._state.accumulator[0], start + 1.25 * grad * grad, rtol=1e-6)
