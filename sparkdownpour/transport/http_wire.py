@@ -8,7 +8,10 @@ prebuilt block of bytes and reads the answer's status line and headers itself, f
 buffered reader kept with the socket. It speaks only what the project's own servers
 (``http_server``) answer: a status line, at most ``MAX_HEADERS`` header lines of at most
 ``MAX_LINE`` bytes, and a body of ``Content-Length`` bytes (or, without one, up to the end of
-the connection). Anything else raises an ``http.client`` exception, so callers retry and report
+the connection and at most ``MAX_UNSIZED_BODY`` bytes: the project's servers size their
+answers, an error page of a proxy is short). A body is held in memory only as it arrives
+beyond ``PREALLOCATE_BODY`` bytes, so a wrong ``Content-Length`` cannot claim memory the
+answer does not bring. Anything else raises an ``http.client`` exception, so callers retry and report
 as they did; ``HttpClient`` closes a connection after any error, so a half-read answer is never
 taken for the next one.
 """
@@ -20,10 +23,12 @@ import socket
 import ssl
 from typing import Any
 
-__all__ = ["Connection", "Response", "MAX_HEADERS", "MAX_LINE"]
+__all__ = ["Connection", "Response", "MAX_HEADERS", "MAX_LINE", "MAX_UNSIZED_BODY"]
 
 MAX_LINE = 65536     # the longest status or header line accepted (as http.client)
 MAX_HEADERS = 100    # the most header lines accepted (as http.client)
+MAX_UNSIZED_BODY = 1 << 20       # the longest answer without a Content-Length accepted
+PREALLOCATE_BODY = 64 << 20      # bodies up to this are read into one buffer sized up front
 _READ_BUFFER = 64 * 1024
 
 
@@ -142,7 +147,13 @@ class Connection:
     def read_body(self, response: Response) -> bytearray:
         """The whole body, in one writable buffer (arrays decoded from it need no copy)."""
         if response.length is None:
-            return bytearray(self._reader.read())
+            body = self._reader.read(MAX_UNSIZED_BODY + 1)
+            if len(body) > MAX_UNSIZED_BODY:
+                raise http.client.HTTPException(
+                    f"an answer without Content-Length longer than {MAX_UNSIZED_BODY} bytes")
+            return bytearray(body)
+        if response.length > PREALLOCATE_BODY:
+            return self._read_growing(response.length)
         buf = bytearray(response.length)
         view, got = memoryview(buf), 0
         while got < len(buf):
@@ -150,6 +161,16 @@ class Connection:
             if not n:
                 raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
             got += n
+        return buf
+
+    def _read_growing(self, length: int) -> bytearray:
+        """A large body, kept as it arrives (one copy more than ``read_body``'s buffer)."""
+        buf = bytearray()
+        while len(buf) < length:
+            chunk = self._reader.read(min(PREALLOCATE_BODY, length - len(buf)))
+            if not chunk:
+                raise http.client.IncompleteRead(b"", length - len(buf))
+            buf += chunk
         return buf
 
     def close(self) -> None:

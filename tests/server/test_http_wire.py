@@ -5,7 +5,7 @@ import pytest
 
 from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.transport.client import HttpClient
-from sparkdownpour.transport.http_wire import MAX_HEADERS, MAX_LINE
+from sparkdownpour.transport.http_wire import MAX_HEADERS, MAX_LINE, MAX_UNSIZED_BODY
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -59,6 +59,10 @@ def test_a_body_without_length_ends_with_the_connection(raw):
      f"more than {MAX_HEADERS} headers"),
     (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * MAX_LINE + b"\r\n\r\n", "LineTooLong"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "IncompleteRead"),
+    # a length no answer brings is not allocated up front: the short answer is found out
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\nshort", "IncompleteRead"),
+    (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (MAX_UNSIZED_BODY + 1),
+     f"without Content-Length longer than {MAX_UNSIZED_BODY} bytes"),
     (b"", "RemoteDisconnected"),
 ])
 def test_a_malformed_answer_is_a_clear_error(raw, reply, message):
