@@ -112,15 +112,22 @@ def test_auto_is_the_default_and_stands_aside_where_it_does_not_apply():
     assert expected_updates(config, 1000, 2) == expected_updates(DownpourConfig(batch_size=128), 1000, 2)
 
 
+def train_one_partition(rule, steps: int, **changes):
+    """One replica's epoch of ``steps`` 5-row mini-batches against a real server: its
+    statistics row and the store."""
+    store = ParameterStore(trainable_arrays(builder()), rule)
+    store.open_epoch(1)
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(5 * steps), spec(server.url, server.token,
+                                                               **changes)))
+    return stats.to_pylist()[0], store
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 def test_the_loop_pushes_one_by_one_then_every_period_and_applies_every_mini_batch(overlap):
-    store = ParameterStore(trainable_arrays(builder()), optimizers.get("sgd", learning_rate=0.1))
-    store.open_epoch(1)
     steps = 100
-    with ParameterServer(store, host="127.0.0.1") as server:
-        (stats,) = list(run_partition(batches(5 * steps), spec(
-            server.url, server.token, push_period_cap=6, overlap=overlap)))
-    row = stats.to_pylist()[0]
+    row, store = train_one_partition(optimizers.get("sgd", learning_rate=0.1), steps,
+                                     push_period_cap=6, overlap=overlap)
     period = row["push_period"]
     assert 1 <= period <= 6
     # one push per probed step, then one per period (the last one partial); at most
@@ -153,13 +160,9 @@ class SlowSGD(optimizers.get("sgd").__class__):
 
 
 def test_overlap_stretches_a_push_while_the_last_is_out_and_applies_every_mini_batch_once():
-    store = ParameterStore(trainable_arrays(builder()), SlowSGD(learning_rate=0.1))
-    store.open_epoch(1)
     steps = 200
-    with ParameterServer(store, host="127.0.0.1") as server:
-        (stats,) = list(run_partition(batches(5 * steps), spec(
-            server.url, server.token, push_period_cap=4, overlap=True)))
-    row = stats.to_pylist()[0]
+    row, store = train_one_partition(SlowSGD(learning_rate=0.1), steps, push_period_cap=4,
+                                     overlap=True)
     # the probe chooses the cap (a 5 ms round trip against a tiny model's compute); pushes
     # then take in a quarter period more at a time while the last is out: up to 1.5 periods
     assert 4 < row["push_period"] <= MAX_STRETCH * 4
@@ -172,11 +175,6 @@ def test_overlap_stretches_a_push_while_the_last_is_out_and_applies_every_mini_b
 
 
 def test_without_overlap_a_push_never_stretches():
-    store = ParameterStore(trainable_arrays(builder()), SlowSGD(learning_rate=0.1))
-    store.open_epoch(1)
-    with ParameterServer(store, host="127.0.0.1") as server:
-        (stats,) = list(run_partition(batches(5 * 100), spec(
-            server.url, server.token, push_period_cap=4)))
-    row = stats.to_pylist()[0]
+    row, store = train_one_partition(SlowSGD(learning_rate=0.1), 100, push_period_cap=4)
     assert row["push_period"] == 4
     assert store.status()["progress"] == {"1/0": 100}
