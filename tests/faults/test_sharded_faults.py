@@ -39,11 +39,14 @@ def test_a_killed_python_worker_loses_and_doubles_no_update_on_any_shard():
     single, *runs = run_driver({"master": "local-cluster[2,1,1024]", "runs": [
         {"name": "one shard", "knobs": {"epochs": EPOCHS}, "kill_worker_after": 60},
         *({"name": mode, "knobs": {"epochs": 4, **MODES[mode]}, "kill_worker_after": 60}
-          for mode in MODES)]}, timeout=880)
+          for mode in MODES),
+        # pushes in the background: the killed worker may have one half sent or unanswered
+        {"name": "overlap", "knobs": {"epochs": 4, "overlap": True, **MODES["threads"]},
+         "kill_worker_after": 60}]}, timeout=880)
     assert single["killed"]["pid"] > 0 and single["killed"]["at_update"] >= 60
     assert single["updates"] == single["expected_updates"] == EPOCHS * 48
     assert single["accuracy"] >= 0.93
-    assert [run["name"] for run in runs] == list(MODES)
+    assert [run["name"] for run in runs] == [*MODES, "overlap"]
     for run in runs:
         assert run["killed"]["pid"] > 0 and run["killed"]["at_update"] >= 60, run
         _exactly_once(run, 4)

@@ -46,8 +46,11 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
           for mode, knobs in SHARDED_MODES.items()),
         {"name": "default replicas", "knobs": {"epochs": 4, "num_replicas": None},
          "fail": fail},
+        # pushes in the background: the failing attempt's last push may still be out
+        {"name": "overlap", "knobs": {"epochs": 4, "overlap": True, **SHARDED_MODES["threads"]},
+         "fail": fail},
     ]}, timeout=880)
-    *sharded, merged = sharded
+    *sharded, merged, overlapped = sharded
     assert clean["updates"] == clean["expected_updates"] == EPOCHS * 48
     # Exactly once: the same number of applied updates as mini-batches; each of the 4 retries
     # skipped the 4 mini-batches its failed attempt had applied.
@@ -68,3 +71,7 @@ def test_a_task_failing_halfway_is_retried_without_applying_anything_twice():
     assert merged["replicas"] == 2, merged
     assert merged["updates"] == merged["expected_updates"] == 4 * 46, merged
     assert merged["skipped"] == 2 * 4 and merged["accuracy"] >= 0.88, merged
+    # With overlap=True a task waits for its push in flight before it fails, so the server
+    # holds the same 4 mini-batches of each failed attempt and the retries skip them.
+    assert overlapped["shard_updates"] == [4 * 48] * 4, overlapped
+    assert overlapped["skipped"] == 4 * 4 and overlapped["accuracy"] >= 0.88, overlapped
