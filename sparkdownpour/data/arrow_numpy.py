@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["filled", "flags", "numeric_values", "row_batch"]
+__all__ = ["array_of", "filled", "flags", "list_array", "numeric_values", "row_batch"]
 
 _DTYPES = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32,
            pa.int64(): np.int64, pa.float32(): np.float32, pa.float64(): np.float64}
@@ -47,6 +47,22 @@ def filled(array: pa.Array, fill) -> np.ndarray:
 def flags(array: pa.Array) -> np.ndarray:
     """A boolean Arrow array (e.g. ``is_valid()``, no nulls) as a numpy bool vector."""
     return numeric_values(array.cast(pa.int8())).astype(bool)
+
+
+def array_of(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A numpy vector as an Arrow array of the numeric ``kind`` (or ``pa.bool_()``), no nulls."""
+    if kind == pa.bool_():
+        bits = np.packbits(np.asarray(values, bool), bitorder="little")
+        return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(values, dtype=_DTYPES[kind])
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
+
+
+def list_array(offsets: np.ndarray, items: pa.Array) -> pa.ListArray:
+    """Lists of ``items`` cut at the int32 ``offsets`` (one more than the lists), no nulls."""
+    return pa.Array.from_buffers(pa.list_(items.type), len(offsets) - 1,
+                                 [None, pa.py_buffer(np.ascontiguousarray(offsets, np.int32))],
+                                 children=[items])
 
 
 def row_batch(row: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:

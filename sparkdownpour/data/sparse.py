@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from sparkdownpour.data.arrow_numpy import array_of, filled, flags, list_array, numeric_values
 from sparkdownpour.data.names import FEATURES, LABEL
 
 __all__ = ["CSR", "SPARSE_DDL", "SPARSE_MIN_FEATURES", "concat_rows", "csr_from_arrow",
@@ -165,24 +166,24 @@ def _vector_entries(column: pa.StructArray) -> tuple[np.ndarray, np.ndarray, np.
 
     Sparse rows (type 0) give their stored entries; dense rows (type 1) give every position.
     """
-    kind = column.field("type").fill_null(0).to_numpy(zero_copy_only=False)
+    # (arrow_numpy throughout: pyarrow's own conversions import pandas in the worker)
+    kind = filled(column.field("type"), 0)
     values_list = column.field("values")
-    lengths = values_list.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = filled(values_list.value_lengths(), 0)
     if column.null_count:  # a null vector's children may hold garbage: count nothing for it
-        lengths = np.where(column.is_valid().to_numpy(zero_copy_only=False), lengths, 0)
+        lengths = np.where(flags(column.is_valid()), lengths, 0)
         values_list = values_list.filter(column.is_valid())
         indices_list = column.field("indices").filter(column.is_valid())
     else:
         indices_list = column.field("indices")
-    values = values_list.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    values = numeric_values(values_list.flatten()).astype(np.float32)
     rows = np.repeat(np.arange(len(column)), lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     cols = np.arange(len(values), dtype=np.int64) - np.repeat(starts, lengths)  # dense: position
     sparse_entry = kind[rows] == 0
     if sparse_entry.any():
-        cols[sparse_entry] = indices_list.flatten().to_numpy(zero_copy_only=False)
-    size = column.field("size").to_numpy(zero_copy_only=False)
-    size = np.where(kind == 1, lengths, np.nan_to_num(size.astype(np.float64), nan=0))
+        cols[sparse_entry] = numeric_values(indices_list.flatten())
+    size = np.where(kind == 1, lengths, filled(column.field("size"), 0))  # dense: no size
     return rows, cols, values, size.astype(np.int32)
 
 
@@ -199,13 +200,12 @@ def vectors_to_sparse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBa
         rows, cols, values = rows[keep], cols[keep], values[keep]
         offsets = np.zeros(len(column) + 1, np.int32)
         np.cumsum(np.bincount(rows, minlength=len(column)), out=offsets[1:])
-        valid = None if column.null_count == 0 else \
-            pa.array(~column.is_valid().to_numpy(zero_copy_only=False))
+        nulls = None if column.null_count == 0 else \
+            array_of(~flags(column.is_valid()), pa.bool_())
         features = pa.StructArray.from_arrays(
-            [pa.array(size, pa.int32()),
-             pa.ListArray.from_arrays(pa.array(offsets), pa.array(cols, pa.int32())),
-             pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()))],
-            fields=list(SPARSE_TYPE), mask=valid)
+            [array_of(size, pa.int32()), list_array(offsets, array_of(cols, pa.int32())),
+             list_array(offsets, array_of(values, pa.float32()))],
+            fields=list(SPARSE_TYPE), mask=nulls)
         label = batch.column(1).cast(pa.float32())
         yield pa.RecordBatch.from_arrays([features, label], schema=SPARSE_SCHEMA)
 
@@ -215,10 +215,10 @@ def csr_from_arrow(column: pa.StructArray, num_features: int) -> CSR:
 
     Rows were validated on the driver (no nulls, one size); a slice's offsets are honoured."""
     indices_list, values_list = column.field("indices"), column.field("values")  # sliced
-    offsets = values_list.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = numeric_values(values_list.offsets).astype(np.int64)
     indptr = offsets - offsets[0]
-    indices = indices_list.flatten().to_numpy(zero_copy_only=False)
-    values = values_list.flatten().to_numpy(zero_copy_only=False)
+    indices = numeric_values(indices_list.flatten())  # arrow_numpy: no pandas in the worker
+    values = numeric_values(values_list.flatten())
     return CSR(indptr, indices, values, num_features)
 
 
@@ -285,8 +285,7 @@ def csr_from_vectors(column: pa.StructArray, num_features: int, features_col: st
                      ) -> tuple[CSR, np.ndarray]:
     """``(x, valid)`` for scoring: a ``VectorUDT`` struct column's non-null rows as CSR, and
     which rows they are (a null vector gets a null prediction)."""
-    valid = np.ones(len(column), bool) if column.null_count == 0 else \
-        column.is_valid().to_numpy(zero_copy_only=False)
+    valid = np.ones(len(column), bool) if column.null_count == 0 else flags(column.is_valid())
     rows, cols, values, size = _vector_entries(column)
     wrong = np.flatnonzero(valid & (size != num_features))
     if len(wrong):
