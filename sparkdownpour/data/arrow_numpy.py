@@ -49,20 +49,35 @@ def flags(array: pa.Array) -> np.ndarray:
     return numeric_values(array.cast(pa.int8())).astype(bool)
 
 
-def array_of(values: np.ndarray, kind: pa.DataType) -> pa.Array:
-    """A numpy vector as an Arrow array of the numeric ``kind`` (or ``pa.bool_()``), no nulls."""
+def array_of(values: np.ndarray, kind: pa.DataType, nulls: np.ndarray | None = None) -> pa.Array:
+    """A numpy vector as an Arrow array of the numeric ``kind`` (or ``pa.bool_()``); ``nulls``
+    (a bool mask) marks null entries."""
+    valid, null_count = _validity(nulls)
     if kind == pa.bool_():
         bits = np.packbits(np.asarray(values, bool), bitorder="little")
-        return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(bits)])
+        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(bits)],
+                                     null_count=null_count)
     data = np.ascontiguousarray(values, dtype=_DTYPES[kind])
-    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
+    return pa.Array.from_buffers(kind, len(data), [valid, pa.py_buffer(data)],
+                                 null_count=null_count)
 
 
-def list_array(offsets: np.ndarray, items: pa.Array) -> pa.ListArray:
-    """Lists of ``items`` cut at the int32 ``offsets`` (one more than the lists), no nulls."""
-    return pa.Array.from_buffers(pa.list_(items.type), len(offsets) - 1,
-                                 [None, pa.py_buffer(np.ascontiguousarray(offsets, np.int32))],
+def list_array(offsets: np.ndarray, items: pa.Array, nulls: np.ndarray | None = None,
+               kind: pa.DataType | None = None) -> pa.ListArray:
+    """Lists of ``items`` cut at the int32 ``offsets`` (one more than the lists); ``nulls``
+    marks null lists; ``kind`` defaults to ``pa.list_(items.type)``."""
+    valid, null_count = _validity(nulls)
+    offsets = np.ascontiguousarray(offsets, np.int32)
+    return pa.Array.from_buffers(kind or pa.list_(items.type), len(offsets) - 1,
+                                 [valid, pa.py_buffer(offsets)], null_count=null_count,
                                  children=[items])
+
+
+def _validity(nulls: np.ndarray | None) -> tuple[pa.Buffer | None, int]:
+    """Arrow's validity bitmap (None when nothing is null) and the null count."""
+    if nulls is None or not nulls.any():
+        return None, 0
+    return pa.py_buffer(np.packbits(~nulls, bitorder="little")), int(nulls.sum())
 
 
 def row_batch(row: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
@@ -74,26 +89,22 @@ def row_batch(row: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
 
 def _column(values: list, kind: pa.DataType) -> pa.Array:
     """``values`` (Python scalars or lists, None for a null) as an Arrow array of ``kind``."""
-    nulls = [v is None for v in values]
-    valid = pa.py_buffer(np.packbits(~np.array(nulls, bool), bitorder="little").tobytes()) \
-        if any(nulls) else None
+    nulls = np.array([v is None for v in values], bool)
     if kind in _DTYPES:
-        data = np.array([0 if v is None else v for v in values], dtype=_DTYPES[kind])
-        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(data.tobytes())],
-                                     null_count=sum(nulls))
+        return array_of(np.array([0 if v is None else v for v in values], _DTYPES[kind]), kind,
+                        nulls)
     if pa.types.is_string(kind) or pa.types.is_binary(kind):
         parts = [b"" if v is None else v if isinstance(v, bytes) else str(v).encode()
                  for v in values]
         offsets = np.zeros(len(parts) + 1, np.int32)
         np.cumsum([len(part) for part in parts], out=offsets[1:])
+        valid, null_count = _validity(nulls)
         return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(offsets.tobytes()),
                                                          pa.py_buffer(b"".join(parts))],
-                                     null_count=sum(nulls))
+                                     null_count=null_count)
     if pa.types.is_list(kind):
         items = [item for v in values if v is not None for item in v]
         offsets = np.zeros(len(values) + 1, np.int32)
         np.cumsum([0 if v is None else len(v) for v in values], out=offsets[1:])
-        return pa.Array.from_buffers(kind, len(values), [valid, pa.py_buffer(offsets.tobytes())],
-                                     null_count=sum(nulls),
-                                     children=[_column(items, kind.value_type)])
+        return list_array(offsets, _column(items, kind.value_type), nulls, kind)
     raise TypeError(f"row_batch: no conversion for a field of type {kind}")
