@@ -43,27 +43,21 @@ def timed(command: list[str]) -> tuple[float, float, int]:
     return seconds, accuracy, epochs
 
 
-def archive_state() -> str:
-    """"ready", "building" or "missing": the JVM class archive of this Java and pyspark."""
-    from sparkdownpour import jvm_archive
-
-    key = jvm_archive.archive_key()
-    if key is None or os.environ.get(jvm_archive.ENV_SWITCH, "1") == "0":
-        return "ready"  # no archive is made here: nothing to wait for
-    folder = jvm_archive.cache_dir()
-    if (folder / f"spark-{key}.jsa").is_file():
-        return "ready"
-    return "building" if (folder / f"spark-{key}.building").exists() else "missing"
-
-
 def warm_up(command: list[str], patience_s: float = 600.0) -> list[float]:
-    """Run the main job untimed until the JVM class archive exists: its wall times."""
+    """Run the main job untimed until the JVM class archive exists (at most three runs, and
+    ``patience_s`` for its build): their wall times."""
+    from sparkdownpour.jvm_archive import archive_state
+
     first_runs: list[float] = []
     deadline = time.monotonic() + patience_s
-    while archive_state() != "ready" and time.monotonic() < deadline:
-        if archive_state() == "missing" and len(first_runs) < 3:
+    while time.monotonic() < deadline:
+        state = archive_state()
+        if state in ("ready", "off") or (state == "missing" and len(first_runs) == 3):
+            break
+        if state == "missing":
             first_runs.append(timed(command)[0])  # lists the classes, or starts the build
-        time.sleep(1.0)
+        else:
+            time.sleep(1.0)  # building
     return first_runs
 
 

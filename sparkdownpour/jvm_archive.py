@@ -77,6 +77,19 @@ def archive_key() -> str | None:
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
 
 
+def archive_state() -> str:
+    """This Java and pyspark install's archive: ``"ready"``, ``"building"``, ``"missing"`` (a
+    later session lists or builds it), or ``"off"`` (none is made here)."""
+    if os.environ.get(ENV_SWITCH, "1") == "0" or (key := archive_key()) is None:
+        return "off"
+    folder = cache_dir()
+    if any(c.isspace() for c in str(folder)):
+        return "off"  # as java_options: spark-submit would split the option
+    if (folder / f"spark-{key}.jsa").is_file():
+        return "ready"
+    return "building" if _alive(folder / f"spark-{key}.building") else "missing"
+
+
 def java_options() -> str:
     """The driver JVM's options: map the archive, or list the classes for one, or nothing."""
     global _listing

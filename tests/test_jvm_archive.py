@@ -133,3 +133,18 @@ def test_what_a_killed_builder_left_is_cleaned_by_the_next_session(cache):
     gone = [*killed, orphan, cache / f"spark-{key}.building"]
     assert not any(p.exists() for p in gone), sorted(p.name for p in cache.iterdir())
     assert all(p.exists() for p in kept)
+
+
+def test_the_archives_state_is_what_a_benchmark_waits_for(cache, monkeypatch):
+    key = jvm_archive.archive_key()
+    assert jvm_archive.archive_state() == "missing"
+    cache.mkdir(mode=0o700)
+    marker = cache / f"spark-{key}.building"
+    marker.write_text(str(os.getpid()))  # a builder that runs
+    assert jvm_archive.archive_state() == "building"
+    marker.write_text(str(_dead_pid()))  # one that died: nothing is being built
+    assert jvm_archive.archive_state() == "missing"
+    (cache / f"spark-{key}.jsa").write_bytes(b"archive")
+    assert jvm_archive.archive_state() == "ready"
+    monkeypatch.setenv(jvm_archive.ENV_SWITCH, "0")
+    assert jvm_archive.archive_state() == "off"
