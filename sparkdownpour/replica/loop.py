@@ -85,9 +85,13 @@ class _Pending:
         self.grads = grads if self.grads is None else [a + g for a, g in zip(self.grads, grads)]
         self.loss_sum, self.rows = self.loss_sum + loss * rows, self.rows + rows
 
-    def report(self) -> dict:
+    def report(self, with_count: bool) -> dict:
+        """The push's meta beside its gradient; ``with_count`` for a push without a position,
+        which tells the server how many mini-batches it sums (Adagrad/Adam count them)."""
         loss = self.loss_sum / self.rows if self.rows else None
         report = {"loss": loss if loss is not None and np.isfinite(loss) else None}
+        if with_count and self.count > 1:
+            report["batches"] = self.count
         if self.nonfinite:
             report["nonfinite"] = self.nonfinite
         if self.clipped:
@@ -217,12 +221,10 @@ class PartitionLoop:
             if spec.exactly_once else None
         grads = sparse_push(self.pending.grads, self.pending.sparse_input,
                             spec.model.num_features, len(self.client.clients), spec.compression)
-        report = self.pending.report()
-        if position is None and self.pending.count > 1:  # what Adagrad/Adam count as steps
-            report["batches"] = self.pending.count
         send = functools.partial(self.client.push, grads, base_step=computed_on,
                                  replica=self.replica_id, return_params=want_params,
-                                 position=position, report=report)
+                                 position=position,
+                                 report=self.pending.report(with_count=position is None))
         if self.courier is not None and not last:
             self.in_flight = (self.courier.submit(send), want_params, position)
             self.fresh = want_params  # the parameters are on their way: no fetch

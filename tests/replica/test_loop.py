@@ -35,6 +35,17 @@ def spec(url, token, **changes):
     return ReplicaSpec(**{**base, **changes})
 
 
+def train_one_partition(rule, steps: int, **changes):
+    """One replica's epoch of ``steps`` 5-row mini-batches against a real server: its
+    statistics row and the store."""
+    store = ParameterStore(trainable_arrays(builder()), rule)
+    store.open_epoch(1)
+    with ParameterServer(store, host="127.0.0.1") as server:
+        (stats,) = list(run_partition(batches(5 * steps), spec(server.url, server.token,
+                                                               **changes)))
+    return stats.to_pylist()[0], store
+
+
 @pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("n_fetch,n_push,fetches,pushes", [
     (1, 1, 10, 10),   # 50 rows, batch 5: 10 steps; each push brings the next parameters back
@@ -102,13 +113,9 @@ def test_summed_pushes_reach_adagrad_as_their_mini_batches_with_or_without_posit
     (exactly_once=False, which tells the count in its report) end at the same parameters."""
     finals = []
     for exactly_once in (True, False):
-        store = ParameterStore(trainable_arrays(builder()),
-                               optimizers.get("adagrad", learning_rate=0.1))
-        store.open_epoch(1)
-        with ParameterServer(store, host="127.0.0.1") as server:
-            (stats,) = list(run_partition(batches(50), spec(
-                server.url, server.token, n_push=3, n_fetch=3, exactly_once=exactly_once)))
-        assert stats.to_pylist()[0]["pushes"] == 4  # 10 mini-batches: 3 + 3 + 3 + 1
+        row, store = train_one_partition(optimizers.get("adagrad", learning_rate=0.1), 10,
+                                         n_push=3, n_fetch=3, exactly_once=exactly_once)
+        assert row["pushes"] == 4  # 10 mini-batches: 3 + 3 + 3 + 1
         finals.append(store.snapshot())
     for with_position, without in zip(*finals):
         np.testing.assert_allclose(without, with_position, rtol=1e-6, atol=1e-7)

@@ -22,7 +22,7 @@ from sparkdownpour.replica.push_period import (
     push_periods,
 )
 from sparkdownpour.server import ParameterServer, ParameterStore
-from tests.replica.test_loop import batches, builder, spec
+from tests.replica.test_loop import batches, builder, spec, train_one_partition
 
 
 def test_the_cap_keeps_every_replica_pushing_often_enough():
@@ -110,17 +110,6 @@ def test_auto_is_the_default_and_stands_aside_where_it_does_not_apply():
         DownpourConfig(n_push=2, mode="sync")
     # the progress bar counts every mini-batch under "auto" (an upper bound)
     assert expected_updates(config, 1000, 2) == expected_updates(DownpourConfig(batch_size=128), 1000, 2)
-
-
-def train_one_partition(rule, steps: int, **changes):
-    """One replica's epoch of ``steps`` 5-row mini-batches against a real server: its
-    statistics row and the store."""
-    store = ParameterStore(trainable_arrays(builder()), rule)
-    store.open_epoch(1)
-    with ParameterServer(store, host="127.0.0.1") as server:
-        (stats,) = list(run_partition(batches(5 * steps), spec(server.url, server.token,
-                                                               **changes)))
-    return stats.to_pylist()[0], store
 
 
 @pytest.mark.parametrize("overlap", [False, True])
