@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    import keras
     import numpy as np
 
     from sparkdownpour import Sandblaster, SandblasterConfig
@@ -115,6 +116,9 @@ def main(argv=None) -> int:
         fraction = float(data.get("test_fraction", 0.2))
         train, test = df.randomSplit([1 - fraction, fraction], seed=seed)
         x_test, y_test = held_out_arrays(test, features, data.get("label_col", "label"))
+        # The seed fixes the model's initial weights too, so the same job file gives the same
+        # starting point (and, with the same portions, the same iterations) run after run.
+        keras.utils.set_random_seed(seed)
         classes = int(max(train.agg({data.get("label_col", "label"): "max"}).first()[0],
                           y_test.max() if len(y_test) else 0)) + 1
         build = model_builder(kind, x_test.shape[1], max(classes, 2),
