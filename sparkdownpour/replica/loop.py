@@ -191,9 +191,10 @@ class PartitionLoop:
             self.loss_sum += loss * rows if np.isfinite(loss) else 0.0
         self.since_sync += 1
         self.pending.count += 1
-        step = ReplicaStep(spec.epoch, self.partition, self.attempt, stats["steps"])
-        for callback in spec.step_callbacks:
-            callback.on_replica_step(step)
+        if spec.step_callbacks:  # a few microseconds a mini-batch otherwise, for nothing
+            step = ReplicaStep(spec.epoch, self.partition, self.attempt, stats["steps"])
+            for callback in spec.step_callbacks:
+                callback.on_replica_step(step)
 
     def flush(self) -> None:
         """Compute the queued mini-batches' summed gradient into ``pending``, in one call."""
@@ -296,24 +297,27 @@ class PartitionLoop:
         self.pending = _Pending(self.resume_at)
         self.comm_s += self.state.pull()  # BatchNorm statistics etc. (replica.state)
         rng = np.random.default_rng([spec.seed, spec.epoch, self.partition])
+        max_steps = spec.max_steps or -1
+        has_state = self.state.active
         for index, ((x, y), last) in enumerate(with_last(
                 mini_batches(batches, spec.model.num_features, spec.batch_size, rng,
                              gather_later=self.sums_batches))):
-            last = last or bool(spec.max_steps and index + 1 >= spec.max_steps)
-            due = self._fetch_due()
-            if due and self.collect() == STOP:
-                break
-            if index < self.resume_at:  # applied already, by an earlier or a concurrent attempt
-                self.stats["skipped"] += 1
-                if last:
-                    break
-                continue
+            last = last or index + 1 == max_steps
             if self._fetch_due():
-                self.fetch()
+                if self.collect() == STOP:
+                    break
+                if index < self.resume_at:  # applied already, by an earlier or a concurrent
+                    self.stats["skipped"] += 1  # attempt
+                    if last:
+                        break
+                    continue
+                if self._fetch_due():  # (collecting the push in flight may have fetched)
+                    self.fetch()
             self.fresh = False
             computed_on = self.base_step
             self.compute(x, y, index)
-            self.comm_s += self.state.step()
+            if has_state:
+                self.comm_s += self.state.step()
             if self.pending.count < self.n_push + self.extra and not last:
                 continue
             self.flush()
