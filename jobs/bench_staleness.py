@@ -164,7 +164,7 @@ def main(argv=None) -> int:
             rows.append((label, replicas, seconds, epochs, last))
             print(f"{label:<21} {replicas} replicas: {seconds:7.2f} s, {epochs} epochs, "
                   f"val acc {last['val_accuracy']:.4f}, staleness mean "
-                  f"{last['staleness_mean']:.2f}, compute share {last['share']:.2f} "
+                  f"{last['staleness_mean']:.2f}, compute share {last['share']:.3f} "
                   f"(compute {last['compute_s_run']:.1f} s, comm {last['comm_s_run']:.1f} s), "
                   f"push period {last.get('push_period') or 1:.1f}",
                   flush=True)
@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     for label, replicas, seconds, epochs, last in rows:
         ratio = seconds / reference[replicas] if replicas in reference else float("nan")
         print(f"{label:<21}{replicas:>9}{seconds:>12.2f}{epochs:>7}{last['wall_s']:>8.2f}"
-              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}{last['share']:>7.2f}"
+              f"{last['val_accuracy']:>9.4f}{last['staleness_mean_total']:>11.2f}"
+              f"{last['share']:>7.3f}"
               f"{ratio:>14.2f}"
               f"{seconds / keras_s:>10.2f}")
     best = min((r for r in rows if np.isfinite(r[2])), key=lambda r: r[2], default=None)
