@@ -11,6 +11,8 @@ Spark partition per replica, ``local[4]`` so sync's barrier stage gets a slot pe
 - ``auto sgd``, ``auto adagrad``: Downpour's default push period, ``n_push="auto"``;
 - ``resident ...``: the same with ``resident=True`` (every epoch in one Spark stage whose tasks
   keep their rows); ``overlap ...``: with ``overlap=True`` (pushes in the background);
+  ``... nice 0``: with ``replica_nice=0``, the replicas at the server's CPU priority (the
+  default on this local master lowers theirs by 5);
 - ``dc_asgd``, ``staleness_aware``: the delay-aware rules, same learning rate as async sgd;
 - ``sync``: synchronous SGD (barrier rounds, one averaged update per round);
 - ``easgd``: elastic averaging, SGD on the replicas, exchange every 4 mini-batches.
@@ -67,6 +69,10 @@ RUNS = {  # label -> Downpour knobs ("auto": the default n_push; the others push
     "auto overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05, "overlap": True},
     "resident auto overlap adagrad": {"optimizer": "adagrad", "learning_rate": 0.05,
                                       "resident": True, "overlap": True},
+    # the same with the replicas at the server's priority (replica_nice's default here is 5)
+    "resident auto overlap adagrad nice 0": {"optimizer": "adagrad", "learning_rate": 0.05,
+                                             "resident": True, "overlap": True,
+                                             "replica_nice": 0},
     "dc_asgd": {"optimizer": "dc_asgd", "learning_rate": 0.1, "n_push": 1},
     "staleness_aware": {"optimizer": "staleness_aware", "learning_rate": 0.1, "n_push": 1},
     "sync": {"optimizer": "sgd", "learning_rate": 0.1, "mode": "sync"},

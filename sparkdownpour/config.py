@@ -178,6 +178,11 @@ class DownpourConfig(Loadable):
     resident: bool = False
     """Async: every epoch in one long Spark stage whose tasks (one per task slot) keep their
     partitions, not one Spark job per epoch; same mini-batches and exactly-once updates."""
+    replica_nice: int | None = None   # None: 5 where executors share the driver's machine, else 0
+    """Lower the replicas' compute threads' CPU priority by this much (Linux ``nice``, 0-19) so
+    the server answers the moment a request comes; ``None``: 5 on a ``local``/``local-cluster``
+    master, where replicas and server share the cores, 0 elsewhere. Per task thread only.
+    """
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
     """easgd: mini-batches between exchanges."""
     easgd_alpha: float | None = None  # easgd: moving rate; None: 0.9 / replicas (the paper's)
@@ -250,6 +255,8 @@ class DownpourConfig(Loadable):
                 raise TypeError(f"{name} must be True or False, received "
                                 f"{getattr(self, name)!r}")
         integer("easgd_tau", self.easgd_tau, minimum=1)
+        if self.replica_nice is not None:
+            integer("replica_nice", self.replica_nice, minimum=0, maximum=19)
         if self.easgd_alpha is not None:
             positive_number("easgd_alpha", self.easgd_alpha)
             if self.easgd_alpha > 1:

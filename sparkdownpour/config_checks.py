@@ -13,12 +13,13 @@ __all__ = ["DEVICES", "PRECISIONS", "Loadable", "check_device_knobs", "check_los
            "check_periods", "integer", "positive_number"]
 
 
-def integer(name: str, value: Any, minimum: int) -> None:
+def integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, received {value!r} of type "
                         f"{type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, received {value!r}")
+    if value < minimum or maximum is not None and value > maximum:
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be {bound}, received {value!r}")
 
 
 def check_periods(cfg) -> None:

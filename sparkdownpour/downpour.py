@@ -41,7 +41,7 @@ from sparkdownpour.keras_model import (
 )
 from sparkdownpour.observe.links import announce, read_token_file
 from sparkdownpour.observe.progress import ServerProgress, expected_updates
-from sparkdownpour.reachability import check_bindable, check_reachable
+from sparkdownpour.reachability import check_bindable, check_reachable, replica_nice
 from sparkdownpour.replica.dense_stack import shipped_model
 from sparkdownpour.replica.devices import device_label
 from sparkdownpour.replica.easgd import run_easgd_partition
@@ -235,8 +235,10 @@ class Downpour(Trainer):
                                precision=cfg.precision, shard_urls=master.shard_urls,
                                compression=cfg.compression, topk_ratio=cfg.topk_ratio,
                                overlap=cfg.overlap, state_replicas=partitions, dense_stack=stack,
+                               nice=replica_nice(spark, cfg.replica_nice),
                                step_callbacks=run.callbacks.replica_callbacks(),
                                **_easgd_fields(cfg, self._rule, partitions))
+            history.info["replica_nice"] = base.nice
             with ServerProgress(store, total_updates, cfg.verbose) as progress, \
                     (checkpoints or contextlib.nullcontext()):
                 if warm_start:

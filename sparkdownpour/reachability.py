@@ -19,10 +19,11 @@ import logging
 import socket
 import time
 
+from sparkdownpour.replica.priority import LOCAL_NICE
 from sparkdownpour.replica.probe import PROBE_DDL, probe_partition
 from sparkdownpour.session import is_connect, master_of
 
-__all__ = ["check_bindable", "check_reachable", "executors_on_this_machine"]
+__all__ = ["check_bindable", "check_reachable", "executors_on_this_machine", "replica_nice"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ def executors_on_this_machine(spark) -> bool:
     (``local-cluster``) this process. Under Spark Connect the master names the server's
     machine, which need not be this one."""
     return not is_connect(spark) and master_of(spark).startswith("local")
+
+
+def replica_nice(spark, configured: int | None) -> int:
+    """How far replicas lower their threads' priority (``DownpourConfig.replica_nice``):
+    the configured value, else ``LOCAL_NICE`` where the executors share this machine."""
+    if configured is not None:
+        return configured
+    return LOCAL_NICE if executors_on_this_machine(spark) else 0
 
 
 def check_reachable(spark, urls, token: str, *, tasks: int, timeout: float,

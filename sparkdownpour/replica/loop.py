@@ -33,6 +33,7 @@ import pyarrow as pa
 from sparkdownpour.data.batches import Rows, mini_batches
 from sparkdownpour.data.sparse import CSR
 from sparkdownpour.errors import ParameterServerError
+from sparkdownpour.replica.priority import run_at_nice
 from sparkdownpour.replica.push_period import PeriodProbe
 from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
@@ -382,7 +383,7 @@ class PartitionLoop:
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``'s function: train on one partition against the server; yield one row."""
-    yield PartitionLoop(spec).run(batches)
+    yield run_at_nice(lambda: PartitionLoop(spec).run(batches), spec.nice)
 
 
 def continue_after_refusal(outcome: PushOutcome, position: Position, replica_id: str) -> bool:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from sparkdownpour.data.names import PARTITION_ID
 from sparkdownpour.replica.loop import PartitionLoop
+from sparkdownpour.replica.priority import run_at_nice
 from sparkdownpour.replica.spec import ReplicaSpec
 from sparkdownpour.server.epoch_client import EpochClient
 from sparkdownpour.transport.board_client import MAX_WAIT_S, BoardAddress
@@ -67,19 +68,23 @@ def serve_partitions(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec, board
     client = EpochClient(board.url, board.token, timeout=board.timeout,
                          retries=spec.request_retries, ca_data=spec.tls_ca)
     wait_s = min(MAX_WAIT_S, board.timeout / 2)
-    version = 0
-    try:
+
+    def every_epoch() -> None:
+        version = 0
         client.register(task, sorted(held))
         while True:
             answer = client.next_after(version, wait_s)
             if answer.get("stop"):
-                break
+                return
             version = int(answer["version"])
             epoch_spec = replace(spec, epoch=int(answer["epoch"]))
             for partition in sorted(held):
                 loop = PartitionLoop(epoch_spec, identity=(partition, attempt))
                 row = loop.run(iter(held[partition])).to_pylist()[0]
                 client.report(version, partition, row)
+
+    try:
+        run_at_nice(every_epoch, spec.nice)
     finally:
         client.close()
     yield from ()

@@ -67,6 +67,7 @@ class ReplicaSpec:
     easgd_tau: int = 4
     easgd_alpha: float = 0.5
     overlap: bool = False  # push on a background thread while the next mini-batch computes
+    nice: int = 0  # > 0: train on a thread this much below the worker's priority (priority.py)
     devices: DeviceOptions = DeviceOptions()  # see replica.devices
     precision: str | None = None              # None/"float32", "mixed_float16", "mixed_bfloat16"
     state_replicas: int = 1  # the run's replicas: BatchNorm momentum m ** this (replica.state)
