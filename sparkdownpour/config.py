@@ -18,6 +18,7 @@ from sparkdownpour.config_checks import (  # noqa: F401  (DEVICES, PRECISIONS: p
     check_device_knobs,
     check_loss,
     check_periods,
+    check_server_host,
     integer,
     positive_number,
 )
@@ -34,21 +35,6 @@ DEFAULT_LEARNING_RATE = 0.05  # for an update rule given by name
 # Config knobs give it in MiB (``max_request_mb``); servers take bytes.
 DEFAULT_MAX_REQUEST_MB = 512.0
 DEFAULT_MAX_REQUEST_BYTES = int(DEFAULT_MAX_REQUEST_MB * 2**20)
-
-
-def _check_server_host(host: object) -> None:
-    """``server_host``: the address executors dial (see session.driver_address); None: chosen."""
-    if host is None:
-        return
-    if not isinstance(host, str):
-        raise TypeError(f"server_host must be a host name or IP address (str) or None, "
-                        f"received {host!r} of type {type(host).__name__}")
-    if not host or any(c.isspace() or c in "/[]" for c in host):
-        raise ValueError(f"server_host must be a bare host name or IP address (no scheme, "
-                         f"port or brackets), received {host!r}")
-    if host in ("0.0.0.0", "::", "*"):
-        raise ValueError(f"server_host={host!r} is a wildcard, not an address executors can "
-                         "dial; give this machine's address on the executors' network")
 
 
 @dataclass(frozen=True)
@@ -181,7 +167,8 @@ class DownpourConfig(Loadable):
     replica_nice: int | None = None   # None: 5 where executors share the driver's machine, else 0
     """Lower the replicas' compute threads' CPU priority by this much (Linux ``nice``, 0-19) so
     the server answers the moment a request comes; ``None``: 5 on a ``local``/``local-cluster``
-    master, where replicas and server share the cores, 0 elsewhere. Per task thread only.
+    master (also behind a Connect server on this machine), where replicas and server share
+    the cores, 0 elsewhere. Per task thread only.
     """
     easgd_tau: int = 4                # easgd: mini-batches between two elastic exchanges
     """easgd: mini-batches between exchanges."""
@@ -229,7 +216,7 @@ class DownpourConfig(Loadable):
             raise TypeError(f"skip_nonfinite must be True or False, received "
                             f"{self.skip_nonfinite!r}")
         integer("server_port", self.server_port, minimum=0)
-        _check_server_host(self.server_host)
+        check_server_host(self.server_host)
         if self.server_port > 65535:
             raise ValueError(f"server_port must be in 0..65535 (0: any free port), received "
                              f"{self.server_port!r}")
@@ -404,4 +391,4 @@ class SandblasterConfig(Loadable):
                              f"c2={self.c2!r}")
         positive_number("request_timeout", self.request_timeout)
         positive_number("max_request_mb", self.max_request_mb)
-        _check_server_host(self.server_host)
+        check_server_host(self.server_host)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = ["DEVICES", "PRECISIONS", "Loadable", "check_device_knobs", "check_loss",
-           "check_periods", "integer", "positive_number"]
+           "check_periods", "check_server_host", "integer", "positive_number"]
 
 
 def integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
@@ -98,3 +98,18 @@ class Loadable:
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         return cls(**values)
+
+
+def check_server_host(host: object) -> None:
+    """``server_host``: the address executors dial (see session.driver_address); None: chosen."""
+    if host is None:
+        return
+    if not isinstance(host, str):
+        raise TypeError(f"server_host must be a host name or IP address (str) or None, "
+                        f"received {host!r} of type {type(host).__name__}")
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ValueError(f"server_host must be a bare host name or IP address (no scheme, "
+                         f"port or brackets), received {host!r}")
+    if host in ("0.0.0.0", "::", "*"):
+        raise ValueError(f"server_host={host!r} is a wildcard, not an address executors can "
+                         "dial; give this machine's address on the executors' network")

@@ -53,11 +53,7 @@ from sparkdownpour.replica_count import merged_for_slots, plan_replicas, request
 from sparkdownpour.resident_replicas import ResidentReplicas, resident_tasks
 from sparkdownpour.server.checkpoint import Checkpointer, latest_checkpoint
 from sparkdownpour.server.master import serve_master
-from sparkdownpour.session import (
-    driver_address,
-    num_partitions,
-    task_cpus,
-)
+from sparkdownpour.session import driver_address, num_partitions, task_cpus
 from sparkdownpour.spark_jobs import cancel_run, describe, job_group
 from sparkdownpour.trainer import Run, Trainer, Validated
 from sparkdownpour.transport.http_server import tls_context

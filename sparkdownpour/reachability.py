@@ -21,7 +21,7 @@ import time
 
 from sparkdownpour.replica.priority import LOCAL_NICE
 from sparkdownpour.replica.probe import PROBE_DDL, probe_partition
-from sparkdownpour.session import is_connect, master_of
+from sparkdownpour.session import LOOPBACK, connect_endpoint, is_connect, master_of
 
 __all__ = ["check_bindable", "check_reachable", "executors_on_this_machine", "replica_nice"]
 
@@ -52,10 +52,13 @@ def executors_on_this_machine(spark) -> bool:
 
 def replica_nice(spark, configured: int | None) -> int:
     """How far replicas lower their threads' priority (``DownpourConfig.replica_nice``):
-    the configured value, else ``LOCAL_NICE`` where the executors share this machine."""
+    the configured value, else ``LOCAL_NICE`` where the executors share this machine: a local
+    master, classic or behind a Connect server on this machine (``remote("local[*]")``)."""
     if configured is not None:
         return configured
-    return LOCAL_NICE if executors_on_this_machine(spark) else 0
+    beside = executors_on_this_machine(spark) or is_connect(spark) and \
+        connect_endpoint(spark)[0] in LOOPBACK and master_of(spark).startswith("local")
+    return LOCAL_NICE if beside else 0
 
 
 def check_reachable(spark, urls, token: str, *, tasks: int, timeout: float,

@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from sparkdownpour import optimizers
 from sparkdownpour.data.batches import mini_batches
-from sparkdownpour.replica.loop import continue_after_refusal, with_last
+from sparkdownpour.replica.loop import with_last
+from sparkdownpour.replica.refusal import continue_after_refusal
 from sparkdownpour.replica.spec import ReplicaSpec, new_stats
 from sparkdownpour.replica.state import ReplicaState
 from sparkdownpour.replica.worker import client_for, replica_for, stats_batch, task_identity

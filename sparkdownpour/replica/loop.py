@@ -32,9 +32,9 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import Rows, mini_batches
 from sparkdownpour.data.sparse import CSR
-from sparkdownpour.errors import ParameterServerError
 from sparkdownpour.replica.priority import run_at_nice
 from sparkdownpour.replica.push_period import PeriodProbe
+from sparkdownpour.replica.refusal import continue_after_refusal
 from sparkdownpour.replica.sparse_gradient import sparse_push
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec, ReplicaStep, new_stats
 from sparkdownpour.replica.state import ReplicaState
@@ -384,22 +384,3 @@ class PartitionLoop:
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``'s function: train on one partition against the server; yield one row."""
     yield run_at_nice(lambda: PartitionLoop(spec).run(batches), spec.nice)
-
-
-def continue_after_refusal(outcome: PushOutcome, position: Position, replica_id: str) -> bool:
-    """After a refused push: True to skip ahead to the server's progress, False to stop."""
-    reason = outcome.refusal
-    if reason == "duplicate":
-        logger.info("replica %s: mini-batches [%d, %d) were applied by another attempt; "
-                    "skipping to %s", replica_id, position.begin, position.end,
-                    outcome.progress)
-        return True
-    if reason == "closed_epoch":  # the driver has moved on: nothing left to contribute
-        logger.info("replica %s: epoch %d is closed on the server; stopping", replica_id,
-                    position.epoch)
-        return False
-    raise ParameterServerError(
-        f"replica {replica_id}: push of mini-batches [{position.begin}, {position.end}) of "
-        f"partition {position.partition} refused as {reason} (the server is at "
-        f"{outcome.progress}); the partition's mini-batches are not in the same order "
-        "as in an earlier attempt, so this attempt cannot continue")

@@ -52,6 +52,8 @@ def test_digits_reach_095(connect_digits):
     assert info["partitions"] == 2 and info["server"].startswith("http://127.0.0.1:")
     assert info["replicas_chosen"] == "2 replicas for 4 partitions on 2 task slots"
     assert info["probe_s"] < 30
+    # A local Connect server: its executors share this machine's cores with the server.
+    assert info["replica_nice"] == 5
 
 
 def test_resident_replicas_train_every_epoch_in_one_stage(connect_digits):
