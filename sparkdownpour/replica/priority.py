@@ -4,9 +4,9 @@ Every replica waits on the server (an overlapped push is collected before the ne
 where the replicas and the server share a machine's cores (a ``local`` or ``local-cluster``
 master, a notebook) the server should run the moment a request arrives, and a replica's
 matrix products should wait. Measured on the 1M-row run (2 replicas, 2 cores, see the
-benchmarks page): the replicas' compute share rose from 0.77-0.80 to 0.81-0.82 with ``nice``
-5 on the replicas, because the round trips' slow tail, which left a replica waiting 5-15% of its
-task, shrank.
+benchmarks page): the replicas' compute share was 0.80-0.83 over six fits with ``nice`` 5 on
+the replicas, against 0.76-0.81 at the server's priority in the same run, because the round
+trips' slow tail, which left a replica waiting 5-15% of its task, shrank.
 
 Linux sets ``nice`` per thread, and an unprivileged thread cannot take it back. So the work
 runs on a thread of its own that ends with it: the Python worker, reused by Spark for later

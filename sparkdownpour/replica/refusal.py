@@ -10,7 +10,8 @@ from sparkdownpour.server.ledger import Position
 
 __all__ = ["continue_after_refusal"]
 
-logger = logging.getLogger("sparkdownpour.replica.loop")  # where these lines always logged
+# The loop's logger, as before this module existed: a filter set on it still catches these.
+logger = logging.getLogger("sparkdownpour.replica.loop")
 
 
 def continue_after_refusal(outcome: PushOutcome, position: Position, replica_id: str) -> bool:
