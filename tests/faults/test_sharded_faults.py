@@ -7,17 +7,20 @@ sharded task retries, in the same driver) and ``test_driver_and_executor_loss.py
 child dying is ``test_shard_death.py``.
 """
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from sparkdownpour.server.checkpoint import latest_checkpoint
-from tests.faults.test_task_retry import DRIVER, EPOCHS, ROOT, SHARDED_MODES, run_driver
+from tests.faults.test_task_retry import (
+    EPOCHS,
+    SHARDED_MODES,
+    run_driver,
+    start_doomed_driver,
+    wait_for_mid_epoch_3,
+)
 from tests.server.test_store_process import process_alive
 
 SHARDS = 4
@@ -63,29 +66,17 @@ def test_a_killed_driver_resumes_every_shard_from_its_checkpoint(tmp_path, mode)
     epochs = 4
     knobs = {"epochs": epochs, "checkpoint_dir": str(tmp_path), "checkpoint_every_updates": 10,
              **MODES[mode]}
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
-    options = {"master": "local[2]", "runs": [{"name": "doomed", "knobs": knobs}]}
-    # Its own session: the SIGKILL takes the JVM and the Python workers down with it; shard
-    # children are left to notice their pipes close.
-    proc = subprocess.Popen([sys.executable, str(DRIVER), json.dumps(options)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, start_new_session=True)
+    # Shard children are left to notice their pipes close.
+    proc = start_doomed_driver({"master": "local[2]", "runs": [{"name": "doomed", "knobs": knobs}]})
     shard_pids = []
     try:
         if mode == "processes":
             line = proc.stdout.readline()
             assert line.startswith("SHARD PIDS"), line
             shard_pids = [int(pid) for pid in line.split()[2:]]
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            state = latest_checkpoint(tmp_path)
-            # Mid-epoch 3: two epochs done and some of the third applied on some shard.
-            if state and state["extra"]["epochs_done"] >= 2 and any(
-                    shard["progress"] for shard in state["ledger"]["shards"]):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the driver finished before it could be killed"
+        # some of the third epoch applied on some shard
+        wait_for_mid_epoch_3(tmp_path, proc, lambda ledger: any(
+            shard["progress"] for shard in ledger["shards"]))
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as the OOM killer would
         proc.wait(30)
         # Its shard children see their pipes close and exit; its JVM sees stdin close.

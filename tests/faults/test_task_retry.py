@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,40 @@ SHARDED_MODES = {"threads": {"num_shards": 4},
                  "processes": {"num_shards": 4, "shard_processes": True}}
 
 
+def driver_env() -> dict:
+    """A fault driver's environment: this interpreter on both sides, loopback, the repository."""
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+
+
 def run_driver(options, timeout=400, driver=DRIVER):
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(driver), json.dumps(options)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, str(driver), json.dumps(options)], cwd=ROOT,
+                          env=driver_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def start_doomed_driver(options) -> subprocess.Popen:
+    """A driver to be killed: in its own session, so a SIGKILL to its group takes its JVM and
+    Python workers down with it (its stdout is there to read; its stderr is dropped)."""
+    return subprocess.Popen([sys.executable, str(DRIVER), json.dumps(options)], cwd=ROOT,
+                            env=driver_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+
+
+def wait_for_mid_epoch_3(checkpoints, proc: subprocess.Popen, progressed) -> None:
+    """Poll ``checkpoints`` until the latest has two epochs done and ``progressed(its ledger)``
+    says some of the third is applied; fail if the driver finished before that."""
+    from sparkdownpour.server.checkpoint import latest_checkpoint
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = latest_checkpoint(checkpoints)
+        if state and state["extra"]["epochs_done"] >= 2 and progressed(state["ledger"]):
+            return
+        time.sleep(0.05)
+    assert proc.poll() is None, "the driver finished before it could be killed"
+    raise AssertionError("no checkpoint from the middle of epoch 3 within 300 s")
 
 
 @pytest.mark.slow
