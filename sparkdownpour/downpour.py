@@ -46,6 +46,7 @@ from sparkdownpour.replica.dense_stack import shipped_model
 from sparkdownpour.replica.devices import device_label
 from sparkdownpour.replica.easgd import run_easgd_partition
 from sparkdownpour.replica.loop import run_partition
+from sparkdownpour.replica.priority import at_spec_nice
 from sparkdownpour.replica.push_period import push_periods
 from sparkdownpour.replica.spec import STATS_DDL, ReplicaSpec
 from sparkdownpour.replica.sync import run_sync_partition
@@ -370,7 +371,7 @@ def _run_job(frame, spec: ReplicaSpec, mode: str = "async") -> list[dict]:
                 "easgd": run_easgd_partition}[mode]
     # sync: a barrier stage, every replica's task running at once (Spark refuses to start
     # one with more partitions than free task slots).
-    rows = _collected(lambda: frame.mapInArrow(functools.partial(function, spec=spec),
+    rows = _collected(lambda: frame.mapInArrow(functools.partial(at_spec_nice, function, spec=spec),
                                                STATS_DDL, barrier=mode == "sync").collect(),
                       f"epoch {spec.epoch}")
     return [row.asDict() for row in rows]

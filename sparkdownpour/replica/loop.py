@@ -32,7 +32,6 @@ import pyarrow as pa
 
 from sparkdownpour.data.batches import Rows, mini_batches
 from sparkdownpour.data.sparse import CSR
-from sparkdownpour.replica.priority import run_at_nice
 from sparkdownpour.replica.push_period import PeriodProbe
 from sparkdownpour.replica.refusal import continue_after_refusal
 from sparkdownpour.replica.sparse_gradient import sparse_push
@@ -383,4 +382,4 @@ class PartitionLoop:
 
 def run_partition(batches: Iterator[pa.RecordBatch], spec: ReplicaSpec) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``'s function: train on one partition against the server; yield one row."""
-    yield run_at_nice(lambda: PartitionLoop(spec).run(batches), spec.nice)
+    yield PartitionLoop(spec).run(batches)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["LOCAL_NICE", "run_at_nice", "thread_nice"]
+__all__ = ["LOCAL_NICE", "at_spec_nice", "run_at_nice", "thread_nice"]
 
 LOCAL_NICE = 5  # replica_nice=None where the executors share the driver's machine
 
@@ -63,3 +63,9 @@ def run_at_nice(work: Callable[[], T], nice: int) -> T:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def at_spec_nice(function, batches, spec):
+    """``mapInArrow``'s ``function(batches, spec)`` (any mode's partition function), its
+    statistics rows computed at ``spec.nice``."""
+    return iter(run_at_nice(lambda: list(function(batches, spec)), spec.nice))

@@ -9,7 +9,7 @@ import pytest
 from sparkdownpour import Downpour
 from sparkdownpour.callbacks import Callback
 from sparkdownpour.examples import build_digits_mlp
-from sparkdownpour.replica.priority import run_at_nice, thread_nice
+from sparkdownpour.replica.priority import at_spec_nice, run_at_nice, thread_nice
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="per-thread nice is Linux's")
@@ -31,6 +31,18 @@ def test_nice_zero_runs_in_the_caller_and_errors_come_back_as_raised_there():
 
     with pytest.raises(ValueError, match="from the replica thread"):
         run_at_nice(fails, 2)
+
+
+def test_every_modes_partition_function_runs_at_the_specs_nice():
+    from types import SimpleNamespace
+
+    def partition(batches, spec):  # the shape of run_partition, run_sync_partition, ...
+        yield (list(batches), thread_nice())
+
+    before = thread_nice()
+    rows = at_spec_nice(partition, iter([1, 2]), SimpleNamespace(nice=4))
+    assert list(rows) == [([1, 2], min(19, before + 4))]
+    assert list(at_spec_nice(partition, iter([]), SimpleNamespace(nice=0))) == [([], before)]
 
 
 def test_replica_nice_is_checked():
